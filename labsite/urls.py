@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("rq/", include("django_rq.urls")),
+    path("sessions/", include("sessions_app.urls")),
+    path("", include("labs.urls")),
+]
+
+handler403 = "labs.views.permission_denied"
+handler404 = "labs.views.page_not_found"
+handler500 = "labs.views.server_error"

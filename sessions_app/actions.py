@@ -1,0 +1,109 @@
+"""Verbs that change sessions. Views, the admin, jobs and commands all call these."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import UserQuota
+from labs.models import Lab
+from labsite.queueing import enqueue_on_commit
+from sessions_app.models import EndReason, Session, StaleTransition, State
+
+
+class SessionActionError(Exception):
+    """A request the learner can fix; the message is shown to them."""
+
+    def __init__(self, message: str, session: Session | None = None) -> None:
+        super().__init__(message)
+        self.session = session
+
+
+class QuotaExceeded(SessionActionError):
+    pass
+
+
+def start_session(user: Any, lab: Lab) -> Session:
+    """Create a session for `user` on `lab` and queue its provisioning.
+
+    The user's quota row is locked for the check-and-create, so two simultaneous requests
+    cannot both pass the concurrent-session limit.
+    """
+    if not lab.published and not user.is_staff:
+        raise SessionActionError("This lab is not published.")
+    if not lab.image.active:
+        raise SessionActionError(f"The image {lab.image.name} is disabled; ask staff to enable it.")
+    UserQuota.for_user(user)
+    with transaction.atomic():
+        quota = UserQuota.objects.select_for_update().get(user=user)
+        live = list(Session.objects.live().filter(user=user).select_related("lab")[: quota.max_concurrent_sessions])
+        if len(live) >= quota.max_concurrent_sessions:
+            running = live[0]
+            raise QuotaExceeded(
+                f"You already have {len(live)} running session(s) (limit {quota.max_concurrent_sessions}): "
+                f"“{running.lab.title}”. Stop it before starting another.",
+                session=running,
+            )
+        session = Session.objects.create(
+            user=user,
+            lab=lab,
+            runner_name=lab.runner or settings.LAB_DEFAULT_RUNNER,
+        )
+        session.log("Queued: waiting for a worker to provision your environment.")
+        _enqueue_provision(session)
+    return session
+
+
+def _enqueue_provision(session: Session) -> None:
+    from sessions_app import jobs
+
+    enqueue_on_commit(jobs.provision_session, str(session.pk), job_id=f"provision-{session.pk}")
+
+
+def stop_session(session: Session, reason: str = EndReason.LEARNER) -> Session:
+    """Ask for the session to stop; the teardown runs as a job. Stopping twice is harmless."""
+    from sessions_app import jobs
+
+    session.refresh_from_db()
+    if session.is_ended or session.state == State.STOPPING:
+        return session
+    try:
+        session.transition(State.STOPPING, end_reason=reason)
+    except StaleTransition:
+        return session
+    session.log(f"Stopping ({EndReason(reason).label.lower()}).")
+    enqueue_on_commit(jobs.teardown_session, str(session.pk), job_id=f"teardown-{session.pk}")
+    return session
+
+
+def extend_session(session: Session, by_staff: bool = False) -> Session:
+    """Push the deadline back by the lab's extension; learners get the lab's number of extensions."""
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().select_related("lab").get(pk=session.pk)
+        if locked.state != State.RUNNING or locked.expires_at is None:
+            raise SessionActionError("Only a running session can be extended.")
+        if not by_staff and locked.extensions_used >= locked.lab.max_extensions:
+            raise SessionActionError(
+                f"No extensions left: this lab allows {locked.lab.max_extensions}."
+            )
+        locked.expires_at = locked.expires_at + timedelta(minutes=locked.lab.extension_minutes)
+        locked.extensions_used += 1
+        locked.save(update_fields=["expires_at", "extensions_used"])
+        locked.log(f"Extended by {locked.lab.extension_minutes} minutes.")
+    return locked
+
+
+def record_activity(session: Session) -> bool:
+    """Mark the learner as active; writes at most once per LAB_ACTIVITY_WRITE_SECONDS."""
+    now = timezone.now()
+    threshold = now - timedelta(seconds=settings.LAB_ACTIVITY_WRITE_SECONDS)
+    updated = Session.objects.filter(
+        pk=session.pk, state=State.RUNNING, last_active_at__lt=threshold
+    ).update(last_active_at=now)
+    if updated:
+        session.last_active_at = now
+    return bool(updated)

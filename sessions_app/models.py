@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class InvalidTransition(Exception):
+    """A state change the session's state machine does not allow."""
+
+
+class StaleTransition(InvalidTransition):
+    """Another process changed the session's state first."""
+
+
+class State(models.TextChoices):
+    REQUESTED = "requested", "Queued"
+    PROVISIONING = "provisioning", "Provisioning"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+
+
+# The only place transitions are defined; every state change goes through Session.transition().
+TRANSITIONS: dict[str, frozenset[str]] = {
+    State.REQUESTED: frozenset({State.PROVISIONING, State.STOPPING, State.FAILED}),
+    State.PROVISIONING: frozenset({State.RUNNING, State.STOPPING, State.FAILED}),
+    State.RUNNING: frozenset({State.STOPPING, State.FAILED}),
+    State.STOPPING: frozenset({State.STOPPED, State.EXPIRED, State.FAILED}),
+    State.STOPPED: frozenset(),
+    State.FAILED: frozenset(),
+    State.EXPIRED: frozenset(),
+}
+LIVE_STATES = (State.REQUESTED, State.PROVISIONING, State.RUNNING, State.STOPPING)
+ENDED_STATES = (State.STOPPED, State.FAILED, State.EXPIRED)
+
+
+class EndReason(models.TextChoices):
+    NONE = "", "—"
+    LEARNER = "learner", "Stopped by the learner"
+    STAFF = "staff", "Stopped by staff"
+    EXPIRED = "expired", "Time limit reached"
+    IDLE = "idle", "Idle timeout"
+    ERROR = "error", "Error"
+    VANISHED = "vanished", "Environment disappeared"
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    def live(self) -> SessionQuerySet:
+        return self.filter(state__in=LIVE_STATES)
+
+    def ended(self) -> SessionQuerySet:
+        return self.filter(state__in=ENDED_STATES)
+
+    def visible_to(self, user: Any) -> SessionQuerySet:
+        if user.is_staff:
+            return self.all()
+        return self.filter(user=user)
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lab_sessions")
+    lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT, related_name="sessions")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.REQUESTED, db_index=True)
+    runner_name = models.CharField(max_length=40, blank=True)
+    runner_state = models.JSONField(default=dict, blank=True)
+    endpoints = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_active_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True, default="")
+    error = models.TextField(blank=True)
+    extensions_used = models.PositiveIntegerField(default=0)
+
+    objects = SessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "state"], name="session_user_state")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=[s.value for s in State]), name="session_state_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lab.slug} for {self.user} ({self.state})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("sessions:detail", args=[self.pk])
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def is_ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+    def can_transition(self, new_state: str) -> bool:
+        return new_state in TRANSITIONS[self.state]
+
+    def transition(self, new_state: str, **changes: Any) -> None:
+        """Move to `new_state` (saving `changes` with it) if the state machine allows it.
+
+        The update is conditional on the state this object holds, so two workers cannot both
+        make the same move: the loser gets StaleTransition and its object is refreshed.
+        """
+        if new_state not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"session {self.pk}: {self.state} → {new_state} is not allowed")
+        if new_state in ENDED_STATES:
+            changes.setdefault("ended_at", timezone.now())
+        updated = Session.objects.filter(pk=self.pk, state=self.state).update(state=new_state, **changes)
+        if updated != 1:
+            self.refresh_from_db()
+            raise StaleTransition(f"session {self.pk} is now {self.state}; cannot move to {new_state}")
+        self.state = new_state
+        for field, value in changes.items():
+            setattr(self, field, value)
+
+    def log(self, message: str, level: str = "info") -> SessionEvent:
+        return SessionEvent.objects.create(session=self, message=message[:2000], level=level)
+
+    def seconds_left(self, now: datetime | None = None) -> int | None:
+        if self.expires_at is None:
+            return None
+        now = now or timezone.now()
+        return max(0, int((self.expires_at - now).total_seconds()))
+
+    def idle_deadline(self) -> datetime | None:
+        minutes = self.lab.idle_timeout_minutes
+        if not minutes:
+            return None
+        return self.last_active_at + timedelta(minutes=minutes)
+
+    @property
+    def extensions_left(self) -> int:
+        return max(0, self.lab.max_extensions - self.extensions_used)
+
+
+class SessionEvent(models.Model):
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%H:%M:%S} {self.message}"

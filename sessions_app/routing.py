@@ -1,0 +1,3 @@
+from django.urls import re_path
+
+websocket_urlpatterns: list = []

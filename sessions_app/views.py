@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from sessions_app import actions
+from sessions_app.access import _get_session_for_user
+from sessions_app.models import EndReason, Session
+
+
+@login_required
+@require_GET
+def my_sessions(request: HttpRequest) -> HttpResponse:
+    sessions = Session.objects.filter(user=request.user).select_related("lab")[:200]
+    return render(request, "sessions_app/list.html", {"sessions": sessions})
+
+
+@login_required
+@require_GET
+def session_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
+    session = _get_session_for_user(request.user, pk)
+    steps = list(session.lab.steps.all())
+    return render(request, "sessions_app/detail.html", {"session": session, "steps": steps})
+
+
+@login_required
+@require_GET
+def session_status(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """The live region of the session page: state, progress log and time left (polled by HTMX)."""
+    session = _get_session_for_user(request.user, pk)
+    events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
+    return render(request, "sessions_app/detail.html#status", {"session": session, "events": events})
+
+
+@login_required
+@require_POST
+def stop(request: HttpRequest, pk: UUID) -> HttpResponse:
+    session = _get_session_for_user(request.user, pk)
+    reason = EndReason.LEARNER if session.user_id == request.user.pk else EndReason.STAFF
+    actions.stop_session(session, reason=reason)
+    messages.info(request, "Your session is stopping.")
+    return redirect(session)
+
+
+@login_required
+@require_POST
+def extend(request: HttpRequest, pk: UUID) -> HttpResponse:
+    session = _get_session_for_user(request.user, pk)
+    try:
+        actions.extend_session(session, by_staff=request.user.is_staff and session.user_id != request.user.pk)
+    except actions.SessionActionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Session extended.")
+    return redirect(session)
+
+
+@login_required
+@require_POST
+def heartbeat(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """The page says the learner is still here; resets the idle countdown."""
+    session = _get_session_for_user(request.user, pk)
+    if session.user_id == request.user.pk:
+        actions.record_activity(session)
+    return JsonResponse({"state": session.state, "seconds_left": session.seconds_left()})
