@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from sessions_app import provisioning
+
 
 def provision_session(session_id: str) -> None:
-    raise NotImplementedError
+    provisioning.provision(session_id)
 
 
 def teardown_session(session_id: str) -> None:
-    raise NotImplementedError
+    provisioning.teardown(session_id)

@@ -60,6 +60,17 @@ class SessionQuerySet(models.QuerySet["Session"]):
     def ended(self) -> SessionQuerySet:
         return self.filter(state__in=ENDED_STATES)
 
+    def transition_all(self, from_state: str, to_state: str, **changes: Any) -> int:
+        """Move every row of this queryset still in `from_state` to `to_state`; return how many moved.
+
+        The bulk form of Session.transition(), checked against the same table.
+        """
+        if to_state not in TRANSITIONS[from_state]:
+            raise InvalidTransition(f"{from_state} → {to_state} is not allowed")
+        if to_state in ENDED_STATES:
+            changes.setdefault("ended_at", timezone.now())
+        return self.filter(state=from_state).update(state=to_state, **changes)
+
     def visible_to(self, user: Any) -> SessionQuerySet:
         if user.is_staff:
             return self.all()

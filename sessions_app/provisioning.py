@@ -1,0 +1,126 @@
+"""Bringing a session's environment up and tearing it down, driven by the jobs in jobs.py."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from sessions_app.models import EndReason, Session, StaleTransition, State
+from sessions_app.runners import get_runner, resolve_alias
+from sessions_app.runners.base import Runner, RunnerError, SessionSpec
+
+log = logging.getLogger(__name__)
+
+
+def _load(session_id: str) -> Session | None:
+    return Session.objects.select_related("lab", "lab__image", "user").filter(pk=session_id).first()
+
+
+def _fail(session: Session, message: str) -> None:
+    session.log(message, level="error")
+    try:
+        session.transition(State.FAILED, error=message, end_reason=EndReason.ERROR, endpoints={})
+    except StaleTransition:
+        log.info("session %s changed state while failing: now %s", session.pk, session.state)
+
+
+def remove_leftovers(runner: Runner, session_id: str) -> int:
+    """Remove whatever a runner holds for a session (used when its state was never saved)."""
+    removed = 0
+    for env in runner.list_managed():
+        if env.session_id == session_id:
+            runner.remove_managed(env)
+            removed += 1
+    return removed
+
+
+def provision(session_id: str) -> None:
+    """Start the environment of a queued session. Safe to run twice: the second run does nothing,
+    and a run retried after a crash adopts the environment the first one created."""
+    session = _load(session_id)
+    if session is None:
+        return
+    if session.state == State.REQUESTED:
+        try:
+            session.transition(State.PROVISIONING)
+        except StaleTransition:
+            return
+    elif session.state != State.PROVISIONING:
+        return
+
+    try:
+        alias = resolve_alias(session.runner_name)
+        runner = get_runner(alias)
+    except RunnerError as exc:
+        _fail(session, f"Cannot start: {exc}")
+        return
+    if alias != session.runner_name:
+        Session.objects.filter(pk=session.pk).update(runner_name=alias)
+        session.runner_name = alias
+
+    spec = SessionSpec.from_session(session)
+    if not spec.image:
+        _fail(session, f"Cannot start: the image {session.lab.image.name} has no file or reference yet.")
+        return
+    session.log(f"Provisioning on the {alias} runner.")
+    try:
+        result = runner.start(spec, progress=session.log, timeout=settings.LAB_START_TIMEOUT_SECONDS)
+    except RunnerError as exc:
+        try:
+            remove_leftovers(runner, spec.session_id)
+        except RunnerError:
+            log.exception("cleanup after failed start of %s", session.pk)
+        _fail(session, f"Could not start your environment: {exc}")
+        return
+    except Exception as exc:
+        log.exception("unexpected error starting session %s", session.pk)
+        try:
+            remove_leftovers(runner, spec.session_id)
+        except Exception:
+            log.exception("cleanup after failed start of %s", session.pk)
+        _fail(session, f"Could not start your environment (internal error: {type(exc).__name__}).")
+        return
+
+    now = timezone.now()
+    try:
+        session.transition(
+            State.RUNNING,
+            runner_state=result.state,
+            endpoints=result.endpoints,
+            started_at=now,
+            expires_at=now + timedelta(minutes=session.lab.ttl_minutes),
+            last_active_at=now,
+        )
+    except StaleTransition:
+        # Stopped while we were starting: keep the state so teardown can find it, and remove it.
+        Session.objects.filter(pk=session.pk).update(runner_state=result.state)
+        try:
+            runner.stop(result.state)
+        except RunnerError:
+            log.exception("removing environment of session %s stopped during start", session.pk)
+        return
+    session.log("Ready.")
+
+
+def teardown(session_id: str) -> None:
+    """Remove a stopping session's environment and record how it ended. Idempotent."""
+    session = _load(session_id)
+    if session is None or session.state != State.STOPPING:
+        return
+    try:
+        runner = get_runner(session.runner_name)
+        if session.runner_state:
+            runner.stop(session.runner_state)
+        remove_leftovers(runner, str(session.pk))
+    except RunnerError as exc:
+        _fail(session, f"Could not remove the environment cleanly: {exc}")
+        return
+    final = State.EXPIRED if session.end_reason in (EndReason.EXPIRED, EndReason.IDLE) else State.STOPPED
+    try:
+        session.transition(final, endpoints={})
+    except StaleTransition:
+        return
+    session.log("Environment removed.")

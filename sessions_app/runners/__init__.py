@@ -1,0 +1,88 @@
+"""Runner backends, configured like Django's STORAGES.
+
+    LAB_RUNNERS = {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {...}}}
+
+A lab names its runner. The alias "default" (used by labs that name none) is the Docker
+runner when an engine answers, else the sandboxed local runner, unless LAB_RUNNERS says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from sessions_app.runners.base import Runner, RunnerError
+
+BUILTIN_RUNNERS: dict[str, dict[str, Any]] = {
+    "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {}},
+    "local": {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {}},
+}
+
+_cache: dict[str, tuple[str, Runner]] = {}
+_lock = threading.Lock()
+
+
+def runner_configs() -> dict[str, dict[str, Any]]:
+    configs = {**BUILTIN_RUNNERS, **settings.LAB_RUNNERS}
+    for alias, config in configs.items():
+        if not isinstance(config, dict) or "BACKEND" not in config:
+            raise ImproperlyConfigured(f"LAB_RUNNERS[{alias!r}] needs a BACKEND")
+    return configs
+
+
+def _auto_default_alias(configs: dict[str, dict[str, Any]]) -> str:
+    docker = _build("docker", configs["docker"])
+    return "docker" if docker.available() else "local"
+
+
+def _build(alias: str, config: dict[str, Any]) -> Runner:
+    key = json.dumps(config, sort_keys=True, default=str)
+    with _lock:
+        cached = _cache.get(alias)
+        if cached and cached[0] == key:
+            return cached[1]
+    try:
+        backend = import_string(config["BACKEND"])
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"LAB_RUNNERS[{alias!r}]: cannot import {config['BACKEND']}: {exc}") from exc
+    runner = backend(alias, config.get("OPTIONS", {}))
+    with _lock:
+        _cache[alias] = (key, runner)
+    return runner
+
+
+def resolve_alias(name: str) -> str:
+    """The concrete alias a name refers to ("default" picks the best available backend)."""
+    configs = runner_configs()
+    if name in configs:
+        return name
+    if name in ("", "default"):
+        return _auto_default_alias(configs)
+    raise RunnerError(f"No runner named {name!r} is configured (LAB_RUNNERS).", permanent=True)
+
+
+def get_runner(name: str) -> Runner:
+    configs = runner_configs()
+    alias = resolve_alias(name)
+    return _build(alias, configs[alias])
+
+
+def all_runners() -> list[Runner]:
+    """Every configured runner that can be built; used by reconciliation."""
+    runners = []
+    for alias, config in runner_configs().items():
+        try:
+            runners.append(_build(alias, config))
+        except ImproperlyConfigured:
+            continue
+    return runners
+
+
+def reset_cache() -> None:
+    with _lock:
+        _cache.clear()

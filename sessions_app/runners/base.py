@@ -1,0 +1,271 @@
+"""The runner contract: what every session backend (Docker, local, QEMU, Kubernetes) provides.
+
+Modelled on JupyterHub's Spawner. A runner never touches the database: it receives a
+`SessionSpec` and the JSON `state` it returned from `start()`, so a restarted web or worker
+process can find every environment again from the session row alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class RunnerError(Exception):
+    """Anything a runner cannot do. `permanent` says whether retrying could help."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything a runner needs to know about one session, taken from the session and its lab."""
+
+    session_id: str
+    user_id: int
+    username: str
+    lab_slug: str
+    image: str
+    image_kind: str = "container"
+    cpu: float = 1.0
+    memory_mb: int = 512
+    pids_limit: int = 256
+    disk_mb: int = 2048
+    network_mode: str = "bridge"
+    docker_access: bool = False
+    exposed_ports: tuple[int, ...] = ()
+    starter_dir: str | None = None
+
+    @classmethod
+    def from_session(cls, session: Any) -> SessionSpec:
+        lab = session.lab
+        image = lab.image
+        starter = None
+        if lab.source_path:
+            candidate = posixpath.join(lab.source_path, "files")
+            from pathlib import Path
+
+            if Path(candidate).is_dir():
+                starter = candidate
+        return cls(
+            session_id=str(session.pk),
+            user_id=session.user_id,
+            username=session.user.get_username(),
+            lab_slug=lab.slug,
+            image=image.reference or (image.file.path if image.file else ""),
+            image_kind=image.kind,
+            cpu=float(lab.cpu),
+            memory_mb=lab.memory_mb,
+            pids_limit=lab.pids_limit,
+            disk_mb=lab.disk_mb,
+            network_mode=lab.network_mode,
+            docker_access=lab.docker_access,
+            exposed_ports=tuple(int(p) for p in lab.exposed_ports or ()),
+            starter_dir=starter,
+        )
+
+
+@dataclass
+class StartResult:
+    """`state` is saved on the session row and handed back to every later call."""
+
+    state: dict[str, Any]
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+
+class PollStatus(enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # exists but is not running
+    MISSING = "missing"  # gone entirely
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the workspace root, "/"-separated
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the platform reaches a session port: a TCP address or a unix socket."""
+
+    host: str | None = None
+    port: int | None = None
+    unix_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ManagedEnvironment:
+    """Something a runner created and labelled, found again without the database."""
+
+    session_id: str
+    ref: str
+    running: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunnerStats:
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    pids: int = 0
+
+
+class TerminalStream(Protocol):
+    """A live, bidirectional terminal. Blocking calls; consumers run them in a thread."""
+
+    def fileno(self) -> int: ...
+
+    def read(self, max_bytes: int = 65536) -> bytes:
+        """Return output bytes; b"" once the terminal has closed."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ProgressCallback = Callable[[str], None]
+
+
+def _no_progress(message: str) -> None:
+    return None
+
+
+class WorkspacePathError(RunnerError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+def clean_workspace_path(path: str) -> str:
+    """Normalise a learner-supplied path to a relative path inside the workspace, or refuse it."""
+    if "\x00" in path:
+        raise WorkspacePathError("Paths cannot contain NUL bytes.")
+    if path.startswith(("/", "\\")):
+        raise WorkspacePathError("Use a path relative to the workspace, not an absolute path.")
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise WorkspacePathError("Paths cannot go above the workspace ('..').")
+    return "/".join(parts)
+
+
+class Runner:
+    """Base class for session backends. Subclasses override every method below.
+
+    Every method raises RunnerError on failure; nothing else should escape.
+    """
+
+    #: The workspace directory inside the environment.
+    workspace = "/workspace"
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.options = dict(options or {})
+
+    # lifecycle -----------------------------------------------------------------------
+    def start(
+        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+    ) -> StartResult:
+        """Create and start the environment for `spec`; return its state and endpoints.
+
+        `progress` receives short human-readable steps ("Creating container") as they happen;
+        a start that is not ready within `timeout` seconds fails.
+
+        Idempotent: when an environment for `spec.session_id` already exists it is adopted
+        (started if needed), never duplicated. On failure, everything created is removed
+        before RunnerError is raised.
+        """
+        raise NotImplementedError
+
+    def stop(self, state: dict[str, Any], timeout: float = 10.0) -> None:
+        """Stop gracefully (then forcibly after `timeout`) and remove everything. Idempotent."""
+        raise NotImplementedError
+
+    def poll(self, state: dict[str, Any]) -> PollStatus:
+        """Report whether the environment is running, stopped, or gone."""
+        raise NotImplementedError
+
+    # commands and files --------------------------------------------------------------
+    def exec(
+        self,
+        state: dict[str, Any],
+        command: list[str],
+        *,
+        timeout: float = 15.0,
+        stdin: bytes | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> ExecResult:
+        """Run `command` inside the environment; return its exit code and output.
+
+        A command still running after `timeout` seconds is killed and reported with
+        `timed_out=True` (exit code 124 or the signal's code).
+        """
+        raise NotImplementedError
+
+    def list_files(self, state: dict[str, Any], path: str = "") -> list[FileEntry]:
+        """List one directory of the workspace (not recursive)."""
+        raise NotImplementedError
+
+    def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
+        """Return a workspace file's bytes; RunnerError if missing, a directory, or larger than max_bytes."""
+        raise NotImplementedError
+
+    def write_file(self, state: dict[str, Any], path: str, data: bytes) -> None:
+        """Create or replace a workspace file (parent directories are created)."""
+        raise NotImplementedError
+
+    # reaching the session ----------------------------------------------------------------
+    def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
+        """Where the platform's proxy can reach `port` of the session (never a host-published port)."""
+        raise NotImplementedError
+
+    def open_terminal(
+        self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1"
+    ) -> TerminalStream:
+        """Attach an interactive shell. Where the backend can, `name` re-attaches the same shell."""
+        raise NotImplementedError
+
+    # supervision ---------------------------------------------------------------------
+    def list_managed(self) -> list[ManagedEnvironment]:
+        """Every environment this runner created that still exists, found by its labels."""
+        raise NotImplementedError
+
+    def remove_managed(self, env: ManagedEnvironment) -> None:
+        """Remove an environment found by list_managed (used by reconciliation)."""
+        raise NotImplementedError
+
+    def stats(self, state: dict[str, Any]) -> RunnerStats:
+        """Current CPU and memory use."""
+        raise NotImplementedError
+
+    def available(self) -> bool:
+        """Whether this backend can run sessions on this machine right now."""
+        return True

@@ -1,0 +1,103 @@
+"""The session lifecycle through the jobs, on the in-memory runner."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sessions_app import actions
+from sessions_app.models import EndReason, Session, State
+from sessions_app.runners import fake
+
+
+@pytest.fixture
+def start(owner, lab, django_capture_on_commit_callbacks):
+    def _start(runner="fake"):
+        lab.runner = runner
+        lab.save()
+        with django_capture_on_commit_callbacks(execute=True):
+            session = actions.start_session(owner, lab)
+        session.refresh_from_db()
+        return session
+
+    return _start
+
+
+def test_starting_runs_the_session_and_saves_runner_state(start, lab):
+    session = start()
+    assert session.state == State.RUNNING
+    assert session.runner_state["env_id"] in fake.ENVIRONMENTS
+    assert session.expires_at - session.started_at == timedelta(minutes=lab.ttl_minutes)
+    messages = list(session.events.values_list("message", flat=True))
+    assert messages[0].startswith("Queued")
+    assert "Creating environment" in messages
+    assert messages[-1] == "Ready."
+
+
+def test_a_retried_provision_never_makes_a_second_environment(start):
+    from sessions_app.jobs import provision_session
+
+    session = start()
+    provision_session(str(session.pk))
+    Session.objects.filter(pk=session.pk).update(state=State.PROVISIONING)
+    provision_session(str(session.pk))
+    assert len(fake.ENVIRONMENTS) == 1
+
+
+def test_a_failing_start_fails_the_session_with_the_reason_and_leaves_nothing(start):
+    session = start("fake-failing")
+    assert session.state == State.FAILED
+    assert "told to fail on start" in session.error
+    assert session.end_reason == EndReason.ERROR
+    assert fake.ENVIRONMENTS == {}
+
+
+def test_a_start_past_the_timeout_fails_and_leaves_nothing(start, settings):
+    settings.LAB_START_TIMEOUT_SECONDS = 1
+    session = start("fake-slow")
+    assert session.state == State.FAILED
+    assert "not ready after 1 s" in session.error
+    assert fake.ENVIRONMENTS == {}
+
+
+def test_an_unknown_runner_fails_clearly(start):
+    session = start("no-such-runner")
+    assert session.state == State.FAILED
+    assert "No runner named 'no-such-runner'" in session.error
+
+
+def test_stop_removes_the_environment(start, django_capture_on_commit_callbacks):
+    session = start()
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.stop_session(session)
+    session.refresh_from_db()
+    assert session.state == State.STOPPED
+    assert session.end_reason == EndReason.LEARNER
+    assert fake.ENVIRONMENTS == {}
+
+
+def test_stopping_twice_is_harmless(start, django_capture_on_commit_callbacks):
+    session = start()
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.stop_session(session)
+        actions.stop_session(session)
+    session.refresh_from_db()
+    assert session.state == State.STOPPED
+
+
+def test_extension_pushes_the_deadline_up_to_the_labs_limit(start, lab):
+    session = start()
+    deadline = session.expires_at
+    for _ in range(lab.max_extensions):
+        session = actions.extend_session(session)
+    assert session.expires_at == deadline + timedelta(minutes=lab.extension_minutes * lab.max_extensions)
+    with pytest.raises(actions.SessionActionError, match="No extensions left"):
+        actions.extend_session(session)
+
+
+def test_activity_writes_are_throttled(start, settings):
+    settings.LAB_ACTIVITY_WRITE_SECONDS = 60
+    session = start()
+    Session.objects.filter(pk=session.pk).update(last_active_at=timezone.now() - timedelta(minutes=5))
+    assert actions.record_activity(session) is True
+    assert actions.record_activity(session) is False
