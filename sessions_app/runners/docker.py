@@ -1,0 +1,680 @@
+"""Docker runner: one labelled container per session, optionally with its own Docker engine.
+
+OPTIONS (all optional):
+    base_url        engine address (default: DOCKER_HOST or the local socket)
+    instance        value of the managed-by label, to share an engine between installs ("labs")
+    cap_add         capabilities kept for ordinary sessions (everything else is dropped)
+    dind_mode       "auto" | "privileged" | "capabilities": how Docker-in-Docker sessions get the
+                    rights their inner engine needs. "privileged" is the usual choice; "capabilities"
+                    is for hosts where --privileged cannot work (all capabilities but
+                    SYS_RESOURCE, unconfined seccomp/AppArmor, private cgroup namespace).
+                    "auto" tries privileged first and remembers what worked.
+    dind_preload    images copied into every inner engine (default ["labs/busybox:latest"])
+    preload_cache   where saved image tarballs are cached (default DATA_DIR/preload)
+    api_timeout     seconds for one engine API call (default 60)
+    guard_host      keep sessions from opening connections to the host's own services (default
+                    true for a local engine). Session bridges are named "labs…" and one iptables
+                    rule drops new connections from them into the host; replies to connections
+                    the platform opens (the web preview) still pass. Needs root and iptables.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import socket
+import struct
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from django.conf import settings
+
+from sessions_app.runners.base import (
+    Endpoint,
+    ExecResult,
+    FileEntry,
+    ManagedEnvironment,
+    PollStatus,
+    ProgressCallback,
+    Runner,
+    RunnerError,
+    RunnerStats,
+    SessionSpec,
+    StartResult,
+    _no_progress,
+    clean_workspace_path,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "labs.managed-by"
+LABEL_SESSION = "labs.session"
+LABEL_USER = "labs.user"
+LABEL_LAB = "labs.lab"
+
+# Keeps the container alive and exits at once on SIGTERM, so stops are fast.
+KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID"]
+DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
+    "cgroupns": "private",
+    "cap_add": ["ALL"],
+    "cap_drop": ["SYS_RESOURCE"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"],
+    "device_cgroup_rules": ["a *:* rwm"],
+}
+MAX_OUTPUT = 4 * 1024 * 1024
+BRIDGE_PREFIX = "labs"
+HOST_GUARD_RULE = ["INPUT", "-i", f"{BRIDGE_PREFIX}+", "-m", "conntrack", "--ctstate", "NEW,INVALID",
+                   "-j", "DROP"]
+_STORAGE_LIMIT_DRIVERS = {"devicemapper", "btrfs", "zfs"}
+
+
+def _short(exc: Exception) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return str(text).strip().splitlines()[0][:300] if text else type(exc).__name__
+
+
+class DockerTerminal:
+    """A TTY exec attached over the hijacked API socket."""
+
+    def __init__(self, runner: DockerRunner, exec_id: str, sock: Any) -> None:
+        self._runner = runner
+        self.exec_id = exec_id
+        self._sock_wrapper = sock
+        self._sock: socket.socket = getattr(sock, "_sock", sock)
+        self._closed = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self, max_bytes: int = 65536) -> bytes:
+        try:
+            return self._sock.recv(max_bytes)
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        try:
+            self._runner.api.exec_resize(self.exec_id, height=rows, width=cols)
+        except docker.errors.APIError as exc:
+            raise RunnerError(f"resize failed: {_short(exc)}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+class DockerRunner(Runner):
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        self.instance = str(self.options.get("instance", "labs"))
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._dind_mode_found: str | None = None
+
+    # engine -------------------------------------------------------------------------------
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._client_lock:
+            if self._client is None:
+                timeout = int(self.options.get("api_timeout", 60))
+                try:
+                    if self.options.get("base_url"):
+                        self._client = docker.DockerClient(base_url=self.options["base_url"], timeout=timeout)
+                    else:
+                        self._client = docker.from_env(timeout=timeout)
+                except docker.errors.DockerException as exc:
+                    raise RunnerError(f"Docker engine unreachable: {_short(exc)}") from exc
+            return self._client
+
+    @property
+    def api(self) -> Any:
+        return self.client.api
+
+    def available(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            with self._client_lock:
+                self._client = None
+            return False
+
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one engine call, turning the SDK's errors into RunnerError with a readable reason."""
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            raise self._translate(what, exc) from exc
+
+    def _translate(self, what: str, exc: Exception) -> Exception:
+        if isinstance(exc, RunnerError):
+            return exc
+        if isinstance(exc, docker.errors.ImageNotFound):
+            return RunnerError(f"{what}: image not found on this engine ({_short(exc)})", permanent=True)
+        if isinstance(exc, docker.errors.NotFound):
+            return RunnerError(f"{what}: not found ({_short(exc)})", permanent=True)
+        if isinstance(exc, docker.errors.APIError):
+            return RunnerError(f"{what}: {_short(exc)}", permanent=bool(exc.is_client_error()))
+        unreachable = isinstance(exc, (docker.errors.DockerException, OSError)) or any(
+            word in type(exc).__name__ for word in ("Connection", "Timeout")
+        )
+        if unreachable:
+            with self._client_lock:
+                self._client = None
+            return RunnerError(f"{what}: Docker engine unreachable ({_short(exc)})")
+        return exc
+
+    # naming -------------------------------------------------------------------------------
+    def _labels(self, spec: SessionSpec) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: self.instance,
+            LABEL_SESSION: spec.session_id,
+            LABEL_USER: str(spec.user_id),
+            LABEL_LAB: spec.lab_slug,
+        }
+
+    def _name(self, session_id: str) -> str:
+        return f"{self.instance}-{session_id}"
+
+    def _find_container(self, session_id: str) -> Any | None:
+        found = self._call(
+            "listing containers",
+            self.client.containers.list,
+            all=True,
+            filters={"label": [f"{LABEL_MANAGED}={self.instance}", f"{LABEL_SESSION}={session_id}"]},
+        )
+        return found[0] if found else None
+
+    # start ----------------------------------------------------------------------------------
+    def start(
+        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+    ) -> StartResult:
+        deadline = time.monotonic() + timeout
+        image = self._call(f"looking up image {spec.image}", self.client.images.get, spec.image)
+        container = self._find_container(spec.session_id)
+        if container is None:
+            network = self._ensure_network(spec)
+            progress("Creating container")
+            container = self._create_container(spec, image, network, progress)
+        else:
+            progress("Found the existing container; adopting it")
+        if container.status != "running":
+            progress("Starting container")
+            self._call("starting container", container.start)
+        state = self._state_of(container, spec)
+        if spec.starter_dir and not self._marker_exists(state, "/run/labs-starter-copied"):
+            progress("Copying starter files")
+            self._copy_starter(state, spec.starter_dir)
+        if spec.docker_access:
+            progress("Starting Docker engine")
+            self._wait_for_inner_engine(state, deadline)
+        if time.monotonic() > deadline:
+            raise RunnerError(f"environment not ready after {timeout:g} s")
+        progress("Container ready")
+        container.reload()
+        return StartResult(state=self._state_of(container, spec), endpoints=self._endpoints(container))
+
+    def _ensure_network(self, spec: SessionSpec) -> str:
+        mode = spec.network_mode
+        if mode == "none":
+            return "none"
+        if mode == "unrestricted":
+            return "bridge"
+        name = self._name(spec.session_id)
+        existing = self._call("listing networks", self.client.networks.list, names=[name])
+        if existing:
+            return name
+        self._ensure_host_guard()
+        self._call(
+            "creating network",
+            self.client.networks.create,
+            name,
+            driver="bridge",
+            internal=(mode == "isolated"),
+            labels=self._labels(spec),
+            options={"com.docker.network.bridge.name": BRIDGE_PREFIX + spec.session_id.replace("-", "")[:11]},
+            check_duplicate=True,
+        )
+        return name
+
+    def _ensure_host_guard(self) -> None:
+        default = not str(self.options.get("base_url", "")).startswith(("tcp://", "ssh://", "http"))
+        if not self.options.get("guard_host", default):
+            return
+        try:
+            present = subprocess.run(["iptables", "-C", *HOST_GUARD_RULE], capture_output=True, timeout=10)
+            if present.returncode == 0:
+                return
+            added = subprocess.run(["iptables", "-I", *HOST_GUARD_RULE], capture_output=True, timeout=10, text=True)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            added = subprocess.CompletedProcess([], 1, "", str(exc))
+        if added.returncode != 0:
+            raise RunnerError(
+                "cannot install the firewall rule that keeps sessions away from the host's services "
+                f"(iptables: {added.stderr.strip() or 'failed'}); run the platform as root with iptables, "
+                "or set the Docker runner option guard_host=false to accept that risk",
+                permanent=True,
+            )
+
+    def _image_user(self, image: Any) -> str:
+        return str((image.attrs.get("Config") or {}).get("User") or "")
+
+    def _storage_opts(self, spec: SessionSpec, progress: ProgressCallback) -> dict[str, str] | None:
+        info = self._call("reading engine info", self.client.info)
+        driver = info.get("Driver", "")
+        backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+        if driver in _STORAGE_LIMIT_DRIVERS or (driver == "overlay2" and backing == "xfs"):
+            return {"size": f"{spec.disk_mb}M"}
+        progress(f"Note: disk limit not enforced by the {driver} storage driver on {backing or 'this filesystem'}")
+        return None
+
+    def _create_container(self, spec: SessionSpec, image: Any, network: str, progress: ProgressCallback) -> Any:
+        labels = self._labels(spec)
+        kwargs: dict[str, Any] = {
+            "image": image.id,
+            "name": self._name(spec.session_id),
+            "hostname": "lab",
+            "labels": labels,
+            "detach": True,
+            "nano_cpus": int(spec.cpu * 1e9),
+            "mem_limit": f"{spec.memory_mb}m",
+            "memswap_limit": f"{spec.memory_mb}m",  # equal to the memory limit: no swap
+            "pids_limit": spec.pids_limit,
+            "network": network if network not in ("none",) else None,
+            "network_mode": "none" if network == "none" else None,
+            "working_dir": self.workspace,
+            "environment": {"LAB_SESSION": spec.session_id, "TERM": "xterm-256color"},
+        }
+        storage = self._storage_opts(spec, progress)
+        if storage:
+            kwargs["storage_opt"] = storage
+        if spec.docker_access:
+            kwargs["user"] = "root"  # the entrypoint starts the inner engine; shells run as the image user
+            volume = self._call(
+                "creating engine volume", self.client.volumes.create, name=f"{self._name(spec.session_id)}-docker",
+                labels=labels,
+            )
+            kwargs["volumes"] = {volume.name: {"bind": "/var/lib/docker", "mode": "rw"}}
+            kwargs["volumes"].update(self._preload_mounts(progress))
+            return self._create_dind(kwargs, progress)
+        kwargs.update(
+            command=KEEPALIVE,
+            entrypoint=[],
+            init=True,
+            cap_drop=["ALL"],
+            cap_add=list(self.options.get("cap_add", DEFAULT_CAPS)),
+            security_opt=["no-new-privileges:true"],
+        )
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        return self._create_and_handle_conflict(kwargs)
+
+    def _create_and_handle_conflict(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            return self.client.containers.create(**kwargs)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a concurrent start created it first: adopt that one
+                return self._call("adopting container", self.client.containers.get, kwargs["name"])
+            raise self._translate("creating container", exc) from exc
+        except Exception as exc:
+            raise self._translate("creating container", exc) from exc
+
+    def _create_dind(self, kwargs: dict[str, Any], progress: ProgressCallback) -> Any:
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs["command"] = KEEPALIVE
+        mode = self._dind_mode_found or self.options.get("dind_mode", "auto")
+        modes = ["privileged", "capabilities"] if mode == "auto" else [mode]
+        last_error: RunnerError | None = None
+        for candidate in modes:
+            attempt = dict(kwargs)
+            if candidate == "privileged":
+                attempt["privileged"] = True
+            else:
+                attempt.update(DIND_CAPABILITY_OPTIONS)
+            container = self._create_and_handle_conflict(attempt)
+            try:
+                self._call("starting container", container.start)
+            except RunnerError as exc:
+                last_error = exc
+                log.info("DinD mode %s failed here: %s", candidate, exc)
+                self._call("removing failed container", container.remove, force=True)
+                continue
+            self._dind_mode_found = candidate
+            container.reload()
+            return container
+        raise RunnerError(f"cannot start a Docker-in-Docker container on this host: {last_error}", permanent=True)
+
+    def _preload_mounts(self, progress: ProgressCallback) -> dict[str, dict[str, str]]:
+        """Save each preload image once to a tarball cache, then bind it read-only into /preload."""
+        cache = Path(self.options.get("preload_cache") or Path(settings.DATA_DIR) / "preload")
+        cache.mkdir(parents=True, exist_ok=True)
+        mounts: dict[str, dict[str, str]] = {}
+        for ref in self.options.get("dind_preload", ["labs/busybox:latest"]):
+            image = self._call(f"looking up preload image {ref}", self.client.images.get, ref)
+            tarball = cache / f"{image.id.replace(':', '_')}.tar"
+            if not tarball.exists():
+                progress(f"Saving {ref} for the inner engine (first time only)")
+                partial = tarball.with_suffix(f".{os.getpid()}.partial")
+                with partial.open("wb") as out:
+                    for chunk in self._call(f"saving {ref}", image.save, named=True):
+                        out.write(chunk)
+                partial.replace(tarball)
+            safe = ref.replace("/", "_").replace(":", "_")
+            mounts[str(tarball)] = {"bind": f"/preload/{safe}.tar", "mode": "ro"}
+        return mounts
+
+    def _wait_for_inner_engine(self, state: dict[str, Any], deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self._marker_exists(state, "/run/dind-ready"):
+                return
+            time.sleep(0.2)
+        logs = self.exec(state, ["sh", "-c", "tail -n 20 /var/log/dockerd.log 2>/dev/null"], user="root", timeout=5)
+        raise RunnerError("the session's Docker engine did not start in time: "
+                          + logs.stdout.decode(errors="replace")[-500:])
+
+    def _marker_exists(self, state: dict[str, Any], path: str) -> bool:
+        return self.exec(state, ["test", "-e", path], user="root", timeout=5).exit_code == 0
+
+    def _copy_starter(self, state: dict[str, Any], starter_dir: str) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for entry in sorted(Path(starter_dir).rglob("*")):
+                archive.add(entry, arcname=str(entry.relative_to(starter_dir)), recursive=False)
+        self._call("copying starter files", self.api.put_archive, state["container_id"], self.workspace,
+                   buffer.getvalue())
+        user = state.get("user") or "root"
+        self.exec(state, ["sh", "-c", f"chown -R {user} {self.workspace} 2>/dev/null; touch /run/labs-starter-copied"],
+                  user="root", timeout=15)
+
+    def _state_of(self, container: Any, spec: SessionSpec | None = None) -> dict[str, Any]:
+        image_user = ""
+        try:
+            image_user = self._image_user(container.image)
+        except Exception:  # noqa: S110 - the image may have been removed; root is the fallback
+            pass
+        networks = list((container.attrs.get("NetworkSettings") or {}).get("Networks") or {})
+        return {
+            "container_id": container.id,
+            "name": container.name,
+            "networks": networks,
+            "user": image_user.split(":")[0] if image_user and image_user != "root" else "",
+            "docker_access": bool(spec.docker_access) if spec else False,
+        }
+
+    def _endpoints(self, container: Any) -> dict[str, Any]:
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        for net in networks.values():
+            if net.get("IPAddress"):
+                return {"host": net["IPAddress"]}
+        return {}
+
+    # stop / poll ------------------------------------------------------------------------------
+    def stop(self, state: dict[str, Any], timeout: float = 10.0) -> None:
+        container_id = state.get("container_id")
+        session_id = None
+        if container_id:
+            try:
+                container = self.client.containers.get(container_id)
+            except docker.errors.NotFound:
+                container = None
+            except docker.errors.DockerException as exc:
+                raise RunnerError(f"Docker engine unreachable ({_short(exc)})") from exc
+            if container is not None:
+                session_id = container.labels.get(LABEL_SESSION)
+                self._call("stopping container", container.stop, timeout=int(timeout))
+                self._call("removing container", container.remove, v=True, force=True)
+        if session_id is None and state.get("name", "").startswith(f"{self.instance}-"):
+            session_id = state["name"][len(self.instance) + 1:]
+        if session_id:
+            self._remove_session_resources(session_id)
+
+    def _remove_session_resources(self, session_id: str) -> None:
+        label = [f"{LABEL_MANAGED}={self.instance}", f"{LABEL_SESSION}={session_id}"]
+        for network in self._call("listing networks", self.client.networks.list, filters={"label": label}):
+            self._call("removing network", network.remove)
+        for volume in self._call("listing volumes", self.client.volumes.list, filters={"label": label}):
+            self._call("removing volume", volume.remove, force=True)
+
+    def poll(self, state: dict[str, Any]) -> PollStatus:
+        try:
+            container = self.client.containers.get(state.get("container_id", ""))
+        except docker.errors.NotFound:
+            return PollStatus.MISSING
+        except docker.errors.DockerException as exc:
+            raise RunnerError(f"Docker engine unreachable ({_short(exc)})") from exc
+        return PollStatus.RUNNING if container.status == "running" else PollStatus.STOPPED
+
+    # exec -----------------------------------------------------------------------------------
+    def exec(
+        self,
+        state: dict[str, Any],
+        command: list[str],
+        *,
+        timeout: float = 15.0,
+        stdin: bytes | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> ExecResult:
+        exec_user = user if user is not None else (state.get("user") or "root")
+        wrapped = ["timeout", "-s", "KILL", str(max(1, int(timeout + 0.999))), *command]
+        created = self._call(
+            "running a command",
+            self.api.exec_create,
+            state["container_id"],
+            wrapped,
+            stdin=stdin is not None,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            user=exec_user,
+            workdir=workdir or self.workspace,
+            environment=environment or {},
+        )
+        exec_id = created["Id"]
+        sock = self._call("running a command", self.api.exec_start, exec_id, socket=True)
+        raw: socket.socket = getattr(sock, "_sock", sock)
+        started = time.monotonic()
+        try:
+            if stdin is not None:
+                raw.sendall(stdin)
+            if stdin is not None:
+                try:
+                    raw.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            stdout, stderr = _read_multiplexed(raw, deadline=started + timeout + 5)
+        finally:
+            raw.close()
+        info = self._call("reading the command's result", self.api.exec_inspect, exec_id)
+        exit_code = info.get("ExitCode")
+        elapsed = time.monotonic() - started
+        timed_out = exit_code is None or (exit_code in (124, 137) and elapsed >= timeout - 0.05)
+        return ExecResult(exit_code if exit_code is not None else 124, stdout, stderr, timed_out=timed_out)
+
+    # files ----------------------------------------------------------------------------------
+    _CONFINE = (
+        # The deepest existing ancestor (or the path itself, symlinks followed) must resolve inside.
+        'p="$1"; d="$p"; while [ ! -e "$d" ] && [ ! -L "$d" ]; do d=$(dirname "$d"); done; '
+        'r=$(realpath "$d" 2>/dev/null) || { echo "outside the workspace" >&2; exit 3; }; '
+        'case "$r" in /workspace|/workspace/*) ;; *) echo "outside the workspace" >&2; exit 3;; esac; '
+    )
+
+    def _file_command(self, state: dict[str, Any], script: str, path: str, *, stdin: bytes | None = None,
+                      timeout: float = 20) -> ExecResult:
+        relative = clean_workspace_path(path)
+        target = f"{self.workspace}/{relative}" if relative else self.workspace
+        return self.exec(state, ["sh", "-c", self._CONFINE + script, "sh", target], stdin=stdin, timeout=timeout)
+
+    def list_files(self, state: dict[str, Any], path: str = "") -> list[FileEntry]:
+        script = (
+            '[ -d "$p" ] || { echo "not a directory" >&2; exit 4; }; '
+            'for f in "$p"/* "$p"/.[!.]* "$p"/..?*; do [ -e "$f" ] || [ -L "$f" ] || continue; '
+            "stat -c '%F|%s|%Y|%n' \"$f\"; done"
+        )
+        result = self._file_command(state, script, path)
+        if result.exit_code != 0:
+            raise RunnerError(f"{path or '.'}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
+        entries = []
+        prefix = self.workspace + "/"
+        for line in result.stdout.decode(errors="replace").splitlines():
+            kind, size, mtime, name = line.split("|", 3)
+            entries.append(FileEntry(name.removeprefix(prefix), kind == "directory", int(size), float(mtime)))
+        return sorted(entries, key=lambda e: (not e.is_dir, e.path))
+
+    def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
+        script = (
+            '[ -f "$p" ] || { echo "no such file" >&2; exit 4; }; '
+            f'[ "$(stat -c %s "$p")" -le {int(max_bytes)} ] || {{ echo "larger than {int(max_bytes)} bytes" >&2; '
+            'exit 5; }; cat "$p"'
+        )
+        result = self._file_command(state, script, path)
+        if result.exit_code != 0:
+            raise RunnerError(f"{path}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
+        return result.stdout
+
+    def write_file(self, state: dict[str, Any], path: str, data: bytes) -> None:
+        if not clean_workspace_path(path):
+            raise RunnerError("Give a file name.", permanent=True)
+        script = (
+            '[ ! -d "$p" ] || { echo "is a directory" >&2; exit 4; }; '
+            'mkdir -p "$(dirname "$p")" && cat > "$p.labs-tmp" && mv -f "$p.labs-tmp" "$p"'
+        )
+        result = self._file_command(state, script, path, stdin=data)
+        if result.exit_code != 0:
+            raise RunnerError(f"{path}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
+
+    # reaching the session ---------------------------------------------------------------------
+    def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
+        container = self._call("finding the container", self.client.containers.get, state.get("container_id", ""))
+        endpoints = self._endpoints(container)
+        if not endpoints.get("host"):
+            raise RunnerError("this session has no network, so its ports cannot be reached", permanent=True)
+        return Endpoint(host=endpoints["host"], port=port)
+
+    def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> DockerTerminal:
+        safe_name = "".join(c for c in name if c.isalnum() or c in "-_")[:32] or "1"
+        # A per-terminal tmux session survives reconnects; plain bash where the image has no tmux.
+        shell = (
+            f"if command -v tmux >/dev/null 2>&1; then exec tmux -u new-session -A -s term-{safe_name} "
+            "\\; set-option -g status off; fi; "
+            "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
+        )
+        created = self._call(
+            "opening a terminal",
+            self.api.exec_create,
+            state["container_id"],
+            ["sh", "-c", shell],
+            stdin=True,
+            tty=True,
+            user=state.get("user") or "root",
+            workdir=self.workspace,
+            environment={"TERM": "xterm-256color", "LANG": "C.UTF-8", "HOME": self._home(state)},
+        )
+        sock = self._call("opening a terminal", self.api.exec_start, created["Id"], socket=True, tty=True)
+        terminal = DockerTerminal(self, created["Id"], sock)
+        try:
+            terminal.resize(cols, rows)
+        except RunnerError:
+            pass  # the exec may not have started yet; the client resizes again on connect
+        return terminal
+
+    def _home(self, state: dict[str, Any]) -> str:
+        user = state.get("user")
+        return f"/home/{user}" if user else "/root"
+
+    # supervision ------------------------------------------------------------------------------
+    def list_managed(self) -> list[ManagedEnvironment]:
+        containers = self._call(
+            "listing containers", self.client.containers.list, all=True,
+            filters={"label": f"{LABEL_MANAGED}={self.instance}"},
+        )
+        found = [
+            ManagedEnvironment(c.labels.get(LABEL_SESSION, ""), c.id, c.status == "running", {"name": c.name})
+            for c in containers
+        ]
+        with_container = {env.session_id for env in found}
+        networks = self._call(
+            "listing networks", self.client.networks.list, filters={"label": f"{LABEL_MANAGED}={self.instance}"}
+        )
+        for network in networks:
+            session_id = (network.attrs.get("Labels") or {}).get(LABEL_SESSION, "")
+            if session_id not in with_container:
+                found.append(ManagedEnvironment(session_id, f"network:{network.id}", False, {"name": network.name}))
+                with_container.add(session_id)
+        return found
+
+    def remove_managed(self, env: ManagedEnvironment) -> None:
+        if not env.ref.startswith("network:"):
+            try:
+                container = self.client.containers.get(env.ref)
+                self._call("removing container", container.remove, v=True, force=True)
+            except docker.errors.NotFound:
+                pass
+        if env.session_id:
+            self._remove_session_resources(env.session_id)
+
+    def stats(self, state: dict[str, Any]) -> RunnerStats:
+        container = self._call("finding the container", self.client.containers.get, state.get("container_id", ""))
+        raw = self._call("reading stats", container.stats, stream=False)
+        cpu = raw.get("cpu_stats", {})
+        pre = raw.get("precpu_stats", {})
+        cpu_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get("total_usage", 0)
+        system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        cpus = cpu.get("online_cpus") or 1
+        percent = (cpu_delta / system_delta) * cpus * 100.0 if system_delta > 0 and cpu_delta > 0 else 0.0
+        memory = raw.get("memory_stats", {})
+        return RunnerStats(
+            cpu_percent=round(percent, 2),
+            memory_bytes=int(memory.get("usage", 0)),
+            memory_limit_bytes=int(memory.get("limit", 0)),
+            pids=int(raw.get("pids_stats", {}).get("current", 0)),
+        )
+
+
+def _read_multiplexed(raw: socket.socket, deadline: float) -> tuple[bytes, bytes]:
+    """Read Docker's multiplexed exec stream (8-byte frame headers) until EOF or the deadline."""
+    buffers = {1: bytearray(), 2: bytearray()}
+    pending = bytearray()
+    raw.setblocking(False)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, _, _ = select.select([raw], [], [], min(remaining, 1.0))
+        if not ready:
+            continue
+        try:
+            chunk = raw.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        pending.extend(chunk)
+        while len(pending) >= 8:
+            stream, size = pending[0], struct.unpack(">I", pending[4:8])[0]
+            if len(pending) < 8 + size:
+                break
+            target = buffers.get(stream, buffers[1])
+            if len(target) < MAX_OUTPUT:
+                target.extend(pending[8:8 + size][: MAX_OUTPUT - len(target)])
+            del pending[:8 + size]
+    return bytes(buffers[1]), bytes(buffers[2])

@@ -1,0 +1,281 @@
+"""The Docker runner against the real engine (no doubles): limits, isolation, exec, files, cleanup."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+
+import docker
+import pytest
+
+from sessions_app.runners.base import PollStatus, RunnerError, SessionSpec
+from sessions_app.runners.docker import LABEL_SESSION, DockerRunner
+
+pytestmark = pytest.mark.docker
+TINY = "labs/busybox:latest"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = docker.from_env()
+    try:
+        client.ping()
+    except Exception as exc:  # a missing engine must fail the run, not skip it
+        pytest.fail(f"the Docker engine is required for these tests: {exc}")
+    try:
+        client.images.get(TINY)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{TINY} is missing: run deploy/scripts/build-images.sh")
+    return client
+
+
+@pytest.fixture
+def runner(engine, tmp_path, settings):
+    settings.DATA_DIR = tmp_path
+    return DockerRunner("docker-test", {"instance": f"labstest{uuid.uuid4().hex[:6]}"})
+
+
+@pytest.fixture
+def started(runner):
+    """Start sessions on the real engine and remove them all afterwards."""
+    states = []
+
+    def _start(**overrides):
+        fields = {
+            "session_id": str(uuid.uuid4()),
+            "user_id": 7,
+            "username": "olivia",
+            "lab_slug": "tiny",
+            "image": TINY,
+            "cpu": 0.5,
+            "memory_mb": 64,
+            "pids_limit": 64,
+            "network_mode": "bridge",
+        }
+        fields.update(overrides)
+        spec = SessionSpec(**fields)
+        result = runner.start(spec)
+        states.append(result.state)
+        return spec, result
+
+    yield _start
+    for state in states:
+        runner.stop(state, timeout=1)
+
+
+def test_limits_are_visible_in_docker_inspect(engine, started):
+    spec, result = started(cpu=0.5, memory_mb=64, pids_limit=64)
+    attrs = engine.containers.get(result.state["container_id"]).attrs
+    host = attrs["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Memory"] == 64 * 1024 * 1024
+    assert host["MemorySwap"] == host["Memory"]  # no swap
+    assert host["PidsLimit"] == 64
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert not host["Privileged"]
+    assert not host.get("PortBindings")  # session ports are never published on the host
+    assert attrs["Config"]["Labels"][LABEL_SESSION] == spec.session_id
+
+
+def test_exec_returns_exit_code_and_both_streams(runner, started):
+    _, result = started()
+    out = runner.exec(result.state, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (out.exit_code, out.stdout, out.stderr, out.timed_out) == (3, b"out\n", b"err\n", False)
+
+
+def test_exec_passes_stdin(runner, started):
+    _, result = started()
+    out = runner.exec(result.state, ["sh", "-c", "tr a-z A-Z"], stdin=b"hello")
+    assert out.stdout == b"HELLO"
+
+
+def test_exec_is_killed_at_its_timeout(runner, started):
+    _, result = started()
+    began = time.monotonic()
+    out = runner.exec(result.state, ["sleep", "30"], timeout=1)
+    assert out.timed_out
+    assert time.monotonic() - began < 10
+
+
+def test_starting_twice_adopts_the_same_container(runner, started, engine):
+    spec, first = started()
+    again = runner.start(spec)
+    assert again.state["container_id"] == first.state["container_id"]
+    assert len(engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={spec.session_id}"})) == 1
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_and_the_host_keeps_serving(runner, started, engine):
+    _, result = started(pids_limit=32)
+    bomb = runner.exec(result.state, ["sh", "-c", "b() { b | b & }; b; sleep 2; echo survived"], timeout=8)
+    container = engine.containers.get(result.state["container_id"])
+    pids = container.stats(stream=False)["pids_stats"]["current"]
+    assert pids <= 32
+    assert bomb.exit_code != 0 or b"survived" in bomb.stdout or b"can't fork" in bomb.stderr
+    # The platform still serves: another session starts and answers.
+    _, other = started()
+    assert runner.exec(other.state, ["echo", "alive"]).stdout == b"alive\n"
+
+
+def test_a_memory_hog_is_killed_inside_the_session_only(runner, started, engine):
+    _, result = started(memory_mb=32)
+    hog = runner.exec(result.state, ["sh", "-c", "head -c 200m /dev/zero | tail"], timeout=20)
+    assert hog.exit_code != 0
+    assert runner.poll(result.state) is PollStatus.RUNNING
+    assert runner.exec(result.state, ["echo", "still here"]).stdout == b"still here\n"
+    assert engine.containers.get(result.state["container_id"]).attrs["State"]["OOMKilled"] in (True, False)
+
+
+def _host_listener() -> tuple[socket.socket, int]:
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen(8)
+    server.settimeout(0.5)
+
+    def accept_forever():
+        while True:
+            try:
+                conn, _ = server.accept()
+                conn.sendall(b"host-service\n")
+                conn.close()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+SERVE_HI = "mkdir -p /tmp/www && echo hi > /tmp/www/index.html && httpd -p 8080 -h /tmp/www"
+
+
+def _can_connect(runner, state, host: str, port: int) -> bool:
+    probe = runner.exec(state, ["sh", "-c", f"echo | nc -w 2 {host} {port}"], timeout=6)
+    return probe.exit_code == 0
+
+
+def _gateway(engine, state) -> str:
+    attrs = engine.containers.get(state["container_id"]).attrs
+    networks = attrs["NetworkSettings"]["Networks"]
+    return next(iter(networks.values()))["Gateway"]
+
+
+def test_an_isolated_session_reaches_neither_the_host_nor_other_sessions(runner, started, engine):
+    server, port = _host_listener()
+    try:
+        _, bridged = started(network_mode="bridge")
+        _, isolated = started(network_mode="isolated")
+        _, neighbour = started(network_mode="bridge")
+        _, unrestricted = started(network_mode="unrestricted")
+        for session in (neighbour, isolated):
+            runner.exec(session.state, ["sh", "-c", SERVE_HI])
+        time.sleep(0.3)
+        neighbour_ip = neighbour.endpoints["host"]
+        # Controls: the probe does detect an open port (a session reaches itself; the staff-only
+        # unrestricted mode reaches the host listener through docker0).
+        assert _can_connect(runner, isolated.state, "127.0.0.1", 8080)
+        assert _can_connect(runner, unrestricted.state, _gateway(engine, unrestricted.state), port)
+        for session in (isolated, bridged):
+            for target in (_gateway(engine, session.state), "172.17.0.1"):
+                assert not _can_connect(runner, session.state, target, port)
+                assert not _can_connect(runner, session.state, target, 5432)  # the host's PostgreSQL port
+            assert not _can_connect(runner, session.state, neighbour_ip, 8080)  # sessions are apart
+        # The platform itself can still reach the isolated session (the web preview's path).
+        endpoint = runner.endpoint(isolated.state, 8080)
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=3) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            reply = conn.recv(4096)
+        assert reply.startswith(b"HTTP/1.") and reply.endswith(b"hi\n")
+    finally:
+        server.close()
+
+
+def test_no_network_mode_has_only_loopback(runner, started):
+    _, result = started(network_mode="none")
+    out = runner.exec(result.state, ["cat", "/proc/net/dev"])
+    interfaces = [line.split(":")[0].strip() for line in out.stdout.decode().splitlines()[2:]]
+    assert interfaces == ["lo"]
+    with pytest.raises(RunnerError):
+        runner.endpoint(result.state, 8080)
+
+
+def test_stop_removes_container_network_and_volumes(runner, engine):
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=TINY,
+                       memory_mb=64, network_mode="isolated")
+    result = runner.start(spec)
+    runner.stop(result.state, timeout=1)
+    label = f"{LABEL_SESSION}={spec.session_id}"
+    assert engine.containers.list(all=True, filters={"label": label}) == []
+    assert engine.networks.list(filters={"label": label}) == []
+    assert engine.volumes.list(filters={"label": label}) == []
+    runner.stop(result.state)  # idempotent
+
+
+def test_a_missing_image_fails_permanently_and_creates_nothing(runner, engine):
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t",
+                       image="labs/does-not-exist:1")
+    with pytest.raises(RunnerError) as failure:
+        runner.start(spec)
+    assert failure.value.permanent
+    assert "image" in str(failure.value)
+    assert engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={spec.session_id}"}) == []
+
+
+def test_an_unreachable_engine_is_a_clear_error():
+    runner = DockerRunner("down", {"base_url": "unix:///nonexistent/docker.sock", "api_timeout": 2})
+    assert runner.available() is False
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=TINY)
+    with pytest.raises(RunnerError, match="unreachable"):
+        runner.start(spec)
+
+
+def test_files_round_trip_and_stay_inside_the_workspace(runner, started):
+    _, result = started()
+    runner.write_file(result.state, "app/main.py", b"print('hi')\n")
+    assert runner.read_file(result.state, "app/main.py") == b"print('hi')\n"
+    names = [(entry.path, entry.is_dir) for entry in runner.list_files(result.state)]
+    assert ("app", True) in names
+    runner.exec(result.state, ["ln", "-s", "/etc/passwd", "/workspace/escape"])
+    for hostile in ("../etc/passwd", "/etc/passwd", "escape"):
+        with pytest.raises(RunnerError):
+            runner.read_file(result.state, hostile)
+    with pytest.raises(RunnerError):
+        runner.write_file(result.state, "escape", b"x")
+    with pytest.raises(RunnerError, match="larger than"):
+        runner.write_file(result.state, "big.bin", b"x" * 2048)
+        runner.read_file(result.state, "big.bin", max_bytes=1024)
+
+
+def test_list_managed_finds_sessions_and_remove_managed_cleans_them(runner, engine):
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=TINY,
+                       memory_mb=64)
+    runner.start(spec)
+    managed = [env for env in runner.list_managed() if env.session_id == spec.session_id]
+    assert len(managed) == 1 and managed[0].running
+    runner.remove_managed(managed[0])
+    assert [env for env in runner.list_managed() if env.session_id == spec.session_id] == []
+    assert engine.networks.list(filters={"label": f"{LABEL_SESSION}={spec.session_id}"}) == []
+
+
+def test_stats_report_memory_use(runner, started):
+    _, result = started()
+    stats = runner.stats(result.state)
+    assert 0 < stats.memory_bytes <= stats.memory_limit_bytes
+    assert stats.pids >= 1
+
+
+def test_a_terminal_runs_commands_and_resizes(runner, started):
+    _, result = started()
+    terminal = runner.open_terminal(result.state, cols=100, rows=30)
+    try:
+        terminal.write(b"echo $((6*7)); stty size\n")
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"42" not in seen or b"30 100" not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += terminal.read(4096)
+    finally:
+        terminal.close()
