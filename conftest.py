@@ -19,6 +19,23 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("CI=true but REDIS_URL is not set")
 
 
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings, tmp_path_factory):
+    """Pages render without a collected static manifest."""
+    settings.STATIC_ROOT = tmp_path_factory.getbasetemp() / "staticfiles"
+    settings.STATIC_ROOT.mkdir(exist_ok=True)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Users are created in nearly every test; a full-strength hash would dominate the run time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def password() -> str:
     return "correct-horse-battery-staple-42"

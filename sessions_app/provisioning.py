@@ -66,8 +66,12 @@ def provision(session_id: str) -> None:
         _fail(session, f"Cannot start: the image {session.lab.image.name} has no file or reference yet.")
         return
     session.log(f"Provisioning on the {alias} runner.")
+
+    def progress(message: str) -> None:
+        session.log(message)
+
     try:
-        result = runner.start(spec, progress=session.log, timeout=settings.LAB_START_TIMEOUT_SECONDS)
+        result = runner.start(spec, progress=progress, timeout=settings.LAB_START_TIMEOUT_SECONDS)
     except RunnerError as exc:
         try:
             remove_leftovers(runner, spec.session_id)

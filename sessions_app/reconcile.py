@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from sessions_app.models import LIVE_STATES, EndReason, Session, State
+from sessions_app.provisioning import remove_leftovers
 from sessions_app.runners import all_runners
 from sessions_app.runners.base import PollStatus, Runner, RunnerError
 
@@ -47,14 +48,15 @@ def _is_uuid(value: str) -> bool:
 
 
 def remove_orphans(runner: Runner, report: ReconcileReport) -> set[str]:
-    """Remove environments without a live session; return the session ids that still have one."""
+    """Remove environments without a live session; return the live sessions whose environment runs."""
     managed = runner.list_managed()
     ids = [env.session_id for env in managed if _is_uuid(env.session_id)]
     live = _live_ids(ids)
     present: set[str] = set()
     for env in managed:
         if env.session_id in live:
-            present.add(env.session_id)
+            if env.running:
+                present.add(env.session_id)
             continue
         try:
             runner.remove_managed(env)
@@ -92,6 +94,10 @@ def fail_vanished(runner: Runner, present: set[str], report: ReconcileReport) ->
             )
             session.log("Your environment disappeared; the session has ended.", level="error")
             report.sessions_failed += 1
+        try:
+            remove_leftovers(runner, str(pk))
+        except RunnerError as exc:
+            report.errors.append(f"{runner.name}: cleaning up after {pk}: {exc}")
 
 
 def reconcile() -> ReconcileReport:

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from labsite.http import AuthenticatedHttpRequest
 from sessions_app import actions
 from sessions_app.access import _get_session_for_user
 from sessions_app.models import EndReason, Session
@@ -15,8 +16,8 @@ from sessions_app.models import EndReason, Session
 
 @login_required
 @require_GET
-def my_sessions(request: HttpRequest) -> HttpResponse:
-    sessions = Session.objects.filter(user=request.user).select_related("lab")[:200]
+def my_sessions(request: AuthenticatedHttpRequest) -> HttpResponse:
+    sessions = Session.objects.filter(user_id=request.user.pk).select_related("lab")[:200]
     return render(request, "sessions_app/list.html", {"sessions": sessions})
 
 

@@ -59,6 +59,7 @@ LABEL_MANAGED = "labs.managed-by"
 LABEL_SESSION = "labs.session"
 LABEL_USER = "labs.user"
 LABEL_LAB = "labs.lab"
+SHELL_USER_LABEL = "org.labs.shell-user"  # set on images whose USER must stay root (DinD entrypoints)
 
 # Keeps the container alive and exits at once on SIGTERM, so stops are fast.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -67,7 +68,7 @@ DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
     "cgroupns": "private",
     "cap_add": ["ALL"],
     "cap_drop": ["SYS_RESOURCE"],
-    "security_opt": ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
     "device_cgroup_rules": ["a *:* rwm"],
 }
 MAX_OUTPUT = 4 * 1024 * 1024
@@ -128,6 +129,9 @@ class DockerRunner(Runner):
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         self._dind_mode_found: str | None = None
+        self._image_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._storage_driver: tuple[str, str] | None = None
+        self._host_guarded = False
 
     # engine -------------------------------------------------------------------------------
     @property
@@ -193,32 +197,23 @@ class DockerRunner(Runner):
     def _name(self, session_id: str) -> str:
         return f"{self.instance}-{session_id}"
 
-    def _find_container(self, session_id: str) -> Any | None:
-        found = self._call(
-            "listing containers",
-            self.client.containers.list,
-            all=True,
-            filters={"label": [f"{LABEL_MANAGED}={self.instance}", f"{LABEL_SESSION}={session_id}"]},
-        )
-        return found[0] if found else None
-
     # start ----------------------------------------------------------------------------------
     def start(
         self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
     ) -> StartResult:
         deadline = time.monotonic() + timeout
-        image = self._call(f"looking up image {spec.image}", self.client.images.get, spec.image)
-        container = self._find_container(spec.session_id)
-        if container is None:
-            network = self._ensure_network(spec)
-            progress("Creating container")
-            container = self._create_container(spec, image, network, progress)
-        else:
+        image = self._image(spec.image)
+        network = self._ensure_network(spec)
+        progress("Creating container")
+        container_id, adopted = self._create_container(spec, image, network, progress)
+        if adopted:
             progress("Found the existing container; adopting it")
-        if container.status != "running":
+        info = self._call("inspecting container", self.api.inspect_container, container_id)
+        if not info["State"]["Running"]:
             progress("Starting container")
-            self._call("starting container", container.start)
-        state = self._state_of(container, spec)
+            self._call("starting container", self.api.start, container_id)
+            info = self._call("inspecting container", self.api.inspect_container, container_id)
+        state = self._state_of(info, image, spec)
         if spec.starter_dir and not self._marker_exists(state, "/run/labs-starter-copied"):
             progress("Copying starter files")
             self._copy_starter(state, spec.starter_dir)
@@ -228,8 +223,17 @@ class DockerRunner(Runner):
         if time.monotonic() > deadline:
             raise RunnerError(f"environment not ready after {timeout:g} s")
         progress("Container ready")
-        container.reload()
-        return StartResult(state=self._state_of(container, spec), endpoints=self._endpoints(container))
+        return StartResult(state=state, endpoints=self._endpoints(info))
+
+    def _image(self, reference: str) -> dict[str, Any]:
+        """Inspect an image, cached briefly: every start needs it, and it rarely changes."""
+        now = time.monotonic()
+        cached = self._image_cache.get(reference)
+        if cached and now - cached[0] < 30:
+            return cached[1]
+        attrs = self._call(f"looking up image {reference}", self.api.inspect_image, reference)
+        self._image_cache[reference] = (now, attrs)
+        return attrs
 
     def _ensure_network(self, spec: SessionSpec) -> str:
         mode = spec.network_mode
@@ -238,29 +242,34 @@ class DockerRunner(Runner):
         if mode == "unrestricted":
             return "bridge"
         name = self._name(spec.session_id)
-        existing = self._call("listing networks", self.client.networks.list, names=[name])
-        if existing:
-            return name
         self._ensure_host_guard()
-        self._call(
-            "creating network",
-            self.client.networks.create,
-            name,
-            driver="bridge",
-            internal=(mode == "isolated"),
-            labels=self._labels(spec),
-            options={"com.docker.network.bridge.name": BRIDGE_PREFIX + spec.session_id.replace("-", "")[:11]},
-            check_duplicate=True,
-        )
+        try:
+            self.api.create_network(
+                name,
+                driver="bridge",
+                internal=(mode == "isolated"),
+                labels=self._labels(spec),
+                options={"com.docker.network.bridge.name": BRIDGE_PREFIX + spec.session_id.replace("-", "")[:11]},
+                check_duplicate=True,
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: it exists already (a retried start)
+                raise self._translate("creating network", exc) from exc
+        except Exception as exc:
+            raise self._translate("creating network", exc) from exc
         return name
 
     def _ensure_host_guard(self) -> None:
+        if self._host_guarded:
+            return
         default = not str(self.options.get("base_url", "")).startswith(("tcp://", "ssh://", "http"))
         if not self.options.get("guard_host", default):
+            self._host_guarded = True
             return
         try:
             present = subprocess.run(["iptables", "-C", *HOST_GUARD_RULE], capture_output=True, timeout=10)
             if present.returncode == 0:
+                self._host_guarded = True
                 return
             added = subprocess.run(["iptables", "-I", *HOST_GUARD_RULE], capture_output=True, timeout=10, text=True)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -272,92 +281,112 @@ class DockerRunner(Runner):
                 "or set the Docker runner option guard_host=false to accept that risk",
                 permanent=True,
             )
+        self._host_guarded = True
 
-    def _image_user(self, image: Any) -> str:
-        return str((image.attrs.get("Config") or {}).get("User") or "")
+    def _image_user(self, image: dict[str, Any]) -> str:
+        """The user learners get: the image's `org.labs.shell-user` label, else its USER."""
+        config = image.get("Config") or {}
+        return str((config.get("Labels") or {}).get(SHELL_USER_LABEL) or config.get("User") or "")
 
     def _storage_opts(self, spec: SessionSpec, progress: ProgressCallback) -> dict[str, str] | None:
-        info = self._call("reading engine info", self.client.info)
-        driver = info.get("Driver", "")
-        backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+        if self._storage_driver is None:
+            info = self._call("reading engine info", self.client.info)
+            backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+            self._storage_driver = (info.get("Driver", ""), backing)
+        driver, backing = self._storage_driver
         if driver in _STORAGE_LIMIT_DRIVERS or (driver == "overlay2" and backing == "xfs"):
             return {"size": f"{spec.disk_mb}M"}
         progress(f"Note: disk limit not enforced by the {driver} storage driver on {backing or 'this filesystem'}")
         return None
 
-    def _create_container(self, spec: SessionSpec, image: Any, network: str, progress: ProgressCallback) -> Any:
-        labels = self._labels(spec)
-        kwargs: dict[str, Any] = {
-            "image": image.id,
-            "name": self._name(spec.session_id),
-            "hostname": "lab",
-            "labels": labels,
-            "detach": True,
+    def _create_container(
+        self, spec: SessionSpec, image: dict[str, Any], network: str, progress: ProgressCallback
+    ) -> tuple[str, bool]:
+        """Create the session's container; return its id and whether it already existed."""
+        host: dict[str, Any] = {
             "nano_cpus": int(spec.cpu * 1e9),
             "mem_limit": f"{spec.memory_mb}m",
             "memswap_limit": f"{spec.memory_mb}m",  # equal to the memory limit: no swap
             "pids_limit": spec.pids_limit,
-            "network": network if network not in ("none",) else None,
-            "network_mode": "none" if network == "none" else None,
+            "network_mode": network,
+            "storage_opt": self._storage_opts(spec, progress),
+        }
+        create: dict[str, Any] = {
+            "name": self._name(spec.session_id),
+            "hostname": "lab",
+            "labels": self._labels(spec),
+            "detach": True,
             "working_dir": self.workspace,
             "environment": {"LAB_SESSION": spec.session_id, "TERM": "xterm-256color"},
+            "command": KEEPALIVE,
         }
-        storage = self._storage_opts(spec, progress)
-        if storage:
-            kwargs["storage_opt"] = storage
-        if spec.docker_access:
-            kwargs["user"] = "root"  # the entrypoint starts the inner engine; shells run as the image user
-            volume = self._call(
-                "creating engine volume", self.client.volumes.create, name=f"{self._name(spec.session_id)}-docker",
-                labels=labels,
+        if network not in ("none", "bridge"):
+            create["networking_config"] = self.api.create_networking_config(
+                {network: self.api.create_endpoint_config()}
             )
-            kwargs["volumes"] = {volume.name: {"bind": "/var/lib/docker", "mode": "rw"}}
-            kwargs["volumes"].update(self._preload_mounts(progress))
-            return self._create_dind(kwargs, progress)
-        kwargs.update(
-            command=KEEPALIVE,
-            entrypoint=[],
-            init=True,
-            cap_drop=["ALL"],
-            cap_add=list(self.options.get("cap_add", DEFAULT_CAPS)),
-            security_opt=["no-new-privileges:true"],
+        if not spec.docker_access:
+            host.update(
+                init=True,
+                cap_drop=["ALL"],
+                cap_add=list(self.options.get("cap_add", DEFAULT_CAPS)),
+                security_opt=["no-new-privileges:true"],
+            )
+            create["entrypoint"] = []
+            return self._create_low_level(image["Id"], host, create)
+        # Docker-in-Docker: the entrypoint starts the inner engine as root; shells use the shell user.
+        create["user"] = "root"
+        volume = self._call(
+            "creating engine volume", self.client.volumes.create, name=f"{self._name(spec.session_id)}-docker",
+            labels=self._labels(spec),
         )
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        return self._create_and_handle_conflict(kwargs)
+        binds = {volume.name: {"bind": "/var/lib/docker", "mode": "rw"}}
+        binds.update(self._preload_mounts(progress))
+        host["binds"] = binds
+        return self._create_dind(image["Id"], host, create)
 
-    def _create_and_handle_conflict(self, kwargs: dict[str, Any]) -> Any:
+    def _create_low_level(
+        self, image_id: str, host: dict[str, Any], create: dict[str, Any], unmask_paths: bool = False
+    ) -> tuple[str, bool]:
+        host_config = self.api.create_host_config(**{k: v for k, v in host.items() if v is not None})
+        if unmask_paths:
+            # "systempaths=unconfined" exists only in the CLI: it is these two empty lists.
+            host_config["MaskedPaths"] = []
+            host_config["ReadonlyPaths"] = []
         try:
-            return self.client.containers.create(**kwargs)
+            created = self.api.create_container(image_id, host_config=host_config, **create)
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # a concurrent start created it first: adopt that one
-                return self._call("adopting container", self.client.containers.get, kwargs["name"])
+            if exc.status_code == 409:  # created by an earlier or concurrent start: adopt it
+                existing = self._call("adopting container", self.api.inspect_container, create["name"])
+                return existing["Id"], True
             raise self._translate("creating container", exc) from exc
         except Exception as exc:
             raise self._translate("creating container", exc) from exc
+        return created["Id"], False
 
-    def _create_dind(self, kwargs: dict[str, Any], progress: ProgressCallback) -> Any:
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        kwargs["command"] = KEEPALIVE
+    def _create_dind(self, image_id: str, host: dict[str, Any], create: dict[str, Any]) -> tuple[str, bool]:
         mode = self._dind_mode_found or self.options.get("dind_mode", "auto")
         modes = ["privileged", "capabilities"] if mode == "auto" else [mode]
         last_error: RunnerError | None = None
         for candidate in modes:
-            attempt = dict(kwargs)
+            attempt = dict(host)
             if candidate == "privileged":
                 attempt["privileged"] = True
             else:
                 attempt.update(DIND_CAPABILITY_OPTIONS)
-            container = self._create_and_handle_conflict(attempt)
+            container_id, adopted = self._create_low_level(
+                image_id, attempt, create, unmask_paths=candidate != "privileged"
+            )
+            if adopted:
+                return container_id, True
             try:
-                self._call("starting container", container.start)
+                self._call("starting container", self.api.start, container_id)
             except RunnerError as exc:
                 last_error = exc
                 log.info("DinD mode %s failed here: %s", candidate, exc)
-                self._call("removing failed container", container.remove, force=True)
+                self._call("removing failed container", self.api.remove_container, container_id, force=True)
                 continue
             self._dind_mode_found = candidate
-            container.reload()
-            return container
+            return container_id, False
         raise RunnerError(f"cannot start a Docker-in-Docker container on this host: {last_error}", permanent=True)
 
     def _preload_mounts(self, progress: ProgressCallback) -> dict[str, dict[str, str]]:
@@ -402,29 +431,24 @@ class DockerRunner(Runner):
         self.exec(state, ["sh", "-c", f"chown -R {user} {self.workspace} 2>/dev/null; touch /run/labs-starter-copied"],
                   user="root", timeout=15)
 
-    def _state_of(self, container: Any, spec: SessionSpec | None = None) -> dict[str, Any]:
-        image_user = ""
-        try:
-            image_user = self._image_user(container.image)
-        except Exception:  # noqa: S110 - the image may have been removed; root is the fallback
-            pass
-        networks = list((container.attrs.get("NetworkSettings") or {}).get("Networks") or {})
+    def _state_of(self, info: dict[str, Any], image: dict[str, Any], spec: SessionSpec) -> dict[str, Any]:
+        user = self._image_user(image).split(":")[0]
+        networks = list((info.get("NetworkSettings") or {}).get("Networks") or {})
         return {
-            "container_id": container.id,
-            "name": container.name,
+            "container_id": info["Id"],
+            "name": info["Name"].lstrip("/"),
             "networks": networks,
-            "user": image_user.split(":")[0] if image_user and image_user != "root" else "",
-            "docker_access": bool(spec.docker_access) if spec else False,
+            "user": "" if user == "root" else user,
+            "docker_access": spec.docker_access,
         }
 
-    def _endpoints(self, container: Any) -> dict[str, Any]:
-        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    def _endpoints(self, info: dict[str, Any]) -> dict[str, Any]:
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
         for net in networks.values():
             if net.get("IPAddress"):
                 return {"host": net["IPAddress"]}
         return {}
 
-    # stop / poll ------------------------------------------------------------------------------
     def stop(self, state: dict[str, Any], timeout: float = 10.0) -> None:
         container_id = state.get("container_id")
         session_id = None
@@ -562,8 +586,8 @@ class DockerRunner(Runner):
 
     # reaching the session ---------------------------------------------------------------------
     def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
-        container = self._call("finding the container", self.client.containers.get, state.get("container_id", ""))
-        endpoints = self._endpoints(container)
+        info = self._call("finding the container", self.api.inspect_container, state.get("container_id", ""))
+        endpoints = self._endpoints(info)
         if not endpoints.get("host"):
             raise RunnerError("this session has no network, so its ports cannot be reached", permanent=True)
         return Endpoint(host=endpoints["host"], port=port)

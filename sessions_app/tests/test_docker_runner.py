@@ -187,7 +187,9 @@ def test_an_isolated_session_reaches_neither_the_host_nor_other_sessions(runner,
         endpoint = runner.endpoint(isolated.state, 8080)
         with socket.create_connection((endpoint.host, endpoint.port), timeout=3) as conn:
             conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            reply = conn.recv(4096)
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
         assert reply.startswith(b"HTTP/1.") and reply.endswith(b"hi\n")
     finally:
         server.close()

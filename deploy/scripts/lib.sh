@@ -1,0 +1,63 @@
+# Shared steps for run.sh and test.sh. Sourced, not executed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+say() { printf '\033[1m[labs]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[labs] ERROR:\033[0m %s\n' "$*" >&2; exit 1; }
+
+APT_UPDATED=0
+apt_install() {
+  # Install Debian packages that are missing; one apt-get update per run at most.
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ "$APT_UPDATED" -eq 0 ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv python3-pip
+  fi
+  if [ ! -x "$PY" ]; then
+    say "creating the virtualenv in .venv"
+    python3 -m venv "$VENV"
+  fi
+  local req="${1:-requirements.txt}"
+  local stamp="$VENV/.installed-$(sha256sum "$req" requirements.txt | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    say "installing Python packages from $req"
+    "$PY" -m pip install -q --upgrade pip >/dev/null
+    "$PY" -m pip install -q -r "$req"
+    touch "$stamp"
+  fi
+}
+
+ensure_sandbox_tools() {
+  apt_install bubblewrap iptables ca-certificates
+}
+
+docker_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+ensure_docker() {
+  apt_install docker.io
+  if ! docker_answers; then
+    say "starting dockerd"
+    $SUDO sh -c 'nohup dockerd --host unix:///var/run/docker.sock >/var/log/dockerd.log 2>&1 &'
+    for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
+    docker_answers || die "dockerd did not start; see /var/log/dockerd.log"
+  fi
+}
+
+ensure_images() {
+  say "building lab images (cached after the first run)"
+  bash "$ROOT/deploy/scripts/build-images.sh" "$@"
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up and run the platform on its embedded defaults (SQLite, in-memory channel layer,
+# jobs inline), with the demo labs loaded and an admin account printed. Serves 127.0.0.1:8000.
+source "$(dirname "$0")/lib.sh"
+
+ensure_python requirements.txt
+ensure_sandbox_tools
+if [ "${LAB_SKIP_DOCKER:-false}" != "true" ]; then
+  ensure_docker
+  ensure_images
+fi
+
+say "preparing the database and static files"
+"$PY" manage.py migrate --noinput -v0
+"$PY" manage.py collectstatic --noinput -v0
+say "importing the demo labs"
+"$PY" manage.py import_lab labs/demo_catalog
+"$PY" manage.py ensure_admin --username admin
+
+# Reap expired and idle sessions while the server runs.
+"$PY" manage.py reap_sessions --loop 30 >"${LAB_DATA_DIR:-$ROOT/var}/reaper.log" 2>&1 &
+REAPER=$!
+trap 'kill $REAPER 2>/dev/null || true' EXIT
+
+say "serving on http://127.0.0.1:${LAB_PORT:-8000}/ (Ctrl-C to stop)"
+"$VENV/bin/daphne" -b 127.0.0.1 -p "${LAB_PORT:-8000}" labsite.asgi:application

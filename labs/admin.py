@@ -1,0 +1,111 @@
+"""Admin for images, tags, labs and their steps."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+
+from labs.models import Image, Lab, LabStep, Tag
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "reference", "disk_format", "size", "short_sha256", "active", "updated_at"]
+    list_filter = ["kind", "active", "disk_format"]
+    search_fields = ["name", "reference", "sha256", "description"]
+    readonly_fields = ["sha256", "size", "virtual_size", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "active", "description"]}),
+        ("Source", {"fields": ["reference", "file", "disk_format"]}),
+        ("Verified contents", {"fields": ["sha256", "size", "virtual_size"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]
+    actions = ["activate", "deactivate"]
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, image: Image) -> str:
+        return filesizeformat(image.size_bytes) if image.size_bytes else "—"
+
+    @admin.display(description="virtual size", ordering="virtual_size_bytes")
+    def virtual_size(self, image: Image) -> str:
+        return filesizeformat(image.virtual_size_bytes) if image.virtual_size_bytes else "—"
+
+    @admin.display(description="sha256", ordering="sha256")
+    def short_sha256(self, image: Image) -> str:
+        return image.sha256[:12] if image.sha256 else "—"
+
+    @admin.action(description="Enable selected images", permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        count = queryset.update(active=True)
+        self.message_user(request, f"Enabled {count} image(s).", messages.SUCCESS)
+
+    @admin.action(description="Disable selected images (no new sessions)", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        count = queryset.update(active=False)
+        self.message_user(request, f"Disabled {count} image(s).", messages.SUCCESS)
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ["name", "lab_count"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tag]:
+        return super().get_queryset(request).annotate(lab_count=Count("labs"))
+
+    @admin.display(description="labs", ordering="lab_count")
+    def lab_count(self, tag: Tag) -> int:
+        return getattr(tag, "lab_count", 0)
+
+
+class LabStepInline(admin.StackedInline):
+    model = LabStep
+    fields = ["order", "title", "body", "verify", "solution", "hints"]
+    extra = 0
+    ordering = ["order"]
+
+
+@admin.register(Lab)
+class LabAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug", "image", "runner", "difficulty", "network_mode", "ttl_minutes", "published",
+                    "updated_at"]
+    list_filter = ["published", "difficulty", "network_mode", "runner", "docker_access", "tags", "image"]
+    search_fields = ["slug", "title", "summary", "image__name"]
+    list_select_related = ["image"]
+    prepopulated_fields = {"slug": ["title"]}
+    filter_horizontal = ["tags"]
+    readonly_fields = ["source_path", "created_at", "updated_at"]
+    inlines = [LabStepInline]
+    actions = ["publish", "unpublish"]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "summary", "description", "difficulty", "tags", "published"]}),
+        ("Environment", {"fields": ["image", "runner", "consoles", "exposed_ports", "docker_access",
+                                    "network_mode", "record_terminal"]}),
+        ("Resources", {"fields": ["cpu", "memory_mb", "pids_limit", "disk_mb"]}),
+        ("Time limits", {"fields": ["ttl_minutes", "max_extensions", "extension_minutes",
+                                    "idle_timeout_minutes", "auto_delete_minutes"]}),
+        ("Judge", {"fields": ["judge"]}),
+        ("History", {"fields": ["source_path", "created_at", "updated_at"]}),
+    ]
+
+    @admin.action(description="Publish selected labs", permissions=["change"])
+    def publish(self, request: HttpRequest, queryset: QuerySet[Lab]) -> None:
+        count = queryset.update(published=True)
+        self.message_user(request, f"Published {count} lab(s).", messages.SUCCESS)
+
+    @admin.action(description="Unpublish selected labs", permissions=["change"])
+    def unpublish(self, request: HttpRequest, queryset: QuerySet[Lab]) -> None:
+        count = queryset.update(published=False)
+        self.message_user(request, f"Unpublished {count} lab(s).", messages.SUCCESS)
+
+
+@admin.register(LabStep)
+class LabStepAdmin(admin.ModelAdmin):
+    list_display = ["lab", "order", "title"]
+    list_filter = ["lab"]
+    search_fields = ["title", "body", "lab__slug", "lab__title"]
+    list_select_related = ["lab"]
+    ordering = ["lab__title", "order"]
+    fields = ["lab", "order", "title", "body", "verify", "solution", "hints"]
