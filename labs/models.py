@@ -68,8 +68,25 @@ class Tag(models.Model):
 
 
 class LabQuerySet(models.QuerySet["Lab"]):
+    MAX_SEARCH_TERMS = 8
+
     def published(self) -> LabQuerySet:
         return self.filter(published=True)
+
+    def search(self, q: str = "", difficulty: str = "", tag: str = "") -> LabQuerySet:
+        """Every word of `q` must match the title, summary or a tag; the filters narrow further."""
+        labs = self
+        for term in q.split()[: self.MAX_SEARCH_TERMS]:
+            labs = labs.filter(
+                Q(title__icontains=term)
+                | Q(summary__icontains=term)
+                | Q(pk__in=Lab.tags.through.objects.filter(tag__name__icontains=term).values("lab_id"))
+            )
+        if difficulty:
+            labs = labs.filter(difficulty=difficulty)
+        if tag:
+            labs = labs.filter(tags__name=tag)
+        return labs
 
 
 class Lab(models.Model):

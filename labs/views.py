@@ -2,26 +2,51 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseServerError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template import loader
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from labs.models import Lab
+from labs.models import Lab, Tag
+from labsite.http import HtmxHttpRequest
 from sessions_app import actions
+from sessions_app.models import Session
 
 
 @require_GET
-def catalog(request: HttpRequest) -> HttpResponse:
-    labs = Lab.objects.published().prefetch_related("tags")
-    return render(request, "labs/catalog.html", {"labs": labs})
+def catalog(request: HtmxHttpRequest) -> HttpResponse:
+    q = request.GET.get("q", "").strip()[:100]
+    difficulty = request.GET.get("difficulty", "")
+    difficulty = difficulty if difficulty in Lab.Difficulty.values else ""
+    tag = request.GET.get("tag", "").strip()[:40]
+    labs = Lab.objects.published().search(q, difficulty, tag).prefetch_related("tags")
+    context = {
+        "labs": labs,
+        "q": q,
+        "difficulty": difficulty,
+        "tag": tag,
+        "filtered": bool(q or difficulty or tag),
+        "difficulties": Lab.Difficulty.choices,
+        "tags": Tag.objects.filter(labs__published=True).distinct(),
+    }
+    # The search form swaps only the results; a history restore needs the whole page.
+    partial = request.htmx and not request.htmx.history_restore_request
+    template = "labs/catalog.html#results" if partial else "labs/catalog.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request", "HX-History-Restore-Request"])
+    return response
 
 
 @require_GET
 def lab_detail(request: HttpRequest, slug: str) -> HttpResponse:
     lab = get_object_or_404(Lab.objects.prefetch_related("tags", "steps"), slug=slug)
     if not lab.published and not request.user.is_staff:
-        return page_not_found(request, None)
-    return render(request, "labs/detail.html", {"lab": lab})
+        raise Http404("No such lab")
+    live_session = None
+    if request.user.is_authenticated:
+        live_session = Session.objects.live().filter(user=request.user, lab=lab).first()
+    return render(request, "labs/detail.html", {"lab": lab, "live_session": live_session})
 
 
 @login_required
@@ -47,4 +72,5 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    return render(request, "errors/500.html", status=500)
+    # No request context: the context processors touch the database, which may be what failed.
+    return HttpResponseServerError(loader.get_template("errors/500.html").render())

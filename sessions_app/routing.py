@@ -1,3 +1,2 @@
-from django.urls import re_path
 
 websocket_urlpatterns: list = []

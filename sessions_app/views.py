@@ -26,7 +26,8 @@ def my_sessions(request: AuthenticatedHttpRequest) -> HttpResponse:
 def session_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
     session = _get_session_for_user(request.user, pk)
     steps = list(session.lab.steps.all())
-    return render(request, "sessions_app/detail.html", {"session": session, "steps": steps})
+    events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
+    return render(request, "sessions_app/detail.html", {"session": session, "steps": steps, "events": events})
 
 
 @login_required

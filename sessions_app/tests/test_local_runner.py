@@ -260,7 +260,9 @@ def test_sandbox_cannot_write_outside_its_workspace(runner: LocalRunner, started
 
 
 @pytest.mark.parametrize("mode", ["isolated", "none", "bridge"])
-def test_sessions_get_no_network_unless_the_host_network_is_shared_explicitly(runner: LocalRunner, started, listener: int, mode: str) -> None:
+def test_sessions_get_no_network_unless_the_host_network_is_shared_explicitly(
+    runner: LocalRunner, started, listener: int, mode: str
+) -> None:
     state = started(network_mode=mode)
     interfaces = sh(runner, state, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").stdout.split()
     assert interfaces == [b"lo"]

@@ -1,0 +1,77 @@
+#!/bin/sh
+# Copy the browser libraries the pages need from node_modules into static/vendor/, so the
+# platform serves them itself and runs offline (no CDN). The copies are committed.
+#
+#   npm ci && sh deploy/scripts/vendor-assets.sh
+#
+# Versions come from package-lock.json and are recorded in static/vendor/VERSIONS.txt;
+# labs/tests/test_pages.py fails if the two disagree.
+set -eu
+
+ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/../.." && pwd)
+NM="$ROOT/node_modules"
+OUT="$ROOT/static/vendor"
+LOCK="$ROOT/package-lock.json"
+
+[ -f "$LOCK" ] || { echo "vendor-assets: $LOCK is missing" >&2; exit 1; }
+for pkg in htmx.org @xterm/xterm @xterm/addon-fit @novnc/novnc; do
+    [ -d "$NM/$pkg" ] || { echo "vendor-assets: $NM/$pkg is missing; run 'npm ci' first" >&2; exit 1; }
+done
+
+# Version of a package as installed, which must be the one the lock file pins.
+installed_version() {
+    node -e 'process.stdout.write(require(process.argv[1]).version)' "$NM/$1/package.json"
+}
+locked_version() {
+    node -e '
+        const lock = require(process.argv[1]);
+        const entry = lock.packages && lock.packages["node_modules/" + process.argv[2]];
+        if (!entry) { console.error("vendor-assets: " + process.argv[2] + " is not in the lock file"); process.exit(1); }
+        process.stdout.write(entry.version);
+    ' "$LOCK" "$1"
+}
+
+# Copy a minified file without its sourceMappingURL comment: the maps are not shipped, and
+# the manifest static storage refuses to collect a file that points at a missing map.
+copy_without_map() {
+    sed -e '/^[/][/][#@] sourceMappingURL=/d' -e 's#/[*][#@] sourceMappingURL=[^*]*[*]/##' "$1" > "$2"
+}
+
+rm -rf "$OUT/htmx" "$OUT/xterm" "$OUT/xterm-addon-fit" "$OUT/novnc"
+mkdir -p "$OUT/htmx" "$OUT/xterm" "$OUT/xterm-addon-fit" "$OUT/novnc"
+
+# htmx: the minified build.
+cp "$NM/htmx.org/dist/htmx.min.js" "$OUT/htmx/htmx.min.js"
+cp "$NM/htmx.org/LICENSE" "$OUT/htmx/LICENSE"
+
+# xterm.js: the UMD build (window.Terminal) and its stylesheet.
+copy_without_map "$NM/@xterm/xterm/lib/xterm.js" "$OUT/xterm/xterm.js"
+cp "$NM/@xterm/xterm/css/xterm.css" "$OUT/xterm/xterm.css"
+cp "$NM/@xterm/xterm/LICENSE" "$OUT/xterm/LICENSE"
+
+# xterm fit addon: the UMD build (window.FitAddon).
+copy_without_map "$NM/@xterm/addon-fit/lib/addon-fit.js" "$OUT/xterm-addon-fit/addon-fit.js"
+cp "$NM/@xterm/addon-fit/LICENSE" "$OUT/xterm-addon-fit/LICENSE"
+
+# noVNC: ES modules; core/ imports ../vendor/pako, so both keep their relative layout.
+cp -R "$NM/@novnc/novnc/core" "$OUT/novnc/core"
+cp -R "$NM/@novnc/novnc/vendor" "$OUT/novnc/vendor"
+cp "$NM/@novnc/novnc/LICENSE.txt" "$OUT/novnc/LICENSE.txt"
+
+{
+    echo "# Vendored front-end assets, written by deploy/scripts/vendor-assets.sh from package-lock.json."
+    echo "# Do not edit by hand: change package.json, run npm install, then the script."
+    for pkg in htmx.org @xterm/xterm @xterm/addon-fit @novnc/novnc; do
+        installed=$(installed_version "$pkg")
+        locked=$(locked_version "$pkg")
+        if [ "$installed" != "$locked" ]; then
+            echo "vendor-assets: node_modules has $pkg $installed but the lock file pins $locked; run 'npm ci'" >&2
+            exit 1
+        fi
+        echo "$pkg $locked"
+    done
+} > "$OUT/VERSIONS.txt.tmp"
+mv "$OUT/VERSIONS.txt.tmp" "$OUT/VERSIONS.txt"
+
+echo "vendor-assets: copied into $OUT"
+cat "$OUT/VERSIONS.txt"

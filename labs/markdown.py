@@ -1,0 +1,102 @@
+"""Lab content (descriptions, step bodies) from Markdown to HTML that is safe to show.
+
+Markdown allows raw HTML, so the rendered output is run through nh3 with an allowlist:
+scripts, event-handler attributes, styles and non-web URL schemes never reach the page,
+whoever wrote the lab. Code blocks are then wrapped with a copy button; the wrapper is
+added after sanitizing, so lab content cannot forge the data-* hooks the page's scripts use.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import markdown
+import nh3
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+from markdown.extensions import Extension
+from markdown.treeprocessors import Treeprocessor
+
+ALLOWED_TAGS = frozenset({
+    "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em",
+    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p",
+    "pre", "q", "s", "samp", "small", "span", "strong", "sub", "summary", "sup", "table", "tbody",
+    "td", "tfoot", "th", "thead", "tr", "ul", "var",
+})
+ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
+    "a": {"href", "title"},
+    "abbr": {"title"},
+    "code": {"class"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "ol": {"start"},
+    "td": {"align", "colspan", "rowspan"},
+    "th": {"align", "colspan", "rowspan", "scope"},
+}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+# Removed together with everything inside them, not just unwrapped.
+CLEAN_CONTENT_TAGS = frozenset({"script", "style", "iframe", "object", "embed", "template", "noscript"})
+
+_LANGUAGE_CLASS = re.compile(r"^language-[A-Za-z0-9_+#.-]{1,40}$")
+_PRE_OPEN = re.compile(r'<pre>(?=(?:<code class="language-([A-Za-z0-9_+#.-]+)">)?)')
+
+
+class _ShiftHeadings(Treeprocessor):
+    """`# Title` in lab content becomes <h2>: the page around it already has the <h1>."""
+
+    def run(self, root: ET.Element) -> None:
+        for element in root.iter():
+            if element.tag in {"h1", "h2", "h3", "h4", "h5"}:
+                element.tag = f"h{int(element.tag[1]) + 1}"
+
+
+class _ShiftHeadingsExtension(Extension):
+    def extendMarkdown(self, md: markdown.Markdown) -> None:
+        md.treeprocessors.register(_ShiftHeadings(md), "lab_shift_headings", 5)
+
+
+def _keep_attribute(tag: str, attribute: str, value: str) -> str | None:
+    """Only `language-…` classes survive on <code>; they name the fence's language."""
+    if tag == "code" and attribute == "class":
+        kept = [name for name in value.split() if _LANGUAGE_CLASS.match(name)]
+        return kept[0] if kept else None
+    return value
+
+
+def _code_block_open(match: re.Match[str]) -> str:
+    language = match.group(1) or ""
+    return (
+        f'<div class="code-block" data-code-block data-language="{escape(language)}">'
+        '<div class="code-actions" data-code-actions>'
+        '<button type="button" class="code-copy" data-copy-code aria-label="Copy code" hidden>Copy</button>'
+        "</div><pre>"
+    )
+
+
+def _wrap_code_blocks(html: str) -> str:
+    # nh3 serialises every <pre> as a bare, balanced tag and escapes any "<pre>" in text,
+    # so plain string replacement keeps the markup well formed.
+    return _PRE_OPEN.sub(_code_block_open, html).replace("</pre>", "</pre></div>")
+
+
+def render_markdown(text: str) -> SafeString:
+    """Render lab Markdown to sanitized HTML, marked safe for templates."""
+    if not text:
+        return mark_safe("")
+    html = markdown.markdown(
+        text,
+        extensions=["fenced_code", "tables", "sane_lists", _ShiftHeadingsExtension()],
+        extension_configs={"tables": {"use_align_attribute": True}},
+        output_format="html",
+    )
+    clean = nh3.clean(
+        html,
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags=set(CLEAN_CONTENT_TAGS),
+        attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=_keep_attribute,
+        url_schemes=set(URL_SCHEMES),
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+    return mark_safe(_wrap_code_blocks(clean))  # noqa: S308 (sanitized by nh3 above)

@@ -1,0 +1,256 @@
+/* The session page: time-left countdown, idle warning with heartbeats, console tabs.
+ *
+ * The status region (#session-status, the "status" partial) carries the data this reads:
+ *   data-state, data-server-now (epoch seconds when rendered), data-expires-at (ISO),
+ *   data-idle-timeout-seconds, data-last-active (ISO).
+ * HTMX swaps the region while the session changes state; each new copy is read again.
+ * Other scripts can listen for `session:state` on document ({detail: {state, previous}}).
+ */
+(() => {
+  "use strict";
+
+  const page = document.getElementById("session-page");
+  if (!page) return;
+
+  const LabSite = window.LabSite || { announce() {}, csrfToken: () => "", onLoad: (fn) => fn(document.body) };
+  const HEARTBEAT_EVERY_MS = 30_000; // at most one heartbeat per 30 s of activity
+  const WARN_SECONDS = 5 * 60; // the countdown turns to a warning below this
+  const IDLE_WARN_SECONDS = 120; // the idle dialog opens this long before the idle stop
+  const REFRESH_EVERY_MS = 5_000; // after time is up, ask for the status at most this often
+
+  const isOwner = page.dataset.owner === "true";
+  const heartbeatUrl = page.dataset.heartbeatUrl;
+  const dialog = document.getElementById("idle-dialog");
+  const dialogCountdown = dialog?.querySelector("[data-idle-countdown]");
+
+  const current = {
+    state: null, // set from the status region; the first read announces the state to listeners
+    skewMs: 0, // server clock minus this browser's clock
+    expiresAt: null, // server-clock milliseconds
+    idleTimeoutMs: 0,
+    lastActive: 0, // server-clock milliseconds
+    lastEventId: null,
+    warned: new Set(),
+    lastHeartbeat: 0,
+    trailingHeartbeat: 0,
+    lastRefresh: 0,
+    closingDialog: false,
+    logOpen: null, // null until the learner opens or shuts the progress log
+    initialised: false,
+  };
+
+  const serverNow = () => Date.now() + current.skewMs;
+
+  function parseTime(value) {
+    if (!value) return null;
+    const ms = Date.parse(value.replace(/(\.\d{3})\d+/, "$1"));
+    return Number.isNaN(ms) ? null : ms;
+  }
+
+  function formatSeconds(total) {
+    const hours = Math.floor(total / 3600);
+    const minutes = Math.floor((total % 3600) / 60);
+    const seconds = String(total % 60).padStart(2, "0");
+    return hours ? `${hours}:${String(minutes).padStart(2, "0")}:${seconds}` : `${minutes}:${seconds}`;
+  }
+
+  function spokenDuration(total) {
+    const minutes = Math.round(total / 60);
+    return minutes >= 1 ? `${minutes} minute${minutes === 1 ? "" : "s"}` : "less than a minute";
+  }
+
+  /** Ask HTMX to re-fetch the status region (it listens for session-refresh while running). */
+  function requestRefresh(force = false) {
+    if (!window.htmx) return;
+    if (!force && Date.now() - current.lastRefresh < REFRESH_EVERY_MS) return;
+    current.lastRefresh = Date.now();
+    window.htmx.trigger(document.body, "session-refresh");
+  }
+
+  // ---- status region -------------------------------------------------------------------
+
+  function readStatus(region) {
+    const previous = current.state;
+    current.state = region.dataset.state;
+    page.dataset.state = current.state;
+
+    const renderedAt = Number(region.dataset.serverNow);
+    if (renderedAt) current.skewMs = renderedAt * 1000 - Date.now();
+    current.expiresAt = parseTime(region.dataset.expiresAt);
+    current.idleTimeoutMs = Number(region.dataset.idleTimeoutSeconds || 0) * 1000;
+    current.lastActive = Math.max(current.lastActive, parseTime(region.dataset.lastActive) || 0);
+
+    // Keep the progress log open or shut as the learner left it, scrolled to the newest line.
+    const logBox = region.querySelector(".event-log-wrap");
+    if (logBox && current.logOpen !== null) logBox.open = current.logOpen;
+    const log = region.querySelector(".event-log");
+    if (log) log.scrollTop = log.scrollHeight;
+
+    // Tell screen readers what changed: new log lines and the new state, in one message.
+    const spoken = [];
+    const events = [...region.querySelectorAll("[data-event-id]")];
+    const ids = events.map((li) => Number(li.dataset.eventId));
+    if (current.lastEventId !== null) {
+      for (const li of events) {
+        const text = li.querySelector(".event-message")?.textContent.trim();
+        if (text && Number(li.dataset.eventId) > current.lastEventId) spoken.push(text);
+      }
+    }
+    current.lastEventId = Math.max(current.lastEventId ?? 0, ...ids, 0);
+
+    if (previous !== current.state) {
+      const label = region.querySelector(".state")?.textContent.trim() || current.state;
+      if (current.initialised) spoken.push(`Session is now ${label.toLowerCase()}.`);
+      document.dispatchEvent(new CustomEvent("session:state", { detail: { state: current.state, previous } }));
+    }
+    if (spoken.length) LabSite.announce(spoken.join(" "));
+    current.initialised = true;
+    tick();
+  }
+
+  // ---- countdown and idle warning ------------------------------------------------------
+
+  function updateTimeLeft(now) {
+    const box = document.querySelector("#session-status [data-time-left]");
+    const value = box?.querySelector("[data-time-left-value]");
+    if (!box || !value || current.expiresAt === null) return;
+    const left = Math.max(0, Math.round((current.expiresAt - now) / 1000));
+    value.textContent = left > 0 ? formatSeconds(left) : "time is up";
+    box.classList.toggle("is-warning", left < WARN_SECONDS);
+    for (const mark of [WARN_SECONDS, 60]) {
+      if (left > 0 && left <= mark && !current.warned.has(mark)) {
+        current.warned.add(mark);
+        LabSite.announce(`${spokenDuration(left)} left in this session.`);
+      }
+    }
+    if (left === 0) requestRefresh();
+  }
+
+  function closeDialog() {
+    if (!dialog?.open) return;
+    current.closingDialog = true;
+    dialog.close();
+    current.closingDialog = false;
+  }
+
+  function updateIdle(now) {
+    if (!dialog || !isOwner || !current.idleTimeoutMs || !current.lastActive) return closeDialog();
+    const left = Math.max(0, Math.round((current.lastActive + current.idleTimeoutMs - now) / 1000));
+    const warnAt = Math.min(IDLE_WARN_SECONDS, Math.floor(current.idleTimeoutMs / 2000));
+    if (left > warnAt) return closeDialog();
+    if (dialogCountdown) dialogCountdown.textContent = formatSeconds(left);
+    if (!dialog.open && typeof dialog.showModal === "function") dialog.showModal();
+    if (left === 0) requestRefresh();
+  }
+
+  function tick() {
+    if (current.state !== "running") {
+      closeDialog();
+      return;
+    }
+    const now = serverNow();
+    updateTimeLeft(now);
+    updateIdle(now);
+  }
+
+  // ---- heartbeats ----------------------------------------------------------------------
+
+  async function sendHeartbeat() {
+    current.lastHeartbeat = Date.now();
+    try {
+      const response = await fetch(heartbeatUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": LabSite.csrfToken(), Accept: "application/json" },
+      });
+      if (!response.ok || !(response.headers.get("content-type") || "").includes("json")) return;
+      const data = await response.json();
+      current.lastActive = serverNow();
+      if (typeof data.seconds_left === "number") current.expiresAt = serverNow() + data.seconds_left * 1000;
+      if (data.state && data.state !== current.state) requestRefresh(true);
+      tick();
+    } catch {
+      // Offline for a moment: the next activity tries again.
+    }
+  }
+
+  /** Throttled to one per HEARTBEAT_EVERY_MS, with a trailing call so late activity still counts. */
+  function activity(force = false) {
+    if (!isOwner || !heartbeatUrl || current.state !== "running") return;
+    const wait = current.lastHeartbeat + HEARTBEAT_EVERY_MS - Date.now();
+    if (force || wait <= 0) {
+      window.clearTimeout(current.trailingHeartbeat);
+      current.trailingHeartbeat = 0;
+      sendHeartbeat();
+    } else if (!current.trailingHeartbeat) {
+      current.trailingHeartbeat = window.setTimeout(() => {
+        current.trailingHeartbeat = 0;
+        activity();
+      }, wait);
+    }
+  }
+
+  const listen = { capture: true, passive: true };
+  for (const type of ["keydown", "pointerdown", "wheel", "touchstart"]) {
+    window.addEventListener(type, () => activity(), listen);
+  }
+  // Movement counts too, except while the dialog is up: it must be answered on purpose.
+  window.addEventListener("pointermove", () => { if (!dialog?.open) activity(); }, listen);
+
+  // "I'm still here" (or Escape) closes the dialog; a close we did not make ourselves is an answer.
+  dialog?.addEventListener("close", () => {
+    if (current.closingDialog) return;
+    current.lastActive = serverNow(); // keep the dialog shut while the heartbeat is on its way
+    activity(true);
+  });
+
+  document.addEventListener("click", (event) => {
+    const summary = event.target instanceof Element ? event.target.closest(".event-log-wrap > summary") : null;
+    if (summary) current.logOpen = !summary.parentElement.open; // the click is about to toggle it
+  });
+
+  // ---- console tabs --------------------------------------------------------------------
+
+  const tablist = page.querySelector("[data-console-tabs]");
+  if (tablist) {
+    const tabs = [...tablist.querySelectorAll('[role="tab"]')];
+    const select = (tab, focus) => {
+      for (const other of tabs) {
+        const selected = other === tab;
+        other.setAttribute("aria-selected", String(selected));
+        other.tabIndex = selected ? 0 : -1;
+        const panel = document.getElementById(other.getAttribute("aria-controls"));
+        if (panel) panel.hidden = !selected;
+      }
+      if (focus) tab.focus();
+      page.dispatchEvent(new CustomEvent("console:select", { bubbles: true, detail: { console: tab.dataset.consoleTab } }));
+    };
+    tablist.addEventListener("click", (event) => {
+      const tab = event.target instanceof Element ? event.target.closest('[role="tab"]') : null;
+      if (tab) select(tab, false);
+    });
+    tablist.addEventListener("keydown", (event) => {
+      const index = tabs.indexOf(document.activeElement);
+      if (index < 0) return;
+      const next = {
+        ArrowRight: tabs[(index + 1) % tabs.length],
+        ArrowLeft: tabs[(index - 1 + tabs.length) % tabs.length],
+        Home: tabs[0],
+        End: tabs[tabs.length - 1],
+      }[event.key];
+      if (next) {
+        event.preventDefault();
+        select(next, true);
+      }
+    });
+    select(tabs.find((tab) => tab.getAttribute("aria-selected") === "true") || tabs[0], false);
+  }
+
+  // ---- start ---------------------------------------------------------------------------
+
+  LabSite.onLoad((root) => {
+    const region = root.id === "session-status" ? root : root.querySelector("#session-status");
+    if (region) readStatus(region);
+  });
+  window.setInterval(tick, 1000);
+})();
