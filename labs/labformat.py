@@ -250,7 +250,7 @@ LAB_KEYS = frozenset({
     "slug", "title", "summary", "description", "description_file", "difficulty", "tags", "image",
     "runner", "resources", "network_mode", "ttl_minutes", "max_extensions", "extension_minutes",
     "idle_timeout_minutes", "auto_delete_minutes", "exposed_ports", "docker_access", "consoles",
-    "record_terminal", "published", "judge", "steps",
+    "record_terminal", "published", "judge", "steps", "dind_images",
 })  # fmt: skip
 RESOURCE_KEYS = ("cpu", "memory_mb", "pids_limit", "disk_mb")
 IMAGE_KEYS = frozenset({"name", "kind", "reference", "description"})
@@ -679,6 +679,7 @@ class YamlLabLoader:
                                           _model_default("network_mode")),
             "exposed_ports": reader.ports(data, ()),
             "consoles": reader.strings(data, "consoles", (), choices=Lab.CONSOLE_KINDS),
+            "dind_images": reader.strings(data, "dind_images", ()),
             "judge": reader.checks(data, "judge", ()),
         }
         values.update(self._resources(reader, data))

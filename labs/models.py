@@ -138,6 +138,9 @@ class Lab(models.Model):
     )
     exposed_ports = models.JSONField(default=list, blank=True, help_text="Ports for the web preview.")
     docker_access = models.BooleanField(default=False, help_text="Docker-in-Docker engine in the session.")
+    dind_images = models.JSONField(
+        default=list, blank=True, help_text="Images preloaded into the session's own Docker engine."
+    )
     consoles = models.JSONField(default=list, blank=True, help_text='Any of "terminal", "vnc", "editor".')
     record_terminal = models.BooleanField(default=False)
     judge = models.JSONField(default=list, blank=True, help_text="Final checks (judge issue).")
@@ -180,6 +183,8 @@ class Lab(models.Model):
             not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 65535 for p in self.exposed_ports
         ):
             errors["exposed_ports"] = "Exposed ports must be a list of port numbers from 1 to 65535."
+        if not isinstance(self.dind_images, list) or any(not isinstance(i, str) or not i for i in self.dind_images):
+            errors["dind_images"] = "Preloaded images must be a list of image references."
         if not isinstance(self.judge, list):
             errors["judge"] = "The judge must be a list of checks."
         if errors:

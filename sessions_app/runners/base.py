@@ -44,6 +44,7 @@ class SessionSpec:
     docker_access: bool = False
     exposed_ports: tuple[int, ...] = ()
     starter_dir: str | None = None
+    dind_images: tuple[str, ...] = ()
 
     @classmethod
     def from_session(cls, session: Any) -> SessionSpec:
@@ -71,6 +72,7 @@ class SessionSpec:
             docker_access=lab.docker_access,
             exposed_ports=tuple(int(p) for p in lab.exposed_ports or ()),
             starter_dir=starter,
+            dind_images=tuple(lab.dind_images or ()),
         )
 
 

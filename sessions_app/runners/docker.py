@@ -9,7 +9,8 @@ OPTIONS (all optional):
                     is for hosts where --privileged cannot work (all capabilities but
                     SYS_RESOURCE, unconfined seccomp/AppArmor, private cgroup namespace).
                     "auto" tries privileged first and remembers what worked.
-    dind_preload    images copied into every inner engine (default ["labs/busybox:latest"])
+    dind_preload    images copied into an inner engine when the lab names none in its
+                    `dind_images` (default ["labs/busybox:latest"])
     preload_cache   where saved image tarballs are cached (default DATA_DIR/preload)
     api_timeout     seconds for one engine API call (default 60)
     guard_host      keep sessions from opening connections to the host's own services (default
@@ -63,6 +64,7 @@ SHELL_USER_LABEL = "org.labs.shell-user"  # set on images whose USER must stay r
 
 # Keeps the container alive and exits at once on SIGTERM, so stops are fast.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+DEFAULT_PRELOAD = ["labs/busybox:latest"]
 DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID"]
 DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
     "cgroupns": "private",
@@ -340,7 +342,8 @@ class DockerRunner(Runner):
             labels=self._labels(spec),
         )
         binds = {volume.name: {"bind": "/var/lib/docker", "mode": "rw"}}
-        binds.update(self._preload_mounts(progress))
+        binds.update(self._preload_mounts(spec.dind_images or self.options.get("dind_preload", DEFAULT_PRELOAD),
+                                          progress))
         host["binds"] = binds
         return self._create_dind(image["Id"], host, create)
 
@@ -389,12 +392,12 @@ class DockerRunner(Runner):
             return container_id, False
         raise RunnerError(f"cannot start a Docker-in-Docker container on this host: {last_error}", permanent=True)
 
-    def _preload_mounts(self, progress: ProgressCallback) -> dict[str, dict[str, str]]:
+    def _preload_mounts(self, refs: list[str] | tuple[str, ...], progress: ProgressCallback) -> dict[str, dict[str, str]]:
         """Save each preload image once to a tarball cache, then bind it read-only into /preload."""
         cache = Path(self.options.get("preload_cache") or Path(settings.DATA_DIR) / "preload")
         cache.mkdir(parents=True, exist_ok=True)
         mounts: dict[str, dict[str, str]] = {}
-        for ref in self.options.get("dind_preload", ["labs/busybox:latest"]):
+        for ref in refs:
             image = self._call(f"looking up preload image {ref}", self.client.images.get, ref)
             tarball = cache / f"{image.id.replace(':', '_')}.tar"
             if not tarball.exists():

@@ -143,9 +143,18 @@ def test_docker_in_docker_runs_containers_inside_the_session(engine, docker_runn
     assert result.stdout == b"inner\n", result.stderr
     whoami = runner.exec(session.runner_state, ["id", "-un"])
     assert whoami.stdout.strip() != b"root"
-    # The inner engine is private: the host engine does not see the inner container's image cache.
-    inner_ids = runner.exec(session.runner_state, ["docker", "ps", "-aq"]).stdout
-    assert inner_ids.strip() == b""
+    # Each inner engine is private: an image made in one session does not exist in another's engine.
+    assert runner.exec(session.runner_state, ["docker", "tag", "labs/busybox:latest", "only-here:1"]).ok
+    other = runner.start(SessionSpec(session_id=str(uuid.uuid4()), user_id=999, username="other", lab_slug="x",
+                                     image="labs/dind:bookworm", docker_access=True, memory_mb=1024,
+                                     pids_limit=2048), timeout=180)
+    try:
+        assert runner.exec(other.state, ["docker", "image", "inspect", "labs/busybox:latest"]).ok  # preloaded
+        assert not runner.exec(other.state, ["docker", "image", "inspect", "only-here:1"]).ok
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get("only-here:1")  # nor in the host's engine
+    finally:
+        runner.stop(other.state, timeout=2)
     with django_capture_on_commit_callbacks(execute=True):
         actions.stop_session(session)
     assert labelled(engine, session) == []
