@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -32,6 +33,10 @@ class Image(models.Model):
     virtual_size_bytes = models.BigIntegerField(default=0, editable=False)
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="uploaded_images",
+        help_text="Set for a learner's own ISO; staff images have no owner.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -143,7 +148,12 @@ class Lab(models.Model):
     )
     consoles = models.JSONField(default=list, blank=True, help_text='Any of "terminal", "vnc", "editor".')
     record_terminal = models.BooleanField(default=False)
-    judge = models.JSONField(default=list, blank=True, help_text="Final checks (judge issue).")
+    judge = models.JSONField(default=list, blank=True, help_text="Final checks run by the judge.")
+    finish_text = models.TextField(blank=True, help_text="Markdown shown when the lab is complete.")
+    assets = models.JSONField(
+        default=list, blank=True, help_text='Files copied into the session: [{"file", "target", "chmod"}].'
+    )
+    unlock_steps_in_order = models.BooleanField(default=True, help_text="A step opens once the one before passes.")
     source_path = models.CharField(max_length=500, blank=True, editable=False)
     published = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -203,6 +213,8 @@ class LabStep(models.Model):
     verify = models.JSONField(default=list, blank=True, help_text="Checks that verify this step.")
     solution = models.TextField(blank=True, help_text="Hidden from learners.")
     hints = models.JSONField(default=list, blank=True)
+    background_script = models.TextField(blank=True, help_text="Runs in the session when the step starts.")
+    foreground_script = models.TextField(blank=True, help_text="Runs in the learner's terminal when the step starts.")
 
     class Meta:
         ordering = ["lab", "order"]

@@ -392,7 +392,9 @@ class DockerRunner(Runner):
             return container_id, False
         raise RunnerError(f"cannot start a Docker-in-Docker container on this host: {last_error}", permanent=True)
 
-    def _preload_mounts(self, refs: list[str] | tuple[str, ...], progress: ProgressCallback) -> dict[str, dict[str, str]]:
+    def _preload_mounts(
+        self, refs: list[str] | tuple[str, ...], progress: ProgressCallback
+    ) -> dict[str, dict[str, str]]:
         """Save each preload image once to a tarball cache, then bind it read-only into /preload."""
         cache = Path(self.options.get("preload_cache") or Path(settings.DATA_DIR) / "preload")
         cache.mkdir(parents=True, exist_ok=True)
