@@ -9,7 +9,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from sessions_app import actions
-from sessions_app.models import EndReason, Session, SessionEvent, State
+from sessions_app.models import EndReason, PreviewShare, Session, SessionEvent, Snapshot, State
 
 
 class SessionEventInline(admin.TabularInline):
@@ -125,3 +125,36 @@ class SessionEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+@admin.register(PreviewShare)
+class PreviewShareAdmin(admin.ModelAdmin):
+    list_display = ("session", "port", "created_by", "created_at", "expires_at", "revoked_at")
+    list_filter = ("port",)
+    search_fields = ("session__id", "created_by__username", "session__lab__slug")
+    list_select_related = ("session", "session__lab", "session__user", "created_by")
+    readonly_fields = ("id", "session", "port", "created_by", "created_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # shares are made by the session's owner on the session page
+
+    @admin.action(description="Revoke selected share links")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[PreviewShare]) -> None:
+        from django.utils import timezone
+
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} share link(s).", messages.SUCCESS)
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "lab", "status", "size_bytes", "includes_memory", "created_at")
+    list_filter = ("status", "includes_memory", "lab")
+    search_fields = ("name", "owner__username", "lab__slug")
+    list_select_related = ("owner", "lab")
+    readonly_fields = ("id", "owner", "lab", "source_session", "path", "size_bytes", "reserved_bytes",
+                       "includes_memory", "status", "error", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # snapshots are taken from running sessions, with quota accounting

@@ -19,9 +19,18 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import GIB, SiteAppearance, UserQuota
+from judge.models import Attempt, HintRequest
 from labs.models import Image, Lab, LabStep, Tag
 from sessions_app import jobs
-from sessions_app.models import EndReason, Session, SessionEvent, State
+from sessions_app.models import (
+    EndReason,
+    PreviewShare,
+    Session,
+    SessionEvent,
+    Snapshot,
+    State,
+    TerminalRecording,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +89,15 @@ def one_of_each(owner, staff_user, lab) -> dict[str, Model]:
         "labs.LabStep": lab.steps.get(),
         "sessions_app.Session": session,
         "sessions_app.SessionEvent": session.log("Provisioned."),
+        "sessions_app.PreviewShare": PreviewShare.objects.create(
+            session=session, port=8080, created_by=owner, expires_at=timezone.now() + timedelta(hours=1)
+        ),
+        "sessions_app.TerminalRecording": TerminalRecording.objects.create(
+            session=session, terminal_name="1", file="recordings/example.cast"
+        ),
+        "sessions_app.Snapshot": Snapshot.objects.create(owner=owner, lab=lab, name="before exam"),
+        "judge.Attempt": Attempt.objects.create(user=owner, session=session, lab=lab),
+        "judge.HintRequest": HintRequest.objects.create(user=owner, session=session),
     }
 
 
