@@ -90,6 +90,9 @@ def owner_client(client, owner):
 
 
 FAKE_RUNNERS = {
+    # Tests get their own Docker label, so a real install's reconciler on the same engine never
+    # takes test containers for orphans (nor the reverse).
+    "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"instance": "labstest"}},
     "fake": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {}},
     "fake-slow": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"start_delay": 3}},
     "fake-failing": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"fail_on": "start"}},

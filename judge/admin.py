@@ -1,13 +1,58 @@
-"""Admin for the judge app.
+"""Admin for the judge app: every attempt of every learner, filterable, with its result readable.
 
-The judge keeps its checks on Lab.judge (edited in the lab admin). Any model the app defines
-gets a plain admin here until it needs a tailored one, so nothing is left out of the admin.
+Models without a tailored admin get a plain one at the end, so nothing is left out.
 """
 
 from __future__ import annotations
 
+import json
+
 from django.apps import apps
 from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from judge import hint_admin  # noqa: F401  (registers the hint request admin first)
+from judge.models import Attempt
+
+
+@admin.register(Attempt)
+class AttemptAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "user", "lab", "target", "status", "passed", "failure_codes", "duration_ms")
+    list_filter = ("status", "passed", "lab", ("step", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("user__username", "user__email", "lab__slug", "lab__title")
+    date_hierarchy = "created_at"
+    list_select_related = ("user", "lab", "step")
+    autocomplete_fields = ()
+    readonly_fields = ("user", "session", "lab", "step", "status", "passed", "duration_ms", "created_at",
+                       "finished_at", "result_pretty", "log_text")
+    exclude = ("result", "log")
+
+    @admin.display(description="Checked")
+    def target(self, obj: Attempt) -> str:
+        return f"step {obj.step.order}" if obj.step_id and obj.step else "final"
+
+    @admin.display(description="Failure codes")
+    def failure_codes(self, obj: Attempt) -> str:
+        failures = (obj.result or {}).get("failures") or []
+        return ", ".join(str(f.get("code", "")) for f in failures if isinstance(f, dict))
+
+    @admin.display(description="Result")
+    def result_pretty(self, obj: Attempt) -> str:
+        return format_html('<pre style="white-space: pre-wrap; max-width: 100ch;">{}</pre>',
+                           json.dumps(obj.result, indent=2, ensure_ascii=False, sort_keys=False))
+
+    @admin.display(description="Log")
+    def log_text(self, obj: Attempt) -> str:
+        return format_html('<pre style="white-space: pre-wrap; max-height: 40rem; overflow: auto;">{}</pre>',
+                           obj.log or "")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # attempts come from learners' checks, never from the admin
+
+    def has_change_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
+        return False
+
 
 for _model in apps.get_app_config("judge").get_models():
     if not admin.site.is_registered(_model):

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
 
+from labs import vm_images
+from labs.forms import ImageAdminForm
 from labs.models import Image, Lab, LabStep, Tag
 
 
@@ -23,6 +30,40 @@ class ImageAdmin(admin.ModelAdmin):
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
     actions = ["activate", "deactivate"]
+    form = ImageAdminForm
+
+    # Uploads stream through a hashing handler, which must be installed before the request body
+    # is read; CSRF is still checked, by changeform_view's own csrf_protect.
+    @method_decorator(csrf_exempt)
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        vm_images.install_upload_handler(request)
+        return super().add_view(request, form_url, extra_context)
+
+    @method_decorator(csrf_exempt)
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: Any = None) -> HttpResponse:
+        vm_images.install_upload_handler(request)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: Image, form: Any, change: bool) -> None:
+        verified = getattr(form, "verified", None)
+        if verified is None:
+            super().save_model(request, obj, form, change)
+            return
+        vm_images.apply_info(obj, verified)
+        try:
+            super().save_model(request, obj, form, change)
+            vm_images.make_read_only(Path(obj.file.path))
+        except Exception:
+            if obj.file and obj.file.name:
+                obj.file.storage.delete(obj.file.name)
+            raise
+        self.message_user(
+            request,
+            f"Stored {obj.name} read-only: {verified.disk_format}, sha256 {verified.sha256}, "
+            f"virtual size {filesizeformat(verified.virtual_size_bytes)}.",
+            messages.SUCCESS,
+        )
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, image: Image) -> str:
@@ -78,6 +119,12 @@ class LabAdmin(admin.ModelAdmin):
     filter_horizontal = ["tags"]
     readonly_fields = ["source_path", "created_at", "updated_at"]
     inlines = [LabStepInline]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        if db_field.name == "image":
+            kwargs["queryset"] = Image.objects.filter(owner__isnull=True)  # learners' ISOs are theirs alone
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     actions = ["publish", "unpublish"]
     fieldsets = [
         (None, {"fields": ["title", "slug", "summary", "description", "difficulty", "tags", "published"]}),

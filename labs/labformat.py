@@ -114,6 +114,8 @@ class StepSpec:
     verify: list[Any] = field(default_factory=list)
     solution: str = ""
     hints: list[str] = field(default_factory=list)
+    background_script: str = ""
+    foreground_script: str = ""
 
 
 @dataclass
@@ -585,6 +587,10 @@ class _YamlReader:
                 self.error(bad[0], f"must hold only strings, numbers, booleans, null, lists and mappings with "
                                    f"string keys (got {bad[1]})")
                 ok = False
+        if ok:
+            for relative, message in judge_check_problems(items, self.directory):
+                self.error((*path, key, *relative), message)
+                ok = False
         return items if ok else MISSING
 
     def text_file(self, data: dict[Any, Any], key: str, path: KeyPath, *, required: bool = False) -> str | Any:
@@ -646,6 +652,25 @@ def _not_json(value: Any, path: KeyPath) -> tuple[KeyPath, str] | None:
                 return found
         return None
     return path, f"a {type(value).__name__}"
+
+
+# --------------------------------------------------------------------------------------
+# judge check validation
+#
+# Each check kind's options (labs/LAB_FORMAT.md, "Checks") are checked by the judge's own
+# schema in judge/checks/, so a malformed check is refused here, at import, with its line,
+# rather than failing when a learner presses "Check".
+
+
+def judge_check_problems(items: list[Any], directory: Path) -> list[tuple[KeyPath, str]]:
+    """Problems of a list of checks, paths relative to the list (``(2, "max_size_mb")``)."""
+    from judge.checks import validate_checks  # late: the judge app's models import labs.models
+
+    return validate_checks(items, directory)
+
+
+# end of judge check validation
+# --------------------------------------------------------------------------------------
 
 
 class YamlLabLoader:
@@ -911,7 +936,9 @@ def _plan(spec: LabSpec, image: Image, problems: list[LabProblem]) -> _Plan:
     steps = []
     for index, step_spec in enumerate(spec.steps):
         step = LabStep(order=index + 1, title=step_spec.title, body=step_spec.body, verify=step_spec.verify,
-                       solution=step_spec.solution, hints=step_spec.hints)
+                       solution=step_spec.solution, hints=step_spec.hints,
+                       background_script=step_spec.background_script,
+                       foreground_script=step_spec.foreground_script)
         try:
             step.full_clean(exclude=["lab"], validate_unique=False, validate_constraints=False)
         except ValidationError as exc:
@@ -939,7 +966,7 @@ def _write(plan: _Plan) -> ImportOutcome:
             step.save()
             continue
         changed = [
-            name for name in ("title", "body", "verify", "solution", "hints")
+            name for name in ("title", "body", "verify", "solution", "hints", "background_script", "foreground_script")
             if getattr(existing, name) != getattr(step, name)
         ]
         if changed:
@@ -980,3 +1007,7 @@ def import_labs(paths: Iterable[Path], *, dry_run: bool = False) -> list[ImportO
         if dry_run:
             transaction.set_rollback(True)
     return outcomes
+
+
+# Other formats register themselves in LOADERS when imported (kept last: they import this module).
+from labs import killercoda  # noqa: E402,F401

@@ -95,8 +95,50 @@ def render_markdown(text: str) -> SafeString:
         clean_content_tags=set(CLEAN_CONTENT_TAGS),
         attributes=ALLOWED_ATTRIBUTES,
         attribute_filter=_keep_attribute,
-        url_schemes=set(URL_SCHEMES),
+        url_schemes=set(URL_SCHEMES | ACTION_URL_SCHEMES),
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
-    return mark_safe(_wrap_code_blocks(clean))  # noqa: S308 (sanitized by nh3 above)
+    return mark_safe(mark_lab_actions(_wrap_code_blocks(clean)))  # noqa: S308 (sanitized by nh3 above)
+
+
+# ---- lab actions: click-to-run / click-to-copy blocks and links to the session's web preview ----
+#
+# Written by lab authors (and by labs/killercoda.py when it converts Killercoda's {{exec}},
+# {{exec interrupt}}, {{copy}} and {{TRAFFIC_HOST1_<port>}}):
+#
+#   ```exec            a block the session page can send to the terminal (data-action="exec")
+#   ```exec-interrupt  the same, interrupting what runs first (Ctrl-C)   (data-action="exec-interrupt")
+#   ```copy            a block meant to be copied                         (data-action="copy")
+#   [app](preview:8080/path)  a link to the session's web preview of port 8080
+#
+# The hooks are added after sanitizing, like the code-block wrapper. A preview link becomes the
+# *relative* link "preview/8080/path" plus data-preview-port: on the session page
+# (/sessions/<id>/) the browser resolves it to /sessions/<id>/preview/8080/path by itself.
+
+ACTION_LANGUAGES = ("exec", "exec-interrupt", "copy")
+ACTION_URL_SCHEMES = frozenset({"preview"})  # let nh3 keep preview: URLs for mark_lab_actions
+_ACTION_BLOCK = re.compile(
+    r'<div class="code-block" data-code-block data-language="(' + "|".join(ACTION_LANGUAGES) + r')">'
+)
+# Only inside <a> and <img> tags: text never holds a raw "<", so code that shows such markup is left alone.
+_PREVIEW_URL = re.compile(r'(<(?:a|img)\s[^>]*?)\b(href|src)="preview:([^"]*)"')
+_PREVIEW_TARGET = re.compile(r"^(\d{1,5})(/[^\s]*)?$")
+
+
+def _preview_attribute(match: re.Match[str]) -> str:
+    before, attribute, target = match.group(1), match.group(2), match.group(3)
+    parsed = _PREVIEW_TARGET.match(target)
+    if not parsed or not 1 <= int(parsed.group(1)) <= 65535:
+        return f'{before}{attribute}="#"'  # not a port: a dead link rather than an unknown scheme
+    port, path = int(parsed.group(1)), (parsed.group(2) or "/").lstrip("/")
+    hook = f' data-preview-port="{port}"' if attribute == "href" else ""
+    return f'{before}{attribute}="preview/{port}/{path}"{hook}'
+
+
+def mark_lab_actions(html: str) -> str:
+    """Add data-action to exec/exec-interrupt/copy blocks and turn preview: URLs into preview links."""
+    html = _ACTION_BLOCK.sub(
+        lambda m: f'<div class="code-block" data-code-block data-language="" data-action="{m.group(1)}">', html
+    )
+    return _PREVIEW_URL.sub(_preview_attribute, html)

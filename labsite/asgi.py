@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels (authenticated, origin-checked)."""
+"""ASGI entry point.
+
+HTTP goes to Django, except the web preview (`/sessions/<id>/preview/<port>/...`), which a
+streaming Channels consumer proxies. WebSockets (terminal, VNC, preview upgrades) go through
+Channels with the session cookie authenticated and the Origin checked against ALLOWED_HOSTS.
+"""
 
 import os
 
@@ -10,12 +15,19 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
+from sessions_app.consumers.preview import PREVIEW_PATH, PreviewHttpConsumer  # noqa: E402
 from sessions_app.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": URLRouter(
+            [
+                re_path(PREVIEW_PATH, AuthMiddlewareStack(PreviewHttpConsumer.as_asgi())),
+                re_path(r"", django_asgi_app),  # type: ignore[arg-type]  # Channels routes to ASGI apps
+            ]
+        ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

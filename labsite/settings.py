@@ -279,7 +279,40 @@ LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=
 LAB_ACTIVITY_WRITE_SECONDS = env_int("LAB_ACTIVITY_WRITE_SECONDS", 30, minimum=0)
 LAB_START_TIMEOUT_SECONDS = env_int("LAB_START_TIMEOUT_SECONDS", 120, minimum=1)
 LAB_ALLOW_UNSANDBOXED_LOCAL = env_bool("LAB_ALLOW_UNSANDBOXED_LOCAL", False)
+# QEMU accelerator for VM labs when the qemu runner's OPTIONS name none ("tcg" where KVM cannot work).
+LAB_QEMU_ACCEL = env_str("LAB_QEMU_ACCEL", "kvm")
+# Largest asciinema cast kept per recorded terminal; recording stops (with a marker) past it.
+LAB_RECORDING_MAX_BYTES = env_int("LAB_RECORDING_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
 LAB_DEMO_CATALOG = BASE_DIR / "labs" / "demo_catalog"
+LAB_SHARE_MAX_MINUTES = env_int("LAB_SHARE_MAX_MINUTES", 24 * 60, minimum=1)
+
+# VM images, learner ISOs and snapshots.
+LAB_VM_IMAGE_DIR = Path(env_str("LAB_VM_IMAGE_DIR", str(DATA_DIR / "vm-images")))
+LAB_SNAPSHOT_DIR = Path(env_str("LAB_SNAPSHOT_DIR", str(DATA_DIR / "snapshots")))
+LAB_ISO_MAX_BYTES = env_int("LAB_ISO_MAX_BYTES", 2 * 1024**3, minimum=1)
+LAB_ISO_PER_USER = env_int("LAB_ISO_PER_USER", 2, minimum=0)
+LAB_SNAPSHOT_KEEP_PER_USER = env_int("LAB_SNAPSHOT_KEEP_PER_USER", 5, minimum=1)
+LAB_SNAPSHOT_MAX_AGE_DAYS = env_int("LAB_SNAPSHOT_MAX_AGE_DAYS", 30, minimum=1)
+
+# The in-browser editor: largest file it opens or saves (bytes).
+LAB_EDITOR_MAX_BYTES = env_int("LAB_EDITOR_MAX_BYTES", 1024 * 1024, minimum=1)
+
+# Hints from Gemini; without an API key (or when the API fails) the lab's own hints are given.
+LAB_GEMINI_API_KEY = env_str("GEMINI_API_KEY")
+LAB_GEMINI_MODEL = env_str("LAB_GEMINI_MODEL", "gemini-2.5-flash") or "gemini-2.5-flash"
+LAB_GEMINI_TEMPERATURE = env_float("LAB_GEMINI_TEMPERATURE", 0.3)
+LAB_GEMINI_MAX_OUTPUT_TOKENS = env_int("LAB_GEMINI_MAX_OUTPUT_TOKENS", 512, minimum=1)
+LAB_GEMINI_TIMEOUT_SECONDS = env_float("LAB_GEMINI_TIMEOUT_SECONDS", 20.0)
+if LAB_GEMINI_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("LAB_GEMINI_TIMEOUT_SECONDS must be a positive number of seconds")
+LAB_GEMINI_BASE_URL = env_str("LAB_GEMINI_BASE_URL")  # empty: Google's endpoint
+
+# Killercoda scenarios name a backend image id; this maps each id to the name of a local Image.
+LAB_KILLERCODA_IMAGES: dict[str, str] = env_json("LAB_KILLERCODA_IMAGES", {"ubuntu": "labs-base"})
+if not isinstance(LAB_KILLERCODA_IMAGES, dict) or not all(
+    isinstance(key, str) and isinstance(value, str) and value for key, value in LAB_KILLERCODA_IMAGES.items()
+):
+    raise ImproperlyConfigured('LAB_KILLERCODA_IMAGES must be a JSON object of strings, e.g. {"ubuntu": "labs-base"}')
 
 LOGGING = {
     "version": 1,
@@ -287,5 +320,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LAB_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # the preview proxy would log every request
+        "httpx": {"level": "WARNING"},
+    },
 }

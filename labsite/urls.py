@@ -5,6 +5,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("rq/", include("django_rq.urls")),
+    path("sessions/<uuid:pk>/hints/", include("judge.hint_urls")),
+    path("sessions/<uuid:pk>/judge/", include("judge.urls")),
     path("sessions/", include("sessions_app.urls")),
     path("", include("labs.urls")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from sessions_app.models import Session
@@ -19,7 +20,7 @@ def _get_session_for_user(user: Any, pk: UUID | str) -> Session:
         raise Http404("No such session")
     try:
         session = Session.objects.select_related("lab", "lab__image", "user").get(pk=pk)
-    except (Session.DoesNotExist, ValueError):
+    except (Session.DoesNotExist, ValueError, ValidationError):
         raise Http404("No such session") from None
     if session.user_id != user.pk and not user.is_staff:
         raise Http404("No such session")

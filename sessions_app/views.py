@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from labsite.http import AuthenticatedHttpRequest
-from sessions_app import actions
+from labsite.http import AuthenticatedHttpRequest, HtmxHttpRequest
+from sessions_app import actions, share_views
 from sessions_app.access import _get_session_for_user
 from sessions_app.models import EndReason, Session
 
@@ -23,11 +23,14 @@ def my_sessions(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def session_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
+def session_detail(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     session = _get_session_for_user(request.user, pk)
     steps = list(session.lab.steps.all())
     events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
-    return render(request, "sessions_app/detail.html", {"session": session, "steps": steps, "events": events})
+    context: dict[str, object] = {"session": session, "steps": steps, "events": events}
+    if session.lab.exposed_ports:
+        context.update(share_views.share_panel_context(request, session))  # renders without JavaScript too
+    return render(request, "sessions_app/detail.html", context)
 
 
 @login_required

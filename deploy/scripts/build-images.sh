@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Build the local lab images without any container registry.
 #
-#   deploy/scripts/build-images.sh [OPTIONS] [all | busybox | base | dind | qemu ...]
+#   deploy/scripts/build-images.sh [OPTIONS] [all | busybox | base | dind | python | qemu ...]
 #
 # Images (deploy/images/README.md has the details):
 #   labs/busybox:latest   busybox-static rootfs, ~2 MB, for fast tests
 #   labs/base:bookworm    debootstrap minbase + lab tools, users learner/judge
 #   labs/dind:bookworm    labs/base + docker.io, an engine of its own
 #   labs/qemu:bookworm    labs/base + QEMU (big: only with --with-qemu or `all`)
-# With no image named: busybox, base and dind (and qemu with --with-qemu).
+#   labs/python:3.11-slim Debian's Python 3.11 + pip + venv, flattened (~150 MB),
+#                         with the wheels of deploy/images/python/wheels.txt
+#   labs/python:3.11      labs/python:3.11-slim + build-essential, python3-dev
+#                         (~470 MB); both for the Dockerfile demo labs
+# With no image named: busybox, base, dind and python (and qemu with --with-qemu).
 # An image is rebuilt only when its org.labs.build-hash label differs from
 # the hash of its inputs (its deploy/images/NAME directory, the image it is
 # built from, the packages it is made of), so a second run takes seconds.
@@ -286,6 +290,78 @@ build_from_base() {
     docker_build "$key" "$name" "$hash" "$force" "$dir" --build-arg "BASE_IMAGE=$base"
 }
 
+# --- labs/python:3.11-slim and labs/python:3.11 -----------------------------
+
+# A Python with pip on this machine, for `pip download` (the project's venv if there is one).
+host_python() {
+    if [ -x "$REPO_ROOT/.venv/bin/python" ]; then
+        echo "$REPO_ROOT/.venv/bin/python"
+        return
+    fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip (to download the lab wheels)" >&2
+        apt_install python3-pip >&2
+    fi
+    echo python3
+}
+
+# Print the directory holding the wheels of deploy/images/python/wheels.txt, downloaded
+# from PyPI once into the cache (named after the list, so a changed list downloads again).
+python_wheels() {
+    local list=$IMAGES_DIR/python/wheels.txt dir py
+    dir=$CACHE_DIR/wheels-$(sha256 < "$list" | cut -c1-16)
+    if [ ! -d "$dir" ]; then
+        py=$(host_python)
+        log "downloading the lab wheels ($(grep -cv '^\s*\(#\|$\)' "$list") from PyPI)" >&2
+        rm -rf "$dir.part" && mkdir -p "$dir.part"
+        run_logged pip-download "$py" -m pip download --no-deps --only-binary=:all: --python-version 3.11 \
+            -d "$dir.part" -r "$list" >&2
+        mv "$dir.part" "$dir"
+        find "$CACHE_DIR" -maxdepth 1 -name 'wheels-*' ! -path "$dir" -exec rm -rf {} +
+    fi
+    echo "$dir"
+}
+
+build_python() {
+    local slim=labs/python:3.11-slim full=labs/python:3.11 stage=labs/python-stage:3.11-slim
+    local dir=$IMAGES_DIR/python rootfs=labs/base-rootfs:$SUITE force wheels hash full_hash start work cid
+    force=$(force_for python)
+    wheels=$(python_wheels)
+    hash=$(printf '%s\n' "recipe $RECIPE_VERSION" "python-slim-dir $(tree_hash "$dir/slim")" \
+        "wheels $(tree_hash "$wheels")" "from $(image_id "$rootfs")" | sha256)
+    if up_to_date "$slim" "$hash" "$force"; then
+        fresh "$slim" "$hash"
+    else
+        log "building $slim (Python, pip and venv from the Debian archive, flattened, ~30 s)..."
+        start=$(now)
+        work=$(mktemp -d "$CACHE_DIR/tmp/python.XXXXXX")
+        cp -a "$dir/slim/." "$work/"
+        mkdir -p "$work/wheels" && cp -a "$wheels/." "$work/wheels/"
+        local args=(-t "$stage" --build-arg "ROOTFS_IMAGE=$rootfs")
+        [ "$force" = 1 ] && args+=(--no-cache)
+        run_logged python-slim docker build "${args[@]}" "$work"
+        # Flatten: the packages removed in the build leave no layer behind.
+        cid=$(docker create "$stage")
+        docker export "$cid" |
+            docker import \
+                -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+                -c 'ENV LANG=C.UTF-8' \
+                -c 'CMD ["python3"]' \
+                -c "LABEL $HASH_LABEL=$hash" \
+                -m "labs/python:3.11-slim: Debian's Python 3.11 with pip and venv" - "$slim" >/dev/null
+        docker rm "$cid" >/dev/null
+        docker rmi "$stage" >/dev/null 2>&1 || true
+        rm -rf "$work"
+        built "$slim" "$start"
+        force=1
+    fi
+    full_hash=$(printf '%s\n' "recipe $RECIPE_VERSION" "python-full-dir $(tree_hash "$dir/full")" \
+        "from $(image_id "$slim")" | sha256)
+    if up_to_date "$full" "$full_hash" "$force"; then fresh "$full" "$full_hash"; return; fi
+    log "building $full (build-essential and python3-dev from the Debian archive, ~40 s)..."
+    docker_build python-full "$full" "$full_hash" "$force" "$dir/full" --build-arg "BASE_IMAGE=$slim"
+}
+
 # --- the Docker-in-Docker check ---------------------------------------------
 
 dind_run_opts() {
@@ -354,7 +430,7 @@ test_dind() {
 # --- main -------------------------------------------------------------------
 
 main() {
-    local arg want_busybox=0 want_base=0 want_dind=0 want_qemu=0 total
+    local arg want_busybox=0 want_base=0 want_dind=0 want_python=0 want_qemu=0 total
     for arg in "$@"; do
         case "$arg" in
             --force|-f) FORCE=1 ;;
@@ -363,16 +439,17 @@ main() {
             --test-dind) TEST_DIND=1 ;;
             --verbose|-v) VERBOSE=1 ;;
             --help|-h) usage; exit 0 ;;
-            all) NAMED+=(busybox base dind qemu) ;;
+            all) NAMED+=(busybox base dind python qemu) ;;
             busybox|labs/busybox|labs/busybox:latest) NAMED+=(busybox) ;;
             base|labs/base|"labs/base:$SUITE") NAMED+=(base) ;;
             dind|labs/dind|"labs/dind:$SUITE") NAMED+=(dind) ;;
             qemu|labs/qemu|"labs/qemu:$SUITE") NAMED+=(qemu) ;;
+            python|labs/python|labs/python:3.11|labs/python:3.11-slim) NAMED+=(python) ;;
             *) usage >&2; die "unknown argument: $arg" ;;
         esac
     done
     if [ "${#NAMED[@]}" = 0 ]; then
-        NAMED=(busybox base dind)
+        NAMED=(busybox base dind python)
         [ "$WITH_QEMU" = 1 ] && NAMED+=(qemu)
     fi
     [ "$WITH_QEMU" = 1 ] && NAMED+=(qemu)
@@ -382,6 +459,7 @@ main() {
             base) want_base=1 ;;
             dind) want_dind=1; want_base=1 ;;
             qemu) want_qemu=1; want_base=1 ;;
+            python) want_python=1; want_base=1 ;;
         esac
     done
     if [ "$TEST_DIND" = 1 ]; then want_busybox=1; want_base=1; want_dind=1; fi
@@ -407,6 +485,7 @@ main() {
     [ "$want_base" = 1 ] && build_base
     [ "$want_dind" = 1 ] && build_from_base dind "labs/dind:$SUITE" "docker.io from the Debian archive, ~30 s"
     [ "$want_qemu" = 1 ] && build_from_base qemu "labs/qemu:$SUITE" "QEMU from the Debian archive, ~30 s"
+    [ "$want_python" = 1 ] && build_python
 
     # Images replaced by a rebuild are left untagged: drop ours.
     docker image prune -f --filter "label=$HASH_LABEL" >/dev/null 2>&1 || true

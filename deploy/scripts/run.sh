@@ -20,7 +20,11 @@ say "importing the demo labs"
 # Reap expired and idle sessions while the server runs.
 "$PY" manage.py reap_sessions --loop 30 >"${LAB_DATA_DIR:-$ROOT/var}/reaper.log" 2>&1 &
 REAPER=$!
-trap 'kill $REAPER 2>/dev/null || true' EXIT
+"$PY" manage.py reconcile_runners --loop 300 >"${LAB_DATA_DIR:-$ROOT/var}/reconcile.log" 2>&1 &
+RECONCILER=$!
+"$PY" manage.py gc_snapshots --loop 3600 >"${LAB_DATA_DIR:-$ROOT/var}/gc.log" 2>&1 &
+GC=$!
+trap 'kill $REAPER $RECONCILER $GC 2>/dev/null || true' EXIT
 
 say "serving on http://127.0.0.1:${LAB_PORT:-8000}/ (Ctrl-C to stop)"
 "$VENV/bin/daphne" -b 127.0.0.1 -p "${LAB_PORT:-8000}" labsite.asgi:application

@@ -14,7 +14,7 @@ OUT="$ROOT/static/vendor"
 LOCK="$ROOT/package-lock.json"
 
 [ -f "$LOCK" ] || { echo "vendor-assets: $LOCK is missing" >&2; exit 1; }
-for pkg in htmx.org @xterm/xterm @xterm/addon-fit @novnc/novnc; do
+for pkg in htmx.org @xterm/xterm @xterm/addon-fit @novnc/novnc asciinema-player; do
     [ -d "$NM/$pkg" ] || { echo "vendor-assets: $NM/$pkg is missing; run 'npm ci' first" >&2; exit 1; }
 done
 
@@ -37,8 +37,8 @@ copy_without_map() {
     sed -e '/^[/][/][#@] sourceMappingURL=/d' -e 's#/[*][#@] sourceMappingURL=[^*]*[*]/##' "$1" > "$2"
 }
 
-rm -rf "$OUT/htmx" "$OUT/xterm" "$OUT/xterm-addon-fit" "$OUT/novnc"
-mkdir -p "$OUT/htmx" "$OUT/xterm" "$OUT/xterm-addon-fit" "$OUT/novnc"
+rm -rf "$OUT/htmx" "$OUT/xterm" "$OUT/xterm-addon-fit" "$OUT/novnc" "$OUT/asciinema-player"
+mkdir -p "$OUT/htmx" "$OUT/xterm" "$OUT/xterm-addon-fit" "$OUT/novnc" "$OUT/asciinema-player"
 
 # htmx: the minified build.
 cp "$NM/htmx.org/dist/htmx.min.js" "$OUT/htmx/htmx.min.js"
@@ -58,10 +58,50 @@ cp -R "$NM/@novnc/novnc/core" "$OUT/novnc/core"
 cp -R "$NM/@novnc/novnc/vendor" "$OUT/novnc/vendor"
 cp "$NM/@novnc/novnc/LICENSE.txt" "$OUT/novnc/LICENSE.txt"
 
+# asciinema-player: the self-contained bundle (window.AsciinemaPlayer, WASM inlined) and its
+# stylesheet, for replaying terminal recordings in the admin.
+copy_without_map "$NM/asciinema-player/dist/bundle/asciinema-player.min.js" "$OUT/asciinema-player/asciinema-player.min.js"
+cp "$NM/asciinema-player/dist/bundle/asciinema-player.css" "$OUT/asciinema-player/asciinema-player.css"
+cp "$NM/asciinema-player/LICENSE" "$OUT/asciinema-player/LICENSE"
+
+# CodeMirror 6 (the file editor): ES modules spread over many packages, bundled by esbuild
+# (a devDependency) from deploy/assets/codemirror-entry.js into one classic script that sets
+# window.LabCodeMirror. LICENSES.txt lists every package inside the bundle, its version and licence.
+CODEMIRROR_PACKAGES="codemirror @codemirror/commands @codemirror/lang-python @codemirror/lang-yaml @codemirror/language @codemirror/legacy-modes @codemirror/state @codemirror/view"
+for pkg in $CODEMIRROR_PACKAGES esbuild; do
+    [ -d "$NM/$pkg" ] || { echo "vendor-assets: $NM/$pkg is missing; run 'npm ci' first" >&2; exit 1; }
+done
+rm -rf "$OUT/codemirror"
+mkdir -p "$OUT/codemirror"
+CM_META=$(mktemp)
+"$NM/.bin/esbuild" "$ROOT/deploy/assets/codemirror-entry.js" --bundle --format=iife --minify --target=es2020 \
+    --legal-comments=none --charset=utf8 --log-level=warning --metafile="$CM_META" \
+    --outfile="$OUT/codemirror/codemirror.bundle.js"
+node -e '
+    const fs = require("fs"), path = require("path");
+    const [meta, nm] = process.argv.slice(1);
+    const names = new Set();
+    for (const input of Object.keys(JSON.parse(fs.readFileSync(meta, "utf8")).inputs)) {
+        const m = input.match(/node_modules\/((?:@[^/]+\/)?[^/]+)\//);
+        if (m) names.add(m[1]);
+    }
+    const out = ["Packages bundled into codemirror.bundle.js (name version licence), then their licence texts.", ""];
+    const texts = [];
+    for (const name of [...names].sort()) {
+        const dir = path.join(nm, name);
+        const pkg = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8"));
+        out.push(`${name} ${pkg.version} ${pkg.license || "unknown"}`);
+        const file = fs.readdirSync(dir).find((f) => /^licen[cs]e/i.test(f));
+        texts.push(`==== ${name} ${pkg.version}`, file ? fs.readFileSync(path.join(dir, file), "utf8").trim() : "(no licence file)", "");
+    }
+    process.stdout.write([...out, "", ...texts].join("\n") + "\n");
+' "$CM_META" "$NM" > "$OUT/codemirror/LICENSES.txt"
+rm -f "$CM_META"
+
 {
     echo "# Vendored front-end assets, written by deploy/scripts/vendor-assets.sh from package-lock.json."
     echo "# Do not edit by hand: change package.json, run npm install, then the script."
-    for pkg in htmx.org @xterm/xterm @xterm/addon-fit @novnc/novnc; do
+    for pkg in htmx.org @xterm/xterm @xterm/addon-fit @novnc/novnc asciinema-player $CODEMIRROR_PACKAGES; do
         installed=$(installed_version "$pkg")
         locked=$(locked_version "$pkg")
         if [ "$installed" != "$locked" ]; then

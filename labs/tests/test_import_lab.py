@@ -326,7 +326,7 @@ def test_every_problem_of_a_lab_is_reported_not_just_the_first(tmp_path):
 
 
 def test_judge_and_verify_checks_need_a_string_kind_and_are_stored_verbatim(tmp_path):
-    checks = '[{kind: command, run: "test -f /workspace/Dockerfile", expect: {exit: 0}}]'
+    checks = '[{kind: command, run: "test -f /workspace/Dockerfile", exit_code: 0}]'
     good = write_lab(
         tmp_path, "checks", MINIMAL.format(slug="checks") + f"    verify: {checks}\njudge: {checks}\n"
     )
@@ -337,7 +337,7 @@ def test_judge_and_verify_checks_need_a_string_kind_and_are_stored_verbatim(tmp_
 
     assert any("judge[0].kind: must be a non-empty string (got 3)" in p for p in problems)
     assert any("judge[1]: must be a mapping with a string `kind`" in p for p in problems)
-    expected = [{"kind": "command", "run": "test -f /workspace/Dockerfile", "expect": {"exit": 0}}]
+    expected = [{"kind": "command", "run": "test -f /workspace/Dockerfile", "exit_code": 0}]
     lab = Lab.objects.get(slug="checks")
     assert lab.judge == expected
     assert lab.steps.get().verify == expected
@@ -417,7 +417,7 @@ def test_a_catalog_directory_imports_every_lab_below_it_once(tmp_path):
 def test_a_directory_without_labs_is_refused(tmp_path):
     [problem] = problems_of([tmp_path])
 
-    assert problem == f"{tmp_path}: no lab.yaml here or in its immediate subdirectories"
+    assert problem == f"{tmp_path}: no index.json or lab.yaml here or in its immediate subdirectories"
 
 
 def test_dry_run_checks_everything_and_writes_nothing(tmp_path):
@@ -433,8 +433,8 @@ def test_the_loader_is_chosen_per_directory(tmp_path):
     (tmp_path / "other" / "index.json").write_text("{}")
 
     assert isinstance(detect_loader(lab_dir), YamlLabLoader)
-    assert detect_loader(tmp_path / "other") is None
-    assert [loader.marker for loader in LOADERS] == ["lab.yaml"]
+    assert detect_loader(tmp_path / "other") is None  # an index.json that is not a Killercoda scenario
+    assert [loader.marker for loader in LOADERS] == ["lab.yaml", "index.json"]
 
 
 # --- the management command ------------------------------------------------------------

@@ -24,6 +24,15 @@ VENDORED = {
     "@xterm/xterm": ["xterm/xterm.js", "xterm/xterm.css"],
     "@xterm/addon-fit": ["xterm-addon-fit/addon-fit.js"],
     "@novnc/novnc": ["novnc/core/rfb.js", "novnc/vendor/pako/lib/zlib/inflate.js"],
+    "asciinema-player": ["asciinema-player/asciinema-player.min.js", "asciinema-player/asciinema-player.css"],
+    # CodeMirror 6 is ES modules, bundled into one file by deploy/scripts/vendor-assets.sh.
+    **{
+        name: ["codemirror/codemirror.bundle.js"]
+        for name in (
+            "codemirror", "@codemirror/commands", "@codemirror/lang-python", "@codemirror/lang-yaml",
+            "@codemirror/language", "@codemirror/legacy-modes", "@codemirror/state", "@codemirror/view",
+        )
+    },
 }
 
 

@@ -21,6 +21,7 @@ from sessions_app.runners.base import Runner, RunnerError
 BUILTIN_RUNNERS: dict[str, dict[str, Any]] = {
     "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {}},
     "local": {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {}},
+    "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner", "OPTIONS": {}},
 }
 
 _cache: dict[str, tuple[str, Runner]] = {}

@@ -45,6 +45,7 @@ class SessionSpec:
     exposed_ports: tuple[int, ...] = ()
     starter_dir: str | None = None
     dind_images: tuple[str, ...] = ()
+    consoles: tuple[str, ...] = ()
 
     @classmethod
     def from_session(cls, session: Any) -> SessionSpec:
@@ -57,13 +58,22 @@ class SessionSpec:
 
             if Path(candidate).is_dir():
                 starter = candidate
+        image_path = image.reference or (image.file.path if image.file else "")
+        image_kind = image.kind
+        # A VM session may boot a learner's snapshot or own ISO instead of the lab's disk.
+        boot_snapshot = getattr(session, "boot_snapshot", None)
+        boot_iso = getattr(session, "boot_iso", None)
+        if boot_snapshot is not None and boot_snapshot.status == "ready" and boot_snapshot.path:
+            image_path = boot_snapshot.path
+        elif boot_iso is not None and boot_iso.file:
+            image_path, image_kind = boot_iso.file.path, "iso"
         return cls(
             session_id=str(session.pk),
             user_id=session.user_id,
             username=session.user.get_username(),
             lab_slug=lab.slug,
-            image=image.reference or (image.file.path if image.file else ""),
-            image_kind=image.kind,
+            image=image_path,
+            image_kind=image_kind,
             cpu=float(lab.cpu),
             memory_mb=lab.memory_mb,
             pids_limit=lab.pids_limit,
@@ -73,6 +83,7 @@ class SessionSpec:
             exposed_ports=tuple(int(p) for p in lab.exposed_ports or ()),
             starter_dir=starter,
             dind_images=tuple(lab.dind_images or ()),
+            consoles=tuple(lab.consoles or ()),
         )
 
 

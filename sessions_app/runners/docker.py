@@ -13,6 +13,7 @@ OPTIONS (all optional):
                     `dind_images` (default ["labs/busybox:latest"])
     preload_cache   where saved image tarballs are cached (default DATA_DIR/preload)
     api_timeout     seconds for one engine API call (default 60)
+    vnc_port        where a session's VNC server listens, for labs with a graphical console (5900)
     guard_host      keep sessions from opening connections to the host's own services (default
                     true for a local engine). Session bridges are named "labs…" and one iptables
                     rule drops new connections from them into the host; replies to connections
@@ -225,7 +226,10 @@ class DockerRunner(Runner):
         if time.monotonic() > deadline:
             raise RunnerError(f"environment not ready after {timeout:g} s")
         progress("Container ready")
-        return StartResult(state=state, endpoints=self._endpoints(info))
+        endpoints = self._endpoints(info)
+        if "vnc" in spec.consoles and endpoints.get("host"):
+            endpoints["vnc"] = {"host": endpoints["host"], "port": int(self.options.get("vnc_port", 5900))}
+        return StartResult(state=state, endpoints=endpoints)
 
     def _image(self, reference: str) -> dict[str, Any]:
         """Inspect an image, cached briefly: every start needs it, and it rarely changes."""
@@ -583,7 +587,10 @@ class DockerRunner(Runner):
             raise RunnerError("Give a file name.", permanent=True)
         script = (
             '[ ! -d "$p" ] || { echo "is a directory" >&2; exit 4; }; '
-            'mkdir -p "$(dirname "$p")" && cat > "$p.labs-tmp" && mv -f "$p.labs-tmp" "$p"'
+            # Replace atomically, keeping the mode of a file that already exists (scripts stay executable).
+            'm=$(stat -c %a "$p" 2>/dev/null); '
+            'mkdir -p "$(dirname "$p")" && cat > "$p.labs-tmp" && { [ -z "$m" ] || chmod "$m" "$p.labs-tmp"; } '
+            '&& mv -f "$p.labs-tmp" "$p"'
         )
         result = self._file_command(state, script, path, stdin=data)
         if result.exit_code != 0:

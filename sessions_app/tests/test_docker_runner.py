@@ -251,6 +251,15 @@ def test_files_round_trip_and_stay_inside_the_workspace(runner, started):
         runner.read_file(result.state, "big.bin", max_bytes=1024)
 
 
+def test_saving_a_file_keeps_its_mode(runner, started):
+    _, result = started()
+    runner.write_file(result.state, "run.sh", b"#!/bin/sh\necho one\n")
+    runner.exec(result.state, ["chmod", "755", "/workspace/run.sh"])
+    runner.write_file(result.state, "run.sh", b"#!/bin/sh\necho two\n")
+    assert runner.exec(result.state, ["stat", "-c", "%a", "/workspace/run.sh"]).stdout == b"755\n"
+    assert runner.exec(result.state, ["/workspace/run.sh"]).stdout == b"two\n"
+
+
 def test_list_managed_finds_sessions_and_remove_managed_cleans_them(runner, engine):
     spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=TINY,
                        memory_mb=64)

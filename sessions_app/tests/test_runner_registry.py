@@ -43,7 +43,7 @@ def test_an_unknown_runner_is_a_permanent_error():
 def test_a_backend_that_cannot_be_imported_is_a_configuration_error(settings):
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "broken": {"BACKEND": "no.such.Runner"}}
     reset_cache()
-    with pytest.raises(ImproperlyConfigured, match="cannot import no.such.Runner"):
+    with pytest.raises(ImproperlyConfigured, match=r"cannot import no\.such\.Runner"):
         get_runner("broken")
 
 

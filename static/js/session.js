@@ -4,7 +4,9 @@
  *   data-state, data-server-now (epoch seconds when rendered), data-expires-at (ISO),
  *   data-idle-timeout-seconds, data-last-active (ISO).
  * HTMX swaps the region while the session changes state; each new copy is read again.
- * Other scripts can listen for `session:state` on document ({detail: {state, previous}}).
+ * Other scripts can listen for `session:state` on document ({detail: {state, previous}}) and use
+ * window.LabSession: `state` (the last one read) and `refresh()` (ask the server for the status now).
+ * Selecting a console tab dispatches `console:select` ({detail: {console}}) from #session-page.
  */
 (() => {
   "use strict";
@@ -66,6 +68,16 @@
     current.lastRefresh = Date.now();
     window.htmx.trigger(document.body, "session-refresh");
   }
+
+  window.LabSession = {
+    sessionId: page.dataset.sessionId,
+    /** The state last read from the status region (the page's own until the first read). */
+    get state() {
+      return current.state || page.dataset.state;
+    },
+    /** Re-fetch the status now, e.g. when a console learns the session is no longer running. */
+    refresh: () => requestRefresh(true),
+  };
 
   // ---- status region -------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The WebSocket-capable live server; imported here so every browser test can ask for it.
+from tests.e2e.live_server import asgi_live_server, collected_static, extra_lab_runners  # noqa: F401
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -70,3 +73,28 @@ def assert_no_error_page(page) -> None:
     for marker in ("Error", "Server Error", "Page not found", "Forbidden"):
         assert marker not in title, f"error page: {title}"
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+
+
+# ---- consoles: a real ASGI server (tests/e2e/live_server.py) and a real VNC desktop --------
+
+
+@pytest.fixture
+def vnc_desktop(tmp_path) -> Iterator[tuple[str, int]]:
+    """A real X display served by x11vnc on 127.0.0.1 (tests/vnc_server.py), painted with a
+    checkerboard so that what reaches the browser is neither black nor one flat colour.
+
+    Yields (host, port) for a session's endpoints["vnc"]. Needs Debian's xvfb, x11vnc and
+    x11-xserver-utils (the test script installs them); missing ones fail the test.
+    """
+    import subprocess
+
+    from tests.vnc_server import VncServerUnavailable, running_vnc_server
+
+    try:
+        with running_vnc_server(tmp_path / "vnc", width=1024, height=640) as server:
+            env = {**os.environ, "DISPLAY": f":{server.display}"}
+            subprocess.run(["xsetroot", "-mod", "16", "16", "-fg", "#f97316", "-bg", "#1d4ed8"],
+                           env=env, check=True, timeout=15)
+            yield server.endpoint["host"], server.endpoint["port"]
+    except VncServerUnavailable as exc:
+        pytest.fail(f"the VNC test server could not start: {exc}")

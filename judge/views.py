@@ -1,0 +1,121 @@
+"""Judge pages: ask for a check, poll an attempt while it runs, and the attempt history.
+
+Everything hangs under /sessions/<session>/judge/. The session is loaded the one way views
+load sessions (owner or staff, anyone else gets a 404); only the owner may start checks.
+Without JavaScript the buttons are plain forms that redirect back to the session page.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_POST
+
+from judge import actions, pages
+from judge.models import Attempt
+from labs.models import LabStep
+from labsite.http import AuthenticatedHttpRequest
+from sessions_app.access import _get_session_for_user
+from sessions_app.models import Session
+
+# Sent with the last poll of an attempt: step boxes and the final box refresh on it
+# (a passed step may open the next one).
+PROGRESS_EVENT = "judge-progress"
+
+
+def _owned_session(request: AuthenticatedHttpRequest, pk: UUID) -> Session:
+    session = _get_session_for_user(request.user, pk)
+    if session.user_id != request.user.pk:
+        raise Http404("No such session")  # staff may look, but checks are the learner's to run
+    return session
+
+
+def _step(session: Session, step_id: int) -> LabStep:
+    return get_object_or_404(LabStep, pk=step_id, lab_id=session.lab_id)
+
+
+def _partial(request: AuthenticatedHttpRequest, template: str, context: dict[str, object]) -> HttpResponse:
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+@login_required
+@require_GET
+def step_box(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> HttpResponse:
+    session = _get_session_for_user(request.user, pk)
+    return _partial(request, "judge/_step_check.html", pages.step_context(session, _step(session, step_id),
+                                                                          request.user))
+
+
+@login_required
+@require_POST
+def check_step(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> HttpResponse:
+    session = _owned_session(request, pk)
+    step = _step(session, step_id)
+    message = ""
+    try:
+        actions.request_check(session, step, request.user)
+    except actions.JudgeActionError as exc:
+        message = str(exc)
+    if not request.htmx:
+        if message:
+            messages.error(request, message)
+        return redirect(f"{session.get_absolute_url()}#step-{step.order}")
+    return _partial(request, "judge/_step_check.html", pages.step_context(session, step, request.user,
+                                                                          message=message))
+
+
+@login_required
+@require_GET
+def final_box(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
+    session = _get_session_for_user(request.user, pk)
+    return _partial(request, "judge/_final_check.html", pages.final_context(session, request.user))
+
+
+@login_required
+@require_POST
+def check_final(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
+    session = _owned_session(request, pk)
+    message = ""
+    try:
+        actions.request_check(session, None, request.user)
+    except actions.JudgeActionError as exc:
+        message = str(exc)
+    if not request.htmx:
+        if message:
+            messages.error(request, message)
+        return redirect(f"{session.get_absolute_url()}#judge-final")
+    return _partial(request, "judge/_final_check.html", pages.final_context(session, request.user, message=message))
+
+
+@login_required
+@require_GET
+def attempt_status(request: AuthenticatedHttpRequest, pk: UUID, attempt_id: int) -> HttpResponse:
+    """An attempt's result, or its progress and streamed log while it runs (polled every second)."""
+    session = _get_session_for_user(request.user, pk)
+    attempt = get_object_or_404(Attempt.objects.select_related("step", "session"), pk=attempt_id, session=session)
+    context = pages.attempt_context(attempt)
+    if not request.htmx:
+        return render(request, "judge/attempts.html", {"session": session, "attempts": [context], "single": True})
+    response = _partial(request, "judge/_attempt.html", {"a": context})
+    if not context["active"] and request.GET.get("poll"):
+        response["HX-Trigger"] = PROGRESS_EVENT
+    return response
+
+
+@login_required
+@require_GET
+def attempt_history(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
+    session = _get_session_for_user(request.user, pk)
+    attempts = Attempt.objects.filter(session=session).select_related("step").order_by("-created_at")[:100]
+    return render(request, "judge/attempts.html", {
+        "session": session,
+        "attempts": [pages.attempt_context(attempt, poll=False) for attempt in attempts],
+        "single": False,
+    })

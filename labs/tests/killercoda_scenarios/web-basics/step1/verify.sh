@@ -1,0 +1,2 @@
+#!/bin/bash
+curl -sf http://localhost:8080/ > /dev/null

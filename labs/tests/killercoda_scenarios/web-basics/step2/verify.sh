@@ -1,0 +1,1 @@
+test -f /root/site/index.html

@@ -1,0 +1,1 @@
+"""Channels consumers: terminal, graphical console (VNC) and web preview proxies."""

@@ -1,0 +1,207 @@
+"""The browser terminal: `ws/sessions/<id>/terminal/?name=&cols=&rows=`.
+
+Wire protocol (the front end in static/js implements the other side):
+  server → client  binary: terminal output; text JSON: {"type": "ready", "name", "reattached"},
+                   {"type": "pong"}, {"type": "exit"} (then close 1000), {"type": "error", "message"}
+  client → server  binary: keystrokes; text JSON: {"type": "resize", "cols", "rows"},
+                   {"type": "ack", "bytes": n} (bytes rendered since the previous ack), {"type": "ping"}
+Close codes: 4400 bad request or repeated garbage, 4403 not yours (or not signed in), 4409 the
+session is not running, 4500 the runner could not attach, 1000 the shell ended.
+
+The bridging itself (flow control, non-blocking reads and writes, recording) is in
+sessions_app/terminals.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import Http404
+
+from sessions_app import terminals
+from sessions_app.access import _get_session_for_user
+from sessions_app.actions import record_activity
+from sessions_app.models import Session, State
+from sessions_app.runners.base import RunnerError
+
+log = logging.getLogger(__name__)
+
+MAX_STRIKES = 64  # consecutive malformed frames before the socket is closed with 4400
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_RUNNING = 4409
+CLOSE_RUNNER_ERROR = 4500
+PONG = json.dumps({"type": "pong"})
+
+
+class TerminalConsumer(AsyncWebsocketConsumer):
+    session: Session | None = None
+    bridge: terminals.TerminalBridge | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Channels' own loop also listens to a channel layer, at the price of a task and an
+        # asyncio.wait per message. A terminal needs no layer (nothing reaches it through groups,
+        # and with Redis each one would hold a blocking receive open), so messages are awaited
+        # directly: less work per keystroke.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            # Also when the server cancels us (shutdown, a client that never finished closing):
+            # the shell's socket or process must not outlive its WebSocket.
+            if self.bridge is not None:
+                await asyncio.shield(self._release())
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs close_old_connections in a worker thread before every handler. Frames
+        # touch no database (activity writes go through database_sync_to_async, which does its
+        # own cleanup), and a thread hop per keystroke would cost more than the rest of the echo.
+        if message.get("type") == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        text, data = message.get("text"), message.get("bytes")
+        if text is not None:
+            await self.receive(text_data=text)
+        elif data is not None:
+            await self.receive(bytes_data=data)
+
+    async def connect(self) -> None:
+        self._strikes = 0
+        self._last_activity = float("-inf")
+        self._background: set[asyncio.Task[Any]] = set()
+        self._recording_id: int | None = None
+        self._counts_activity = False
+        # Accept first so the close code reaches the browser; nothing is attached before the checks.
+        await self.accept()
+        user = self.scope.get("user")
+        try:
+            session = await database_sync_to_async(_get_session_for_user)(user, self.scope["url_route"]["kwargs"]["pk"])
+        except Http404:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        request = terminals.parse_request(self.scope.get("query_string", b""))
+        if request is None:
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        if session.state != State.RUNNING:
+            await self.close(code=CLOSE_NOT_RUNNING)
+            return
+        attaching = asyncio.ensure_future(
+            asyncio.to_thread(terminals.attach, session.runner_name, session.runner_state, request))
+        try:
+            stream, reattached = await asyncio.shield(attaching)
+        except asyncio.CancelledError:
+            attaching.add_done_callback(_close_if_attached)  # cancelled mid-attach: do not leak the shell
+            raise
+        except RunnerError as exc:
+            await self._fail(f"Cannot open a terminal: {exc}")
+            return
+        except Exception:
+            log.exception("opening a terminal for session %s failed", session.pk)
+            await self._fail("Cannot open a terminal: the server could not reach the environment.")
+            return
+        self.session = session
+        self._counts_activity = session.user_id == getattr(user, "pk", None)  # staff helping is not the learner
+        self.bridge = bridge = terminals.TerminalBridge(stream, send_output=self._send_output,
+                                                        on_exit=self._shell_exited)
+        if session.lab.record_terminal:
+            try:
+                self._recording_id, path, header_size = await database_sync_to_async(terminals.start_recording)(
+                    session, request)
+                bridge.recorder = terminals.CastRecorder(path, written=header_size,
+                                                         max_bytes=terminals.recording_limit())
+            except Exception:
+                log.exception("cannot record the terminal of session %s", session.pk)
+        await self.send(text_data=json.dumps({"type": "ready", "name": request.name, "reattached": reattached}))
+        bridge.start()
+
+    async def _fail(self, message: str) -> None:
+        await self.send(text_data=json.dumps({"type": "error", "message": message}))
+        await self.close(code=CLOSE_RUNNER_ERROR)
+
+    async def _send_output(self, data: bytes) -> None:
+        await self.send(bytes_data=data)
+
+    async def _shell_exited(self) -> None:
+        await self.send(text_data=json.dumps({"type": "exit"}))
+        await self.close(code=1000)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        bridge = self.bridge
+        if bridge is None:
+            return  # refused or not attached yet: nothing reaches a shell
+        if bytes_data is not None:
+            if len(bytes_data) > terminals.MAX_INPUT_FRAME:
+                await self._strike()
+                return
+            self._strikes = 0
+            bridge.write(bytes_data)
+            self._note_activity()
+            return
+        control = terminals.parse_control(text_data or "")
+        if control is None:
+            await self._strike()
+            return
+        self._strikes = 0
+        if isinstance(control, terminals.Ack):
+            bridge.ack(control.bytes)
+        elif isinstance(control, terminals.Resize):
+            bridge.resize(control.cols, control.rows)
+        else:
+            await self.send(text_data=PONG)
+
+    async def _strike(self) -> None:
+        self._strikes += 1
+        if self._strikes == MAX_STRIKES:
+            log.info("terminal of session %s: closing after %d malformed frames",
+                     self.session.pk if self.session else "?", self._strikes)
+            await self.close(code=CLOSE_BAD_REQUEST)
+
+    def _note_activity(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.session is None or not self._counts_activity or not terminals.activity_due(self._last_activity, now):
+            return
+        self._last_activity = now
+        task = asyncio.get_running_loop().create_task(database_sync_to_async(record_activity)(self.session))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("terminal activity write failed: %s", task.exception())
+
+    async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        bridge, self.bridge = self.bridge, None
+        if bridge is None:
+            return
+        size = await bridge.close()
+        if self._recording_id is not None and size is not None:
+            await database_sync_to_async(terminals.finish_recording)(self._recording_id, size)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _close_if_attached(attaching: asyncio.Future[tuple[Any, bool]]) -> None:
+    if attaching.cancelled() or attaching.exception() is not None:
+        return
+    stream, _reattached = attaching.result()
+    asyncio.get_running_loop().run_in_executor(None, terminals.close_quietly, stream)

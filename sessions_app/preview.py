@@ -1,0 +1,581 @@
+"""The web preview: who may see a session's app, where it is, and how traffic is rewritten.
+
+`/sessions/<id>/preview/<port>/<path>` reaches `<path>` of the app a session runs on one of
+its lab's declared ports (`lab.exposed_ports`). The consumers in
+`sessions_app/consumers/preview.py` do the I/O; this module holds the decisions:
+
+- access: the owner and staff, or anyone holding a valid share link for that port
+  (a `PreviewShare` row named by a signed token, kept in a cookie scoped to the port's prefix);
+- the target: asked of the session's runner, never chosen by the client;
+- rewriting, so the app works under a path prefix inside an iframe on our origin and never
+  sees the platform's credentials (see `upstream_request_headers` and
+  `rewrite_response_headers`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from uuid import UUID
+
+from django.conf import settings
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.utils import timezone
+from django.utils.html import escape
+
+from sessions_app.access import _get_session_for_user
+from sessions_app.models import PreviewShare, Session, State
+from sessions_app.runners import get_runner
+from sessions_app.runners.base import Endpoint
+
+SHARE_SALT = "sessions_app.preview.share"
+SHARE_PARAM = "share"
+SHARE_COOKIE = "lab_preview_share"
+SHARE_DEFAULT_MINUTES = 60
+SHARE_MAX_MINUTES_DEFAULT = 24 * 60
+
+# App cookies whose names the platform uses (or that a path prefix would break) are stored in the
+# browser under this prefix and renamed back on the way in, so both sides keep their own cookie.
+MANGLED_COOKIE_PREFIX = "labpreview-"
+
+# Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Client-supplied forwarding headers are not trusted; the proxy writes its own. `Expect:
+# 100-continue` was already answered by our server, which has the body in hand.
+_NOT_FORWARDED = frozenset({"forwarded", "x-real-ip", "expect"})
+# Response headers that would let a learner's app set policy for the whole platform origin
+# (HSTS, wiping the viewer's platform cookies, widening a service worker's scope beyond the
+# prefix, alternative services, error reporting of platform pages to the learner).
+_ORIGIN_WIDE_RESPONSE_HEADERS = frozenset(
+    {
+        "strict-transport-security",
+        "clear-site-data",
+        "service-worker-allowed",
+        "alt-svc",
+        "nel",
+        "report-to",
+        "x-frame-options",
+    }
+)
+FRAME_OPTIONS = "SAMEORIGIN"
+FRAME_POLICY = "frame-ancestors 'self'"
+
+
+class PreviewNotFound(Http404):
+    """No preview here for this requester (or for anyone): always a plain 404."""
+
+
+class UndeclaredPort(PreviewNotFound):
+    """The port is not one of the lab's declared ports."""
+
+
+class SessionNotRunning(Exception):
+    """The session exists and the requester may see it, but it is not running."""
+
+
+@dataclass(frozen=True)
+class PreviewGrant:
+    """A requester may see `port` of `session`. `share_token` is set on first use of a link."""
+
+    session: Session
+    port: int
+    share: PreviewShare | None = None
+    share_token: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        return preview_prefix(self.session.pk, self.port)
+
+
+def preview_prefix(session_id: UUID | str, port: int) -> str:
+    """The URL prefix of one port's preview, without a trailing slash."""
+    return f"/sessions/{session_id}/preview/{int(port)}"
+
+
+# ---- access ----------------------------------------------------------------------------------
+
+
+def authorize(
+    user: Any, pk: UUID | str, port: int, *, query_token: str | None = None, cookie_token: str | None = None
+) -> PreviewGrant:
+    """Decide whether `user` may see `port` of session `pk`; blocking (ORM), run it in a thread.
+
+    Owner and staff always may. Anyone else needs a valid share token for exactly this session
+    and port, from the `?share=` parameter (first use) or the share cookie. Raises
+    PreviewNotFound (404 for everyone who may not look, so session ids cannot be probed) or
+    SessionNotRunning (only once the requester is known to be allowed).
+    """
+    try:
+        UUID(str(pk))
+    except ValueError:
+        raise PreviewNotFound("No such preview") from None
+    session: Session | None
+    try:
+        session = _get_session_for_user(user, pk)
+    except Http404:
+        session = None
+    share = None
+    if query_token is not None:
+        share = share_from_token(query_token, pk, port)
+        # For the owner an unknown `share` parameter may be the app's own; others get nothing.
+        if share is None and session is None:
+            raise PreviewNotFound("No such preview")
+    if session is None:
+        if share is None and cookie_token:
+            share = share_from_token(cookie_token, pk, port)
+        if share is None:
+            raise PreviewNotFound("No such preview")
+        session = share.session
+    if port not in declared_ports(session):
+        raise UndeclaredPort(f"Port {port} is not a preview port of this lab")
+    if session.state != State.RUNNING:
+        raise SessionNotRunning(session.get_state_display())
+    token = query_token if (share is not None and query_token is not None) else None
+    return PreviewGrant(session=session, port=port, share=share, share_token=token)
+
+
+def declared_ports(session: Session) -> list[int]:
+    return [int(p) for p in session.lab.exposed_ports or []]
+
+
+# ---- share links -----------------------------------------------------------------------------
+
+
+def share_max_minutes() -> int:
+    """The longest a share link may live (setting LAB_SHARE_MAX_MINUTES, default 24 h)."""
+    return int(getattr(settings, "LAB_SHARE_MAX_MINUTES", SHARE_MAX_MINUTES_DEFAULT))
+
+
+def share_token(share: PreviewShare) -> str:
+    """The signed token naming a share. No timestamp: the row holds the expiry, and the same
+    token comes out every time, so a live link can be shown again."""
+    return signing.Signer(salt=SHARE_SALT).sign_object({"share": str(share.pk)})
+
+
+def share_from_token(token: str, pk: UUID | str, port: int) -> PreviewShare | None:
+    """The share a token names, if it is genuine, for this session and port, and still valid."""
+    try:
+        data = signing.Signer(salt=SHARE_SALT).unsign_object(token)
+    except (signing.BadSignature, ValueError):
+        return None
+    share_id = data.get("share") if isinstance(data, dict) else None
+    if not isinstance(share_id, str):
+        return None
+    try:
+        share = PreviewShare.objects.select_related("session__lab").get(pk=share_id)
+    except (PreviewShare.DoesNotExist, ValidationError, ValueError):
+        return None
+    if str(share.session_id) != str(pk) or share.port != int(port) or not share.is_valid():
+        return None
+    return share
+
+
+def share_path(share: PreviewShare) -> str:
+    """The link to hand out (relative to the site): the preview root with the token."""
+    return f"{preview_prefix(share.session_id, share.port)}/?{SHARE_PARAM}={share_token(share)}"
+
+
+class ShareError(Exception):
+    """A share request the user can fix; the message is shown to them."""
+
+
+def create_share(session: Session, port: int, minutes: int, created_by: Any) -> PreviewShare:
+    """A new share link for one declared port of a running session, valid for `minutes`."""
+    if session.state != State.RUNNING:
+        raise ShareError("Share links can only be made while the session is running.")
+    if port not in declared_ports(session):
+        raise ShareError(f"Port {port} is not a preview port of this lab.")
+    if not 1 <= minutes <= share_max_minutes():
+        raise ShareError(f"A share link lasts from 1 to {share_max_minutes()} minutes.")
+    share = PreviewShare.objects.create(
+        session=session, port=port, created_by=created_by, expires_at=timezone.now() + timedelta(minutes=minutes)
+    )
+    session.log(f"Preview of port {port} shared for {minutes} min by {created_by.get_username()}.")
+    return share
+
+
+def revoke_share(share: PreviewShare, by: Any) -> PreviewShare:
+    """End a share link now. Revoking twice is harmless."""
+    if share.revoked_at is None:
+        share.revoked_at = timezone.now()
+        share.save(update_fields=["revoked_at"])
+        share.session.log(f"Preview share of port {share.port} revoked by {by.get_username()}.")
+    return share
+
+
+def share_cookie_header(grant: PreviewGrant) -> str:
+    """Set-Cookie for the share cookie: only this port's preview sees it, JavaScript never does."""
+    assert grant.share is not None and grant.share_token is not None
+    max_age = max(0, int((grant.share.expires_at - timezone.now()).total_seconds()))
+    parts = [
+        f"{SHARE_COOKIE}={grant.share_token}",
+        f"Path={grant.prefix}/",
+        f"Max-Age={max_age}",
+        "HttpOnly",
+        "SameSite=Lax",
+    ]
+    if settings.SESSION_COOKIE_SECURE:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+def split_share_param(query_string: bytes) -> tuple[str | None, bytes]:
+    """Take `share=` out of a raw query string; the rest is kept byte for byte."""
+    token = None
+    kept = []
+    for piece in query_string.split(b"&"):
+        name, _, value = piece.partition(b"=")
+        if name == SHARE_PARAM.encode():
+            token = unquote_plus(value.decode("ascii", "replace"))
+        elif piece:
+            kept.append(piece)
+    return token, b"&".join(kept)
+
+
+# ---- the target ------------------------------------------------------------------------------
+
+_ENDPOINT_TTL = 5.0
+_endpoints: dict[tuple[str, int], tuple[float, Endpoint]] = {}
+_endpoints_lock = threading.Lock()
+
+
+def resolve_endpoint(session: Session, port: int) -> Endpoint:
+    """Where the session's `port` is reachable, from its runner; blocking, run it in a thread.
+
+    Cached for a few seconds: one page load fetches many assets, and asking Docker each
+    time would cost a container inspect per request.
+    """
+    key = (str(session.pk), int(port))
+    now = time.monotonic()
+    with _endpoints_lock:
+        cached = _endpoints.get(key)
+        if cached and cached[0] > now:
+            return cached[1]
+    endpoint = get_runner(session.runner_name).endpoint(session.runner_state, int(port))
+    with _endpoints_lock:
+        _endpoints[key] = (now + _ENDPOINT_TTL, endpoint)
+    return endpoint
+
+
+def forget_endpoint(session_id: UUID | str, port: int) -> None:
+    """Drop a cached endpoint (the app did not answer there; ask the runner again next time)."""
+    with _endpoints_lock:
+        _endpoints.pop((str(session_id), int(port)), None)
+
+
+def upstream_host(port: int) -> str:
+    """The Host header the app sees: itself on localhost, which dev servers accept by default
+    (Django's DEBUG hosts, Vite and webpack host checks) and which is true inside the session."""
+    return f"localhost:{int(port)}"
+
+
+def app_netlocs(endpoint: Endpoint, port: int) -> frozenset[str]:
+    """Host[:port] forms under which the app may name itself in absolute URLs."""
+    hosts = {"localhost", "127.0.0.1", "[::1]", "0.0.0.0"}  # noqa: S104 - a name to recognise, not to bind
+    if endpoint.host:
+        hosts.add(f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host)
+    forms = {f"{host}:{port}" for host in hosts}
+    if port in (80, 443):
+        forms |= hosts
+    return frozenset(form.lower() for form in forms)
+
+
+# ---- request rewriting -----------------------------------------------------------------------
+
+
+def platform_cookie_names() -> frozenset[str]:
+    """Cookies that belong to the platform: never forwarded to a learner's app."""
+    return frozenset(
+        {
+            settings.SESSION_COOKIE_NAME,
+            settings.CSRF_COOKIE_NAME,
+            settings.LANGUAGE_COOKIE_NAME,
+            "messages",
+            SHARE_COOKIE,
+        }
+    )
+
+
+def _needs_mangling(name: str, platform: frozenset[str]) -> bool:
+    # `__Host-` cookies must have Path=/, which a prefixed path cannot be.
+    return name in platform or name.startswith("__Host-")
+
+
+def parse_cookie_pairs(values: Iterable[str]) -> list[tuple[str, str]]:
+    """(name, value) pairs of Cookie headers, in order, duplicates kept."""
+    pairs = []
+    for value in values:
+        for piece in value.split(";"):
+            piece = piece.strip()
+            if not piece:
+                continue
+            name, _, rest = piece.partition("=")
+            pairs.append((name.strip(), rest.strip()))
+    return pairs
+
+
+def app_cookie_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The app's own cookies: the platform's removed, the app's renamed ones given their names back."""
+    platform = platform_cookie_names()
+    kept = []
+    for name, value in pairs:
+        if name in platform:
+            continue
+        if name.startswith(MANGLED_COOKIE_PREFIX):
+            original = name[len(MANGLED_COOKIE_PREFIX):]
+            if _needs_mangling(original, platform):
+                name = original
+        kept.append((name, value))
+    return kept
+
+
+def _csrf_header_name() -> str:
+    name = settings.CSRF_HEADER_NAME  # e.g. HTTP_X_CSRFTOKEN
+    return name.removeprefix("HTTP_").replace("_", "-").lower()
+
+
+@dataclass
+class ForwardContext:
+    """What the request rewriting needs to know about the incoming connection."""
+
+    prefix: str
+    port: int
+    client_ip: str | None
+    scheme: str  # "http" or "https", as the browser sees us
+    public_host: str | None  # the Host the browser used
+    websocket: bool = False
+
+    @property
+    def public_origin(self) -> str | None:
+        return f"{self.scheme}://{self.public_host}" if self.public_host else None
+
+
+def public_scheme(scope: dict[str, Any]) -> str:
+    """http or https as the browser sees it; a proxy's X-Forwarded-Proto only when configured."""
+    scheme = scope.get("scheme") or "http"
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        header, secure_value = proxy_header
+        wanted = header.removeprefix("HTTP_").replace("_", "-").lower().encode()
+        for name, value in scope.get("headers", []):
+            if name.lower() == wanted:
+                return "https" if value.decode("latin-1").split(",")[0].strip() == secure_value else "http"
+    return scheme
+
+
+def upstream_request_headers(headers: Iterable[tuple[bytes, bytes]], ctx: ForwardContext) -> list[tuple[str, str]]:
+    """The headers the learner's app receives for one request.
+
+    Removed: hop-by-hop headers (and any the Connection header names), the client's own
+    forwarding headers, the platform's cookies (session, CSRF, messages, language, share) and
+    the platform's CSRF token header. Kept: everything else, including Authorization (the
+    platform never uses it, so it can only be meant for the app, e.g. HTTP basic auth in a
+    lab). Rewritten: Host (the app on localhost), Origin when it is our own origin (so the
+    app's same-origin checks pass), renamed app cookies back to their names. Added:
+    X-Forwarded-For/-Proto/-Host/-Prefix.
+    """
+    raw = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers]
+    connection_listed = {
+        token.strip().lower() for name, value in raw if name == "connection" for token in value.split(",")
+    }
+    csrf_header = _csrf_header_name()
+    cookie_pairs = parse_cookie_pairs(value for name, value in raw if name == "cookie")
+    platform_csrf = next((v for n, v in cookie_pairs if n == settings.CSRF_COOKIE_NAME), None)
+    app_pairs = app_cookie_pairs(cookie_pairs)
+    app_csrf = next((v for n, v in reversed(app_pairs) if n == settings.CSRF_COOKIE_NAME), None)
+
+    out: list[tuple[str, str]] = [("host", upstream_host(ctx.port))]
+    for name, value in raw:
+        if name in HOP_BY_HOP or name in connection_listed or name in _NOT_FORWARDED or name.startswith("x-forwarded-"):
+            continue
+        if name in ("host", "cookie"):
+            continue
+        if ctx.websocket and (name.startswith("sec-websocket-") or name == "content-length"):
+            continue
+        if name == csrf_header:
+            # The app's script read "csrftoken" from document.cookie and got the platform's
+            # (its own is stored renamed): never forward the platform's; send the app's instead.
+            if platform_csrf is not None and value == platform_csrf:
+                if app_csrf is None:
+                    continue
+                value = app_csrf
+        elif name == "origin" and ctx.public_origin and value.lower() == ctx.public_origin.lower():
+            value = f"http://{upstream_host(ctx.port)}"
+        out.append((name, value))
+    if app_pairs:
+        out.append(("cookie", "; ".join(f"{n}={v}" for n, v in app_pairs)))
+    if ctx.client_ip:
+        out.append(("x-forwarded-for", ctx.client_ip))
+    out.append(("x-forwarded-proto", ctx.scheme))
+    if ctx.public_host:
+        out.append(("x-forwarded-host", ctx.public_host))
+    out.append(("x-forwarded-prefix", ctx.prefix))
+    return out
+
+
+# ---- response rewriting ----------------------------------------------------------------------
+
+
+def _under_prefix(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def rewrite_location(value: str, prefix: str, app_hosts: frozenset[str], public_host: str | None) -> str:
+    """Point a redirect (or Content-Location) that means the app back under the preview prefix.
+
+    `http://localhost:8080/x` (the app naming itself) and `/x` (root-relative) become
+    `<prefix>/x`; so does `https://<our host>/x` from an app that honours X-Forwarded-Host
+    but not the prefix. Relative URLs, URLs already under the prefix and other sites are left.
+    """
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return value
+    netloc = parts.netloc.rpartition("@")[2].lower()
+    if parts.scheme or parts.netloc:
+        if parts.scheme and parts.scheme.lower() not in ("http", "https"):
+            return value
+        ours = public_host is not None and netloc == public_host.lower()
+        if netloc not in app_hosts and not ours:
+            return value
+        path = parts.path or "/"
+    elif parts.path.startswith("/"):
+        path = parts.path
+    else:
+        return value
+    if _under_prefix(path, prefix):
+        return urlunsplit(("", "", path, parts.query, parts.fragment))
+    return urlunsplit(("", "", prefix + path, parts.query, parts.fragment))
+
+
+def _default_cookie_path(request_path: str) -> str:
+    # RFC 6265 §5.1.4, for the path the app saw.
+    if not request_path.startswith("/") or request_path.count("/") <= 1:
+        return "/"
+    return request_path[: request_path.rfind("/")]
+
+
+def rewrite_set_cookie(value: str, prefix: str, app_request_path: str) -> str:
+    """Keep an app cookie inside the preview: its Path moved under the prefix, no Domain, and a
+    name the platform uses stored renamed (see MANGLED_COOKIE_PREFIX)."""
+    first, *attributes = value.split(";")
+    name, sep, cookie_value = first.partition("=")
+    name = name.strip()
+    if _needs_mangling(name, platform_cookie_names()):
+        name = MANGLED_COOKIE_PREFIX + name
+    kept = []
+    path = None
+    for attribute in attributes:
+        key, _, attr_value = attribute.strip().partition("=")
+        lowered = key.strip().lower()
+        if lowered == "domain":
+            continue  # host-only: the cookie belongs to our host, and to nothing else
+        if lowered == "path":
+            path = attr_value.strip()
+            continue
+        if attribute.strip():
+            kept.append(attribute.strip())
+    if not path or not path.startswith("/"):
+        path = _default_cookie_path(app_request_path)
+    if not _under_prefix(path, prefix):
+        path = prefix + path
+    return "; ".join([f"{name}{sep}{cookie_value.strip()}" if sep else name, f"Path={path}", *kept])
+
+
+_FRAME_ANCESTORS = re.compile(r"^\s*frame-ancestors(\s|$)", re.I)
+
+
+def _without_frame_ancestors(policy: str) -> str:
+    return "; ".join(d.strip() for d in policy.split(";") if d.strip() and not _FRAME_ANCESTORS.match(d))
+
+
+def rewrite_response_headers(
+    headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]],
+    *,
+    prefix: str,
+    app_hosts: frozenset[str],
+    public_host: str | None,
+    app_request_path: str,
+) -> list[tuple[bytes, bytes]]:
+    """The app's response headers as the browser gets them.
+
+    Hop-by-hop and origin-wide headers are dropped; Location/Content-Location and Set-Cookie
+    are moved under the prefix; the app's own frame-ancestors is replaced by ours, and
+    X-Frame-Options is SAMEORIGIN, so the preview frames on the platform's pages and nowhere else.
+    """
+    items = [
+        (n.decode("latin-1") if isinstance(n, bytes) else n, v.decode("latin-1") if isinstance(v, bytes) else v)
+        for n, v in headers
+    ]
+    connection_listed = {
+        token.strip().lower() for name, value in items if name.lower() == "connection" for token in value.split(",")
+    }
+    out: list[tuple[str, str]] = []
+    for name, value in items:
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or lowered in connection_listed or lowered in _ORIGIN_WIDE_RESPONSE_HEADERS:
+            continue
+        if lowered in ("location", "content-location"):
+            value = rewrite_location(value, prefix, app_hosts, public_host)
+        elif lowered == "set-cookie":
+            value = rewrite_set_cookie(value, prefix, app_request_path)
+        elif lowered == "content-security-policy":
+            value = _without_frame_ancestors(value)
+            if not value:
+                continue
+        out.append((lowered, value))
+    out.append(("x-frame-options", FRAME_OPTIONS))
+    out.append(("content-security-policy", FRAME_POLICY))
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in out]
+
+
+# ---- our own pages ---------------------------------------------------------------------------
+
+
+def message_page(
+    status: int, title: str, message: str, *, retry_seconds: int | None = None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A small self-contained page for answers the proxy gives itself (shown inside the iframe)."""
+    refresh = f'<meta http-equiv="refresh" content="{int(retry_seconds)}">' if retry_seconds else ""
+    body = (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{escape(title)}</title>{refresh}"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<style>body{font:16px/1.5 system-ui,sans-serif;margin:0;display:grid;place-items:center;"
+        "min-height:100vh;color:#1f2937;background:#f8fafc}main{max-width:34rem;padding:1.5rem}"
+        "h1{font-size:1.25rem;margin:0 0 .5rem}p{margin:.25rem 0;color:#4b5563}"
+        "@media (prefers-color-scheme:dark){body{background:#0f172a;color:#e5e7eb}p{color:#9ca3af}}</style>"
+        f"</head><body><main><h1>{escape(title)}</h1><p>{escape(message)}</p>"
+        + ("<p>This page tries again every few seconds.</p>" if retry_seconds else "")
+        + "</main></body></html>"
+    ).encode()
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-frame-options", FRAME_OPTIONS.encode()),
+        (b"content-security-policy", f"default-src 'none'; style-src 'unsafe-inline'; {FRAME_POLICY}".encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    return status, headers, body

@@ -1,0 +1,506 @@
+"""Browser terminals: a runner's TerminalStream bridged to a WebSocket, and asciinema recordings.
+
+The consumer (`sessions_app/consumers/terminal.py`) speaks the wire protocol; this module does
+the work that must not block the event loop or grow without bound:
+
+- Output: the stream's file descriptor is watched with `loop.add_reader`; when it is readable we
+  drain it with zero-timeout polls into frames of at most FRAME_BYTES, so a read never blocks.
+- Flow control, end to end: the browser acknowledges the bytes it has rendered
+  (`{"type": "ack", "bytes": n}`, n counted since its previous ack). Reading stops while more than
+  HIGH_WATER bytes are unacknowledged and resumes below LOW_WATER, so a flood (`yes`) keeps at most
+  HIGH_WATER + one frame in flight per terminal, and the shell itself is slowed by its PTY filling.
+- Input: small keystroke frames are written directly when the descriptor is writable (the echo
+  path must stay sub-millisecond); anything larger, or arriving while a write is pending, goes to a
+  per-terminal writer task that writes in a worker thread, with a bounded queue.
+- Recording: output is decoded with an incremental UTF-8 decoder (a character split across two
+  reads is kept whole) into asciinema v2 events, buffered and appended to the cast file in a worker
+  thread, stopping at LAB_RECORDING_MAX_BYTES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import logging
+import re
+import select
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeGuard
+from urllib.parse import parse_qs
+
+from django.conf import settings
+from django.utils import timezone
+
+from sessions_app.runners import get_runner
+from sessions_app.runners.base import RunnerError, TerminalStream
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 2 * 1024 * 1024  # stop reading the shell past this many unacknowledged bytes
+LOW_WATER = 512 * 1024  # and resume once the browser has caught up to below this
+FRAME_BYTES = 64 * 1024  # largest output frame
+MAX_INPUT_FRAME = 64 * 1024  # larger input frames are dropped
+MAX_CONTROL_FRAME = 4096  # larger JSON control frames are dropped
+MAX_PENDING_INPUT = 1024 * 1024  # input queued behind a slow shell; beyond this it is dropped
+DIRECT_WRITE_BYTES = 1024  # input up to this size is written on the event loop when writable
+ACTIVITY_SECONDS = 10.0  # at most one activity write per terminal in this interval
+MAX_COLS, MAX_ROWS = 500, 200
+DEFAULT_COLS, DEFAULT_ROWS = 80, 24
+NAME_RE = re.compile(r"[a-z0-9-]{1,16}")
+TERM = "xterm-256color"
+
+
+# ---- the request and control frames -----------------------------------------------------------
+@dataclass(frozen=True)
+class TerminalRequest:
+    name: str
+    cols: int
+    rows: int
+
+
+def clamp_size(cols: int, rows: int) -> tuple[int, int]:
+    return max(1, min(MAX_COLS, cols)), max(1, min(MAX_ROWS, rows))
+
+
+def _query_int(values: list[str] | None, default: int) -> int:
+    try:
+        return int(values[0]) if values else default
+    except ValueError:
+        return default
+
+
+def parse_request(query_string: bytes) -> TerminalRequest | None:
+    """The tab name and first size from `?name=&cols=&rows=`; None when the name is unusable."""
+    query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    name = query.get("name", ["1"])[0]
+    if not NAME_RE.fullmatch(name):
+        return None
+    cols, rows = clamp_size(_query_int(query.get("cols"), DEFAULT_COLS), _query_int(query.get("rows"), DEFAULT_ROWS))
+    return TerminalRequest(name=name, cols=cols, rows=rows)
+
+
+@dataclass(frozen=True)
+class Resize:
+    cols: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+Control = Resize | Ack | Ping
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_control(text: str) -> Control | None:
+    """A client text frame as a control message, or None for anything malformed."""
+    if len(text) > MAX_CONTROL_FRAME:
+        return None
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    kind = message.get("type")
+    if kind == "ping":
+        return Ping()
+    if kind == "ack":
+        count = message.get("bytes")
+        return Ack(count) if _is_int(count) and count >= 0 else None
+    if kind == "resize":
+        cols, rows = message.get("cols"), message.get("rows")
+        if _is_int(cols) and _is_int(rows):
+            return Resize(*clamp_size(cols, rows))
+    return None
+
+
+# ---- attaching ------------------------------------------------------------------------------
+def attach(runner_name: str, state: dict[str, Any], request: TerminalRequest) -> tuple[TerminalStream, bool]:
+    """Open the terminal (blocking: run it in a thread); also say whether an existing shell was kept.
+
+    Only the Docker runner keeps shells (a per-name tmux session, when the image has tmux), and it
+    does not report whether `tmux new-session -A` created or joined one, so we ask tmux first.
+    """
+    runner = get_runner(runner_name)
+    reattached = False
+    from sessions_app.runners.docker import DockerRunner
+
+    if isinstance(runner, DockerRunner):
+        probe = f"command -v tmux >/dev/null 2>&1 && tmux has-session -t '=term-{request.name}' 2>/dev/null"
+        try:
+            reattached = runner.exec(state, ["sh", "-c", probe], timeout=5).exit_code == 0
+        except RunnerError:
+            reattached = False  # open_terminal below reports what is really wrong
+    stream = runner.open_terminal(state, cols=request.cols, rows=request.rows, name=request.name)
+    return stream, reattached
+
+
+# ---- flow control ---------------------------------------------------------------------------
+class FlowControl:
+    """Bytes sent to the browser versus bytes it says it has rendered."""
+
+    def __init__(self, high: int = HIGH_WATER, low: int = LOW_WATER) -> None:
+        self.high = high
+        self.low = low
+        self.sent = 0
+        self.acked = 0
+
+    @property
+    def unacked(self) -> int:
+        return self.sent - self.acked
+
+    def record_sent(self, count: int) -> None:
+        self.sent += count
+
+    def record_ack(self, count: int) -> None:
+        # An ack can never cover bytes not yet sent (a confused or hostile client).
+        self.acked = min(self.sent, self.acked + count)
+
+    @property
+    def must_pause(self) -> bool:
+        return self.unacked > self.high
+
+    @property
+    def may_resume(self) -> bool:
+        return self.unacked < self.low
+
+
+# ---- recording --------------------------------------------------------------------------------
+FLUSH_BYTES = 256 * 1024  # write to disk once this much is buffered
+FLUSH_SECONDS = 1.0  # or this long after the first buffered event
+MAX_PENDING_RECORDING = 8 * 1024 * 1024  # a disk this slow stops the recording instead of memory growing
+
+
+def cast_header(width: int, height: int, started: float, title: str = "") -> str:
+    header: dict[str, Any] = {"version": 2, "width": width, "height": height, "timestamp": int(started),
+                              "env": {"TERM": TERM, "SHELL": "/bin/sh"}}
+    if title:
+        header["title"] = title
+    return json.dumps(header, ensure_ascii=False) + "\n"
+
+
+class CastRecorder:
+    """Appends asciinema v2 events to a cast file whose header is already written.
+
+    Events are built on the event loop (cheap) and written by one worker thread at a time, so a
+    slow disk never stalls the terminal; the buffer and the file are both bounded.
+    """
+
+    def __init__(self, path: Path, *, written: int, max_bytes: int) -> None:
+        self.path = path
+        self.written = written  # bytes already in the file (the header)
+        self.max_bytes = max_bytes
+        self.stopped = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._started = time.monotonic()
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._file: IO[str] | None = None
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def output(self, data: bytes) -> None:
+        if not self.stopped:
+            text = self._decoder.decode(data)
+            if text:
+                self._event("o", text)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if not self.stopped:
+            self._event("r", f"{cols}x{rows}")
+
+    def _event(self, code: str, text: str) -> None:
+        line = json.dumps([round(time.monotonic() - self._started, 6), code, text], ensure_ascii=False) + "\n"
+        size = len(line.encode())
+        if self.written + self._pending_bytes + size > self.max_bytes:
+            self._stop("recording stopped: size limit reached")
+            return
+        if self._pending_bytes + size > MAX_PENDING_RECORDING:
+            log.warning("terminal recording %s stopped: the disk cannot keep up", self.path)
+            self._stop("recording stopped: the disk could not keep up")
+            return
+        self._pending.append(line)
+        self._pending_bytes += size
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._wake.set()
+
+    def _stop(self, why: str) -> None:
+        self.stopped = True
+        # A marker event: players show it, and staff see why the replay ends early. Always small,
+        # so it is allowed past the limit by its own few bytes.
+        line = json.dumps([round(time.monotonic() - self._started, 6), "m", why]) + "\n"
+        self._pending.append(line)
+        self._pending_bytes += len(line.encode())
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=FLUSH_SECONDS)
+            self._wake.clear()
+            if self._pending:
+                chunk, size = "".join(self._pending), self._pending_bytes
+                self._pending, self._pending_bytes = [], 0
+                try:
+                    await asyncio.to_thread(self._append, chunk)
+                except OSError as exc:
+                    log.warning("terminal recording %s stopped: %s", self.path, exc)
+                    self.stopped = True
+                    self._pending, self._pending_bytes = [], 0
+                else:
+                    self.written += size
+            if self._closing and not self._pending:
+                return
+
+    def _append(self, chunk: str) -> None:
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(chunk)
+        self._file.flush()
+
+    async def close(self) -> int:
+        """Write what is left (including a character cut off at the end); return the file's size."""
+        if not self.stopped:
+            tail = self._decoder.decode(b"", final=True)
+            if tail:
+                self._event("o", tail)
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.shield(self._writer)
+        finally:
+            if self._file is not None:
+                await asyncio.to_thread(self._file.close)
+        return self.written
+
+
+def recording_name(session_id: str, terminal_name: str, when: float) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    month = time.strftime("%Y/%m", time.gmtime(when))
+    return f"recordings/{month}/{session_id}-{terminal_name}-{stamp}-{int(when * 1000) % 1000:03d}.cast"
+
+
+def start_recording(session: Any, request: TerminalRequest) -> tuple[int, Path, int]:
+    """Create the TerminalRecording row and its cast file with the header (blocking, ORM).
+
+    Returns the row id, the file path and the header's size.
+    """
+    from sessions_app.models import TerminalRecording
+
+    now = time.time()
+    name = recording_name(str(session.pk), request.name, now)
+    path = Path(settings.MEDIA_ROOT) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{session.lab.slug} — {session.user.get_username()} — terminal {request.name}"
+    header = cast_header(request.cols, request.rows, now, title)
+    path.write_text(header, encoding="utf-8")
+    recording = TerminalRecording.objects.create(
+        session=session, terminal_name=request.name, file=name, width=request.cols, height=request.rows,
+    )
+    return recording.pk, path, len(header.encode())
+
+
+def finish_recording(recording_id: int, size: int) -> None:
+    from sessions_app.models import TerminalRecording
+
+    TerminalRecording.objects.filter(pk=recording_id).update(ended_at=timezone.now(), size_bytes=size)
+
+
+# ---- the bridge -------------------------------------------------------------------------------
+class TerminalBridge:
+    """Moves bytes between one TerminalStream and one WebSocket, on the event loop."""
+
+    def __init__(
+        self,
+        stream: TerminalStream,
+        *,
+        send_output: Callable[[bytes], Awaitable[None]],
+        on_exit: Callable[[], Awaitable[None]],
+        recorder: CastRecorder | None = None,
+        flow: FlowControl | None = None,
+    ) -> None:
+        self.stream = stream
+        self.flow = flow or FlowControl()
+        self.recorder = recorder
+        self._send_output = send_output
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self._fd = stream.fileno()
+        # Zero-timeout readiness checks; poll, not select, since a busy server passes fd 1024.
+        self._can_read = select.poll()
+        self._can_read.register(self._fd, select.POLLIN)
+        self._can_write = select.poll()
+        self._can_write.register(self._fd, select.POLLOUT)
+        self._readable: asyncio.Future[None] | None = None
+        self._resumed = asyncio.Event()
+        self._input: deque[bytes] = deque()
+        self._input_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._size: tuple[int, int] | None = None
+        self._resizer: asyncio.Task[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        self._pump = self._loop.create_task(self._run_pump())
+
+    # output -------------------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        self._loop.remove_reader(self._fd)
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    async def _wait_readable(self) -> None:
+        self._readable = self._loop.create_future()
+        self._loop.add_reader(self._fd, self._on_readable)
+        try:
+            await self._readable
+        finally:
+            self._loop.remove_reader(self._fd)
+            self._readable = None
+
+    def _drain(self) -> tuple[bytes, bool]:
+        """Read what is available now, up to one frame; never waits. Returns (data, ended)."""
+        chunks: list[bytes] = []
+        total = 0
+        while total < FRAME_BYTES and self._can_read.poll(0):
+            try:
+                data = self.stream.read(FRAME_BYTES - total)
+            except (RunnerError, OSError) as exc:
+                log.info("terminal read failed: %s", exc)
+                data = b""
+            if not data:
+                return b"".join(chunks), True
+            chunks.append(data)
+            total += len(data)
+        return b"".join(chunks), False
+
+    async def _run_pump(self) -> None:
+        ended = False
+        try:
+            while not ended:
+                await self._wait_readable()
+                data, ended = self._drain()
+                if data:
+                    self.flow.record_sent(len(data))
+                    if self.recorder is not None:
+                        self.recorder.output(data)
+                    await self._send_output(data)
+                if self.flow.must_pause:
+                    self._resumed.clear()
+                    await self._resumed.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("terminal output pump failed")
+        if not self.closed:
+            await self._on_exit()
+
+    def ack(self, count: int) -> None:
+        self.flow.record_ack(count)
+        if self.flow.may_resume:
+            self._resumed.set()
+
+    # input --------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Send keystrokes to the shell without ever blocking the event loop."""
+        if self.closed or not data:
+            return
+        if self._input or len(data) > DIRECT_WRITE_BYTES or not self._can_write.poll(0):
+            if self._input_bytes + len(data) > MAX_PENDING_INPUT:
+                log.info("terminal input dropped: %d bytes already waiting for the shell", self._input_bytes)
+                return
+            self._input.append(data)
+            self._input_bytes += len(data)
+            if self._writer is None or self._writer.done():
+                self._writer = self._loop.create_task(self._write_queued())
+            return
+        try:
+            self.stream.write(data)
+        except (RunnerError, OSError) as exc:
+            log.info("terminal write failed: %s", exc)  # the shell is gone; the pump reports the end
+
+    async def _write_queued(self) -> None:
+        while self._input and not self.closed:
+            chunk = b"".join(self._input)
+            self._input.clear()
+            self._input_bytes = 0
+            try:
+                await asyncio.to_thread(self.stream.write, chunk)
+            except (RunnerError, OSError) as exc:
+                log.info("terminal write failed: %s", exc)
+                self._input.clear()
+                self._input_bytes = 0
+                return
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Resize in a thread (Docker resizes through the engine's API); only the latest size counts."""
+        if self.closed:
+            return
+        if self.recorder is not None:
+            self.recorder.resize(cols, rows)
+        self._size = (cols, rows)
+        if self._resizer is None or self._resizer.done():
+            self._resizer = self._loop.create_task(self._apply_sizes())
+
+    async def _apply_sizes(self) -> None:
+        while self._size is not None and not self.closed:
+            cols, rows = self._size
+            self._size = None
+            try:
+                await asyncio.to_thread(self.stream.resize, cols, rows)
+            except (RunnerError, OSError) as exc:
+                log.info("terminal resize failed: %s", exc)
+
+    # closing ------------------------------------------------------------------------------------
+    async def close(self) -> int | None:
+        """Stop everything and close the stream; returns the recording's size, if recording."""
+        if self.closed:
+            return None
+        self.closed = True
+        tasks = [t for t in (self._pump, self._writer, self._resizer) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._fd)
+        # Shielded: a client that vanishes mid-close must not leave the shell or socket open.
+        await asyncio.shield(asyncio.to_thread(close_quietly, self.stream))
+        if self.recorder is not None:
+            return await self.recorder.close()
+        return None
+
+
+def close_quietly(stream: TerminalStream) -> None:
+    try:
+        stream.close()
+    except Exception:
+        log.exception("closing a terminal failed")
+
+
+def activity_due(last: float, now: float) -> bool:
+    return now - last >= ACTIVITY_SECONDS
+
+
+def recording_limit() -> int:
+    return int(getattr(settings, "LAB_RECORDING_MAX_BYTES", 50 * 1024 * 1024))

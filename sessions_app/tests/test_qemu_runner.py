@@ -1,0 +1,381 @@
+"""The QEMU runner on real QEMU (TCG): overlays, the serial console, stopping, adoption, ISO boot,
+snapshots with and without memory, reconciliation, running as another user, bridge fencing.
+
+The test VM (tests/vm_image.py) is a Debian kernel with a busybox initramfs: a root shell on
+ttyS0 whose prompt is "labvm# ", acpid powering off on the ACPI power button.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import pwd
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from labs.models import Image, Lab
+from sessions_app import actions
+from sessions_app.models import State
+from sessions_app.qmp import QMPClient, connect_unix
+from sessions_app.reconcile import reconcile
+from sessions_app.runners import get_runner, reset_cache
+from sessions_app.runners.base import PollStatus, RunnerError, SessionSpec
+from sessions_app.runners.qemu import QemuRunner
+from tests.vm_image import VMImage, build_boot_iso, build_vm_image, console_until
+
+BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
+
+
+@pytest.fixture(scope="module")
+def vm_image() -> VMImage:
+    return build_vm_image()
+
+
+@pytest.fixture
+def make_runner(tmp_path):
+    """QEMU runners on a root of their own (a long path: it checks the relative socket names)."""
+    made: list[QemuRunner] = []
+
+    def make(**options) -> QemuRunner:
+        runner = QemuRunner("qemu", {"root": str(tmp_path / "vm-sessions"), "accel": "tcg", "run_as": "",
+                                     **options})
+        made.append(runner)
+        return runner
+
+    yield make
+    for runner in made:
+        for env in runner.list_managed():
+            runner.remove_managed(env)
+
+
+def vm_spec(image, **fields) -> SessionSpec:
+    values = {"session_id": str(uuid.uuid4()), "user_id": 1, "username": "olivia", "lab_slug": "vm-lab",
+              "image": str(image), "image_kind": "vm", "memory_mb": 128, "network_mode": "none"}
+    values.update(fields)
+    return SessionSpec(**values)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def gone(pid: int) -> bool:
+    """No process at all: not running and not a zombie waiting to be reaped."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def shell(runner, state, command: bytes, expect: bytes, timeout: float = BOOT_TIMEOUT) -> bytes:
+    """Wait for the guest's shell (a short probe, repeated until answered), then type `command`
+    once: typing a long line again while the shell is busy would interleave the two."""
+    terminal = runner.open_terminal(state)
+    try:
+        console_until(terminal, b"READY-42", send=b"echo READY-$((6*7))\n", timeout=timeout)
+        terminal.write(command + b"\n")
+        return console_until(terminal, expect, timeout=60)
+    finally:
+        terminal.close()
+
+
+def test_a_vm_runs_on_an_overlay_of_its_base_and_stop_leaves_nothing(make_runner, vm_image, tmp_path):
+    runner = make_runner(powerdown_timeout=60)
+    base_before = sha256(vm_image.disk)
+    steps: list[str] = []
+    result = runner.start(vm_spec(vm_image.disk), progress=steps.append, timeout=BOOT_TIMEOUT)
+    state = result.state
+    session_dir = Path(state["dir"])
+    assert steps == ["Creating overlay", "Starting VM", "VM running"]
+    assert result.endpoints == {"vnc": {"unix": str(session_dir / "vnc.sock")},
+                                "serial": {"unix": str(session_dir / "serial.sock")}}
+    info = subprocess.run(["qemu-img", "info", "-U", state["overlay"]], capture_output=True, text=True).stdout
+    assert f"backing file: {vm_image.disk}" in info
+    assert "backing file format: qcow2" in info
+    argv = Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"-name") + 1] == f"labs-{state['session_id']}".encode()
+    with QMPClient.connect(str(session_dir / "qmp.sock"), timeout=10) as qmp:
+        assert qmp.execute("query-status")["status"] == "running"
+
+    assert b"42" in shell(runner, state, b"echo $((6*7))", b"42")
+    shell(runner, state, b"echo written-by-guest | dd of=/dev/vda bs=512 seek=8 conv=notrunc,fsync; echo W''ROTE",
+          b"WROTE")
+    differs = subprocess.run(["qemu-img", "compare", "-U", state["overlay"], str(vm_image.disk)],
+                             capture_output=True, text=True)
+    assert differs.returncode == 1, differs.stdout + differs.stderr  # the session's disk changed...
+    assert sha256(vm_image.disk) == base_before  # ...its base did not
+
+    # The VGA console shows something (the kernel log and the banner), so VNC is not blank.
+    with QMPClient.connect(str(session_dir / "qmp.sock"), timeout=10) as qmp:
+        qmp.execute("screendump", {"filename": str(tmp_path / "screen.ppm")})
+    pixels = (tmp_path / "screen.ppm").read_bytes().split(b"\n", 3)[3]
+    assert len(set(pixels)) > 1
+
+    began = time.monotonic()
+    runner.stop(state, timeout=60)
+    assert time.monotonic() - began < 30  # acpid powered the guest off; no need to wait the full grace
+    assert gone(state["pid"])
+    assert not session_dir.exists()
+    assert runner.poll(state) is PollStatus.MISSING
+    runner.stop(state)  # idempotent
+
+
+def test_starting_again_adopts_the_running_vm_even_from_a_new_runner(make_runner, vm_image):
+    runner = make_runner()
+    spec = vm_spec(vm_image.disk)
+    first = runner.start(spec, timeout=BOOT_TIMEOUT)
+    restarted = make_runner()  # as after a restart of the platform: only the session's state is known
+    steps: list[str] = []
+    again = restarted.start(spec, progress=steps.append, timeout=BOOT_TIMEOUT)
+    assert again.state == first.state
+    assert steps == ["Found the running VM; adopting it", "VM running"]
+    assert [env.session_id for env in restarted.list_managed()] == [spec.session_id]
+    assert restarted.poll(first.state) is PollStatus.RUNNING
+
+    stats = restarted.stats(first.state)
+    assert stats.memory_bytes > 0
+    assert stats.memory_limit_bytes == 128 << 20
+    with connect_unix(first.endpoints["vnc"]["unix"], timeout=10) as vnc:  # a path too long for connect()
+        assert vnc.recv(12).startswith(b"RFB ")
+
+    restarted.stop(first.state, timeout=0)
+    assert gone(first.state["pid"])
+    assert restarted.list_managed() == []
+
+
+def test_stop_forces_a_vm_that_ignores_the_power_button(make_runner, tmp_path):
+    runner = make_runner(powerdown_timeout=1)  # the ISO's boot loop has no ACPI at all
+    iso = build_boot_iso(tmp_path / "loop.iso")
+    state = runner.start(vm_spec(iso), timeout=BOOT_TIMEOUT).state
+    began = time.monotonic()
+    runner.stop(state, timeout=30)
+    assert 1 <= time.monotonic() - began < 15
+    assert gone(state["pid"])
+    assert not Path(state["dir"]).exists()
+
+
+def test_an_iso_boots_from_the_cdrom_with_an_empty_disk_of_the_labs_size(make_runner, tmp_path):
+    runner = make_runner()
+    iso = build_boot_iso(tmp_path / "hello.iso", message=b"HELLO FROM THE ISO\r\n")
+    state = runner.start(vm_spec(iso, disk_mb=300), timeout=BOOT_TIMEOUT).state
+    argv = [part.decode() for part in Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")]
+    assert f"file={iso},format=raw,media=cdrom,readonly=on,if=ide,index=2" in argv
+    assert argv[argv.index("-boot") + 1] == "order=cd,once=d"
+    info = subprocess.run(["qemu-img", "info", "-U", state["overlay"]], capture_output=True, text=True).stdout
+    assert "virtual size: 300 MiB" in info
+    assert "backing file" not in info
+    terminal = runner.open_terminal(state)
+    try:
+        console_until(terminal, b"HELLO FROM THE ISO", timeout=BOOT_TIMEOUT)
+    finally:
+        terminal.close()
+    runner.stop(state, timeout=0)
+
+
+def test_a_memory_snapshot_starts_a_new_session_where_the_old_one_was(make_runner, vm_image, tmp_path):
+    runner = make_runner()
+    source = runner.start(vm_spec(vm_image.disk), timeout=BOOT_TIMEOUT).state
+    shell(runner, source, b"REMEMBERED=still-in-memory; echo S''ET", b"SET")
+    dest = tmp_path / "snapshots" / "snap.qcow2"
+
+    size = runner.snapshot(source, str(dest), include_memory=True)
+
+    written = [dest, Path(f"{dest}.state"), Path(f"{dest}.json")]
+    assert size == sum(path.stat().st_size for path in written)
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted(p.name for p in written)
+    assert runner.poll(source) is PollStatus.RUNNING
+    shell(runner, source, b"echo $((6*8))", b"48", timeout=60)  # the source VM carries on
+
+    restored = runner.start(vm_spec(dest), timeout=BOOT_TIMEOUT).state
+    info = subprocess.run(["qemu-img", "info", "-U", restored["overlay"]], capture_output=True, text=True).stdout
+    assert f"backing file: {dest}" in info
+    # A shell variable survives only if the memory was restored (a fresh boot has none).
+    shell(runner, restored, b"echo got-$REMEMBERED", b"got-still-in-memory", timeout=60)
+    runner.stop(restored, timeout=0)
+    runner.stop(source, timeout=0)
+    assert all(path.exists() for path in written)  # snapshots outlive the sessions
+
+
+def test_a_disk_snapshot_of_a_powered_off_vm_cold_boots_with_its_changes(make_runner, vm_image, tmp_path):
+    runner = make_runner()
+    source = runner.start(vm_spec(vm_image.disk), timeout=BOOT_TIMEOUT).state
+    shell(runner, source, b"echo changed-by-guest | dd of=/dev/vda bs=512 seek=8 conv=notrunc,fsync; echo W''ROTE",
+          b"WROTE")
+    terminal = runner.open_terminal(source)
+    try:
+        terminal.write(b"poweroff -f\n")
+        deadline = time.monotonic() + 60
+        while terminal.read(4096) and time.monotonic() < deadline:
+            pass  # the console closes when QEMU exits
+    finally:
+        terminal.close()
+    deadline = time.monotonic() + 10
+    while not gone(source["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(source["pid"])
+    assert runner.poll(source) is PollStatus.STOPPED  # the disk is still there until stop
+    dest = tmp_path / "disk-only.qcow2"
+    with pytest.raises(RunnerError) as refused:
+        runner.snapshot(source, str(dest), include_memory=True)
+    assert refused.value.permanent
+    assert not dest.exists()
+
+    size = runner.snapshot(source, str(dest), include_memory=False)
+
+    assert size == dest.stat().st_size + Path(f"{dest}.json").stat().st_size
+    assert not Path(f"{dest}.state").exists()
+    runner.stop(source)
+    booted = runner.start(vm_spec(dest), timeout=BOOT_TIMEOUT).state
+    shell(runner, booted, b"dd if=/dev/vda bs=512 skip=8 count=1 2>/dev/null | head -c 16 | tr a-z A-Z; echo",
+          b"CHANGED-BY-GUEST")
+    runner.stop(booted, timeout=0)
+
+
+def test_reconcile_kills_an_orphaned_vm_and_keeps_a_live_sessions_vm(settings, tmp_path, vm_image, owner,
+                                                                     django_capture_on_commit_callbacks):
+    settings.DATA_DIR = tmp_path
+    settings.LAB_RUNNERS = {
+        **settings.LAB_RUNNERS,
+        "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner",
+                 "OPTIONS": {"root": str(tmp_path / "vms"), "accel": "tcg", "run_as": ""}},
+        # reconcile() visits every runner: keep the Docker one off other installs' containers.
+        "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner",
+                   "OPTIONS": {"instance": f"labst{uuid.uuid4().hex[:6]}"}},
+    }
+    settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT
+    reset_cache()
+    runner = get_runner("qemu")
+    try:
+        image = Image.objects.create(name="test-vm", kind=Image.Kind.VM, reference=str(vm_image.disk),
+                                     disk_format=Image.DiskFormat.QCOW2)
+        lab = Lab.objects.create(slug="vm-lab", title="A VM", image=image, runner="qemu", memory_mb=128,
+                                 network_mode="none", consoles=["vnc", "terminal"], published=True)
+        with django_capture_on_commit_callbacks(execute=True):
+            session = actions.start_session(owner, lab)
+        session.refresh_from_db()
+        assert session.state == State.RUNNING, session.error
+        assert session.endpoints["vnc"]["unix"].endswith("/vnc.sock")
+        orphan = runner.start(vm_spec(vm_image.disk), timeout=BOOT_TIMEOUT).state  # no session row
+
+        report = reconcile()
+
+        assert report.orphans_removed == 1, report.errors
+        assert gone(orphan["pid"])
+        assert not Path(orphan["dir"]).exists()
+        assert runner.poll(session.runner_state) is PollStatus.RUNNING
+        with django_capture_on_commit_callbacks(execute=True):
+            actions.stop_session(session)
+        session.refresh_from_db()
+        assert session.state == State.STOPPED
+        assert gone(session.runner_state["pid"])
+        assert runner.list_managed() == []
+    finally:
+        for env in runner.list_managed():
+            runner.remove_managed(env)
+        reset_cache()
+
+
+def test_qemu_drops_to_the_run_as_user_and_still_saves_memory(make_runner, vm_image, tmp_path):
+    runner = make_runner(run_as="nobody")
+    state = runner.start(vm_spec(vm_image.disk), timeout=BOOT_TIMEOUT).state
+    status = Path(f"/proc/{state['pid']}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == [str(pwd.getpwnam("nobody").pw_uid)] * 4
+    # Saving memory makes QEMU reopen its disk as that user: the overlay must be theirs.
+    size = runner.snapshot(state, str(tmp_path / "as-nobody.qcow2"), include_memory=True)
+    assert size > 0
+    with QMPClient.connect(str(Path(state["dir"]) / "qmp.sock"), timeout=10) as qmp:
+        assert qmp.execute("query-status")["status"] == "running"
+    runner.stop(state, timeout=0)
+    assert gone(state["pid"])
+
+
+def test_a_disk_image_with_a_backing_file_is_refused(make_runner, tmp_path):
+    runner = make_runner()
+    sneaky = tmp_path / "sneaky.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", str(sneaky)],
+                   check=True)
+    spec = vm_spec(sneaky)
+    with pytest.raises(RunnerError) as refused:
+        runner.start(spec, timeout=30)
+    assert refused.value.permanent
+    assert "backing file" in str(refused.value)
+    assert runner.list_managed() == []
+
+
+def test_a_failed_start_reports_qemus_message_and_leaves_nothing(make_runner, vm_image):
+    runner = make_runner(accel="no-such-accelerator")
+    with pytest.raises(RunnerError) as failed:
+        runner.start(vm_spec(vm_image.disk), timeout=30)
+    assert "no-such-accelerator" in str(failed.value)
+    assert runner.list_managed() == []
+
+
+def test_bridge_mode_needs_qemu_to_run_as_a_user_of_its_own(make_runner, vm_image):
+    runner = make_runner(run_as="")
+    with pytest.raises(RunnerError) as refused:
+        runner.start(vm_spec(vm_image.disk, network_mode="bridge"), timeout=30)
+    assert refused.value.permanent
+    assert "labs-qemu" in str(refused.value)
+    assert runner.list_managed() == []
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"host-service-reached"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_bridge_mode_fences_the_vm_off_the_hosts_own_services(make_runner, vm_image):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    nobody = pwd.getpwnam("nobody").pw_uid
+    rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(nobody), "-j", "REJECT"]
+    rule_was_there = subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0
+    # slirp's 10.0.2.2 is the host's loopback. (busybox nc: this static busybox's wget crashes.)
+    fetch = (b"ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; "
+             b"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 10.0.2.2 %d 2>&1 | tail -c 40; echo ' E''ND'" % port)
+    try:
+        # Unguarded (staff's "unrestricted", QEMU as the platform's user): the host service answers...
+        open_runner = make_runner(run_as="")
+        unguarded = open_runner.start(vm_spec(vm_image.disk, network_mode="unrestricted"), timeout=BOOT_TIMEOUT)
+        assert b"host-service-reached END" in shell(open_runner, unguarded.state, fetch, b" END")
+        open_runner.stop(unguarded.state, timeout=0)
+        # ...but not from a learner's bridge-mode VM, whose QEMU runs as its own user.
+        fenced_runner = make_runner(run_as="nobody")
+        fenced = fenced_runner.start(vm_spec(vm_image.disk, network_mode="bridge"), timeout=BOOT_TIMEOUT)
+        assert subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0
+        output = shell(fenced_runner, fenced.state, fetch, b" END")
+        assert b"host-service-reached" not in output
+        fenced_runner.stop(fenced.state, timeout=0)
+    finally:
+        server.shutdown()
+        if not rule_was_there:
+            subprocess.run(["iptables", "-D", *rule], capture_output=True)
+
+
+def test_commands_files_and_ports_are_refused_permanently(make_runner):
+    runner = make_runner()
+    state = {"session_id": str(uuid.uuid4())}
+    calls = [
+        lambda: runner.exec(state, ["true"]),
+        lambda: runner.list_files(state),
+        lambda: runner.read_file(state, "a"),
+        lambda: runner.write_file(state, "a", b""),
+        lambda: runner.endpoint(state, 80),
+    ]
+    for call in calls:
+        with pytest.raises(RunnerError) as refused:
+            call()
+        assert refused.value.permanent
+    assert os.path.isdir("/proc")

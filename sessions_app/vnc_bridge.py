@@ -1,0 +1,312 @@
+"""The parts of the graphical console bridge that are not Channels plumbing.
+
+noVNC speaks raw RFB over binary WebSocket frames; the bridge copies bytes between that
+WebSocket and the session's VNC server without parsing the protocol. What lives here:
+where the VNC server is (only ever from `session.endpoints["vnc"]`), which WebSocket
+subprotocol to accept, flow control toward the browser, and which client frames count as
+the learner being active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Close codes the session page knows (4403 and 4409 are shared with the terminal console).
+CLOSE_FORBIDDEN = 4403
+CLOSE_UNAVAILABLE = 4409
+CLOSE_UPSTREAM_FAILED = 4502
+
+# noVNC 1.7 requests no subprotocol by default (its `wsProtocols` option is empty); older
+# noVNC and some embedders ask for "binary". Base64 framing ("base64") is not supported.
+SUBPROTOCOL_BINARY = "binary"
+
+# Read from the VNC server ahead of the browser, up to this much; past it, reading pauses until
+# half of it is sent on. Enough to keep reading while daphne flushes a frame to the browser.
+READ_AHEAD_BYTES = 2 * 1024 * 1024
+# The largest WebSocket frame sent to the browser (noVNC's receive queue grows to fit).
+MAX_FRAME_BYTES = 1024 * 1024
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Above this much unsent data toward the VNC server, stop reading the browser's socket.
+UPSTREAM_HIGH_WATER_BYTES = 64 * 1024
+ACTIVITY_INTERVAL_SECONDS = 10.0
+
+# RFB client-to-server message type of FramebufferUpdateRequest (RFC 6143 §7.5.3): 10 bytes.
+_FBU_REQUEST = 3
+_FBU_REQUEST_BYTES = 10
+
+
+def choose_subprotocol(offered: list[str] | tuple[str, ...] | None) -> str | None:
+    """The subprotocol to accept: "binary" when the client offers it, else none."""
+    return SUBPROTOCOL_BINARY if offered and SUBPROTOCOL_BINARY in offered else None
+
+
+@dataclass(frozen=True)
+class VncTarget:
+    """Where a session's VNC server listens: a unix socket path, or a host and TCP port."""
+
+    unix: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return f"unix:{self.unix}" if self.unix else f"{self.host}:{self.port}"
+
+
+def vnc_target(endpoints: Any) -> VncTarget | None:
+    """Read the VNC endpoint a runner stored; None when there is none or it is malformed."""
+    if not isinstance(endpoints, dict):
+        return None
+    vnc = endpoints.get("vnc")
+    if not isinstance(vnc, dict):
+        return None
+    unix = vnc.get("unix")
+    if isinstance(unix, str) and unix.startswith("/"):
+        return VncTarget(unix=unix)
+    host, port = vnc.get("host"), vnc.get("port")
+    if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return VncTarget(host=host, port=port)
+    return None
+
+
+class VncConnection(asyncio.Protocol):
+    """The socket to the VNC server, as an asyncio protocol.
+
+    Not asyncio streams: a StreamReader copies every byte into its buffer and again out of
+    it. Here the bytes objects the socket produced are queued as they are and handed on
+    whole (joined only when several wait). Reading from the server pauses once
+    READ_AHEAD_BYTES wait in the queue; writes toward it pause the caller (`drain`) while the
+    transport's buffer is above asyncio's high-water mark.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._reading_paused = False
+        self._eof = False
+        self._data_ready = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._lost: BaseException | None = None
+
+    # asyncio.Protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._queued += len(data)
+        self._data_ready.set()
+        if self._queued >= READ_AHEAD_BYTES and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._data_ready.set()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._lost = exc or ConnectionResetError("the VNC server closed the connection")
+        self._data_ready.set()
+        self._can_write.set()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # what the bridge uses
+    async def read(self) -> bytes:
+        """What the server has sent (up to MAX_FRAME_BYTES in one piece); b"" at the end."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._data_ready.clear()
+            await self._data_ready.wait()
+        if len(self._chunks) == 1:
+            data = self._chunks.popleft()
+        else:  # several socket reads waiting: one frame instead of many small ones
+            parts, size = [], 0
+            while self._chunks and size + len(self._chunks[0]) <= MAX_FRAME_BYTES:
+                part = self._chunks.popleft()
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts) if parts else self._chunks.popleft()
+        self._queued -= len(data)
+        if self._reading_paused and self._queued <= READ_AHEAD_BYTES // 2 and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    @property
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    @property
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    async def drain(self) -> None:
+        """Wait until the server has taken enough of what was written; raise if it is gone."""
+        await self._can_write.wait()
+        if self._lost is not None:
+            raise ConnectionResetError("the VNC server closed the connection") from self._lost
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_vnc(target: VncTarget, timeout: float = CONNECT_TIMEOUT_SECONDS) -> VncConnection:
+    """Connect to the VNC server; raises OSError or TimeoutError when it does not answer."""
+    loop = asyncio.get_running_loop()
+    if target.unix:
+        connecting = loop.create_unix_connection(VncConnection, target.unix)
+    elif target.host and target.port:
+        connecting = loop.create_connection(VncConnection, target.host, target.port)
+    else:
+        raise OSError(f"no VNC address in {target!r}")
+    _transport, connection = await asyncio.wait_for(connecting, timeout)
+    return connection
+
+
+def is_user_input(frame: bytes) -> bool:
+    """Whether a client frame carries input (keys, pointer, clipboard, resizes, the handshake).
+
+    noVNC asks for a new FramebufferUpdate after every update it draws, so a console left
+    open on a changing screen sends those forever; they must not keep an idle session alive.
+    A frame made only of FramebufferUpdateRequests is not input; anything else is.
+    """
+    if not frame or len(frame) % _FBU_REQUEST_BYTES:
+        return bool(frame)
+    return any(frame[i] != _FBU_REQUEST for i in range(0, len(frame), _FBU_REQUEST_BYTES))
+
+
+class ActivityThrottle:
+    """Lets an activity write through at most once per interval (the first one at once)."""
+
+    def __init__(self, interval: float = ACTIVITY_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self._clock = clock
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+
+class ClientFlow:
+    """Flow control toward the browser's socket.
+
+    Awaiting an ASGI `send` under daphne returns at once: the frame goes into Twisted's
+    unbounded write buffer. To keep a browser that stops reading from making the server
+    buffer without limit, the bridge registers itself as a streaming producer on daphne's
+    transport: Twisted pauses it once more than MAX_FRAME_BYTES wait to be written and
+    resumes it when the buffer has drained, and the bridge reads nothing more from the VNC
+    server while paused. The same transport can stop reading from the browser while the VNC
+    server is not taking input.
+
+    Under other servers (or the Channels test communicator) no transport is found and the
+    bridge relies on `send` itself.
+    """
+
+    def __init__(self, protocol: Any | None) -> None:
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._protocol = protocol
+        self._reading_paused = False
+        if protocol is not None:
+            try:
+                transport = protocol.transport
+                if getattr(transport, "producer", None) is not None:
+                    # daphne hands the socket from its HTTP channel to the WebSocket protocol on
+                    # upgrade but leaves the channel registered as producer; it is done with it.
+                    transport.unregisterProducer()
+                protocol.registerProducer(self, True)
+                # Twisted pauses its producer past `bufferSize` unsent bytes (64 KiB by default, less
+                # than one frame) and resumes it only once everything is sent; one frame of slack
+                # lets the next frame be ready meanwhile. (It is also Twisted's read size.)
+                transport.bufferSize = MAX_FRAME_BYTES
+            except Exception:  # a transport without producer support
+                log.warning("VNC bridge: cannot register on the WebSocket transport; no flow control", exc_info=True)
+                self._protocol = None
+
+    @classmethod
+    def for_send(cls, send: Any) -> ClientFlow:
+        return cls(find_daphne_protocol(send))
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
+
+    # Twisted IPushProducer, called by the transport on the event loop's thread.
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self._writable.set()  # the connection is gone; the consumer's disconnect ends the pump
+
+    def pause_reading(self) -> None:
+        if self._protocol is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._protocol.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self._protocol is not None and self._reading_paused:
+            self._reading_paused = False
+            self._protocol.transport.resumeProducing()
+
+    def close(self) -> None:
+        self.resume_reading()
+        if self._protocol is not None:
+            try:
+                if getattr(self._protocol.transport, "producer", None) is self:
+                    self._protocol.unregisterProducer()
+            except Exception:  # the transport may already be torn down
+                log.debug("VNC bridge: unregistering from the transport failed", exc_info=True)
+            self._protocol = None
+        self._writable.set()
+
+
+def find_daphne_protocol(send: Any, depth: int = 6) -> Any | None:
+    """Find daphne's WebSocket protocol behind an ASGI `send` callable, if there is one.
+
+    daphne hands the application `partial(server.handle_reply, protocol)`; Channels'
+    session middleware wraps it in a bound method whose owner keeps it as `real_send`.
+    """
+    current = send
+    for _ in range(depth):
+        if isinstance(current, functools.partial):
+            for arg in current.args:
+                if hasattr(arg, "registerProducer") and hasattr(arg, "transport"):
+                    return arg
+            current = current.func
+            continue
+        owner = getattr(current, "__self__", None)
+        inner = getattr(owner, "real_send", None) or getattr(current, "__wrapped__", None)
+        if inner is None:
+            return None
+        current = inner
+    return None

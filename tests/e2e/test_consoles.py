@@ -1,0 +1,266 @@
+"""The consoles in a real Chromium against a real ASGI server (daphne): terminal tabs on a Docker
+session (keyboard, paste, text size), the same shells again after a page reload and after a server
+restart, the web preview of a server started from the terminal, a terminal the runner cannot open,
+and the graphical console on a real VNC server (Xvfb + x11vnc)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import docker
+import pytest
+from django.utils import timezone
+
+from labs.models import Image, Lab
+from sessions_app.models import Session, State
+from sessions_app.runners.docker import LABEL_MANAGED, DockerRunner
+from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
+from tests.e2e.live_server import set_server_password
+
+pytestmark = pytest.mark.browser
+
+STARTUP_MS = 90_000
+
+
+@pytest.fixture
+def learner(owner, password):
+    set_server_password(owner, password)
+    return owner
+
+
+@pytest.fixture
+def docker_instance() -> str:
+    return f"labse2e{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def extra_lab_runners(request):
+    """For tests that ask for `docker_instance`: a Docker runner whose containers carry that
+    label, all removed afterwards."""
+    if "docker_instance" not in request.fixturenames:
+        yield {}
+        return
+    docker_instance = request.getfixturevalue("docker_instance")
+    engine = docker.from_env()
+    try:
+        engine.ping()
+    except Exception as exc:
+        pytest.fail(f"the Docker engine is required for these tests: {exc}")
+    options = {"instance": docker_instance}
+    yield {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": options}}
+    runner = DockerRunner("docker", options)
+    for env in runner.list_managed():
+        runner.remove_managed(env)
+
+
+def make_lab(reference: str, **fields) -> Lab:
+    image, _ = Image.objects.get_or_create(name=reference.replace("/", "-").replace(":", "-"),
+                                           defaults={"reference": reference})
+    defaults = {"slug": f"lab-{uuid.uuid4().hex[:8]}", "title": "Console lab", "image": image, "runner": "docker",
+                "memory_mb": 256, "published": True, "consoles": ["terminal"]}
+    defaults.update(fields)
+    return Lab.objects.create(**defaults)
+
+
+def running_session(user, lab: Lab, **fields) -> Session:
+    now = timezone.now()
+    return Session.objects.create(user=user, lab=lab, state=State.RUNNING, runner_name=lab.runner, started_at=now,
+                                  expires_at=now + timedelta(minutes=30), last_active_at=now, **fields)
+
+
+def rows_text(page, tab: str) -> str:
+    return page.locator(f'[data-terminal-panel="{tab}"] .xterm-rows').inner_text()
+
+
+def wait_for_text(page, tab: str, text: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = rows_text(page, tab)
+        if text in seen:
+            return seen
+        page.wait_for_timeout(200)
+    raise AssertionError(f"{text!r} never showed in terminal {tab}; it shows:\n{seen}")
+
+
+def wait_connected(page, tab: str) -> None:
+    page.locator(f'[data-terminal-panel="{tab}"] [data-terminal-state="connected"]').wait_for(timeout=30_000)
+
+
+def type_command(page, tab: str, command: str) -> None:
+    page.locator(f'[data-terminal-screen="{tab}"]').click()
+    page.keyboard.type(command)
+    page.keyboard.press("Enter")
+
+
+@pytest.mark.docker
+def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_page(
+    asgi_live_server, page, learner, password, docker_instance
+):
+    url = asgi_live_server.url
+    lab = make_lab("labs/base:bookworm", exposed_ports=[8080])
+    sign_in(page, url, learner.username, password)
+
+    page.goto(f"{url}{lab.get_absolute_url()}")
+    page.get_by_role("button", name="Start lab").click()
+    page.wait_for_url("**/sessions/*/", timeout=STARTUP_MS)
+    page.locator('#session-status[data-state="running"]').wait_for(timeout=STARTUP_MS)
+    session = Session.objects.get(user=learner, lab=lab)
+    assert session.state == State.RUNNING, session.error
+
+    # Tab 1: the first shell answers.
+    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
+    wait_connected(page, "1")
+    type_command(page, "1", "echo $((6*7))")
+    assert "\n42" in wait_for_text(page, "1", "\n42")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "terminal.png"), full_page=True)
+
+    # Tab 2: a second, separate shell.
+    page.get_by_role("button", name="New terminal").click()
+    wait_connected(page, "2")
+    assert page.get_by_role("tab", name="Terminal 2").get_attribute("aria-selected") == "true"
+    assert page.locator('[data-terminal-panel="1"]').is_hidden()
+    type_command(page, "2", "echo second-$((20+3))")
+    wait_for_text(page, "2", "\nsecond-23")
+
+    # A reload reconnects both tabs to the same shells (tmux keeps them), tab 2 still in front.
+    page.reload()
+    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1", "Terminal 2"]
+    wait_connected(page, "2")
+    assert page.get_by_role("tab", name="Terminal 2").get_attribute("aria-selected") == "true"
+    assert page.locator('[data-terminal-panel="2"] .conn-detail').inner_text() == "reattached"
+    wait_for_text(page, "2", "second-23")
+    page.get_by_role("tab", name="Terminal 1").click()
+    wait_connected(page, "1")
+    wait_for_text(page, "1", "\n42")
+
+    # Keyboard: arrows move between tabs, Delete closes one; the closed tab stays closed on reload.
+    page.get_by_role("tab", name="Terminal 1").focus()
+    page.keyboard.press("ArrowRight")
+    assert page.get_by_role("tab", name="Terminal 2").get_attribute("aria-selected") == "true"
+    page.keyboard.press("Delete")
+    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
+    assert page.get_by_role("tab", name="Terminal 1").get_attribute("aria-selected") == "true"
+
+    # The Paste button types the clipboard into the shell; the text size is remembered.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+    page.evaluate("navigator.clipboard.writeText('echo pasted-$((1+1))')")
+    page.get_by_role("button", name="Paste").click()
+    page.keyboard.press("Enter")
+    wait_for_text(page, "1", "\npasted-2")
+    page.get_by_role("button", name="Larger text").click()
+    page.reload()
+    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
+    wait_connected(page, "1")
+    assert page.evaluate("localStorage.getItem('labs:terminal-font-size')") == "15"
+    rows = page.locator('[data-terminal-screen="1"] .xterm-rows')
+    assert rows.evaluate("e => getComputedStyle(e).fontSize") == "15px"
+
+    # The server goes away for a moment (a redeploy): the tab says it is reconnecting, then it is
+    # back on the same shell by itself.
+    page.evaluate("""() => {
+        const badge = document.querySelector('[data-terminal-panel="1"] .conn-badge');
+        window.seenStates = [];
+        new MutationObserver(() => window.seenStates.push(badge.dataset.terminalState))
+            .observe(badge, {attributes: true, attributeFilter: ["data-terminal-state"]});
+    }""")
+    asgi_live_server.restart(down_seconds=2)
+    wait_connected(page, "1")
+    assert "reconnecting" in page.evaluate("window.seenStates")
+    wait_for_text(page, "1", "pasted-2")
+    type_command(page, "1", "echo after-$((100+1))")
+    wait_for_text(page, "1", "\nafter-101")
+
+    # A web server started from the terminal shows in the Preview tab.
+    type_command(page, "1", "mkdir -p /tmp/site && cd /tmp/site && "
+                            "echo '<h1>Hello from port 8080</h1>' > index.html && python3 -m http.server 8080")
+    wait_for_text(page, "1", "Serving HTTP")
+    page.get_by_role("tab", name="Preview").click()
+    frame = page.frame_locator("[data-preview-frame]")
+    heading = frame.get_by_role("heading", name="Hello from port 8080")
+    deadline = time.monotonic() + 30
+    while not heading.is_visible():
+        assert time.monotonic() < deadline, "the preview never showed the page"
+        page.wait_for_timeout(1000)
+        if not heading.is_visible():
+            page.locator("[data-preview-reload]").click()
+    assert page.locator("[data-preview-open]").get_attribute("href") == f"/sessions/{session.pk}/preview/8080/"
+    page.screenshot(path=str(ARTIFACTS / "preview.png"), full_page=True)
+    assert_no_error_page(page)
+
+    # Stop from the page: the container goes away and the consoles give way to their placeholders.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Stop session").click()
+    page.locator('#session-status[data-state="stopped"]').wait_for(timeout=STARTUP_MS)
+    assert page.locator(".xterm").count() == 0
+    page.get_by_role("tab", name="Terminal", exact=True).click()
+    assert page.get_by_text("The terminal connects here when the session is running.").is_visible()
+    engine = docker.from_env()
+    assert engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={docker_instance}"}) == []
+
+
+def test_a_terminal_the_runner_cannot_open_says_so_and_offers_to_reconnect(asgi_live_server, page, learner, password):
+    # The fake runner's environments live in the test process, so the server cannot attach to this one.
+    lab = make_lab("labs/tiny:test", runner="fake")
+    session = running_session(learner, lab, runner_state={"env_id": "not-here"})
+    sign_in(page, asgi_live_server.url, learner.username, password)
+    page.goto(f"{asgi_live_server.url}{session.get_absolute_url()}")
+
+    badge = page.locator('[data-terminal-panel="1"] [data-terminal-state="disconnected"]')
+    badge.wait_for(timeout=20_000)
+    assert "Cannot open a terminal" in page.locator('[data-terminal-panel="1"] .conn-detail').inner_text()
+    assert page.locator('[data-terminal-panel="1"] [data-reconnect]').is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "terminal-error.png"))
+    assert_no_error_page(page)
+
+
+def test_the_desktop_console_shows_a_real_vnc_screen(asgi_live_server, page, learner, password, vnc_desktop):
+    host, port = vnc_desktop
+    lab = make_lab("labs/tiny:test", runner="fake", consoles=["vnc"])
+    session = Session.objects.create(user=learner, lab=lab, state=State.PROVISIONING, runner_name="fake")
+    sign_in(page, asgi_live_server.url, learner.username, password)
+    page.goto(f"{asgi_live_server.url}{session.get_absolute_url()}")
+    assert page.get_by_text("The graphical desktop connects here when the session is running.").is_visible()
+
+    # The page notices the session is ready (it polls the status) and connects without a reload.
+    now = timezone.now()
+    Session.objects.filter(pk=session.pk).update(
+        state=State.RUNNING, started_at=now, expires_at=now + timedelta(minutes=30), last_active_at=now,
+        endpoints={"vnc": {"host": host, "port": port}},
+    )
+    page.locator('[data-vnc-state="connected"]').wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="Ctrl+Alt+Del").is_enabled()
+    canvas_check = """() => {
+        const canvas = document.querySelector('[data-vnc-screen] canvas');
+        if (!canvas || !canvas.width || !canvas.height) return {colours: 0, lit: 0};
+        const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+        const colours = new Set();
+        let lit = 0;
+        for (let i = 0; i < data.length; i += 4 * 97) {
+            if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
+            colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+        }
+        return {colours: colours.size, lit};
+    }"""
+    deadline = time.monotonic() + 20
+    seen = {"colours": 0, "lit": 0}
+    while time.monotonic() < deadline:
+        seen = page.evaluate(canvas_check)
+        if seen["colours"] >= 2 and seen["lit"] > 0:
+            break
+        page.wait_for_timeout(250)
+    assert seen["colours"] >= 2 and seen["lit"] > 0, f"the desktop canvas stayed blank: {seen}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "vnc-console.png"), full_page=True)
+
+    # Text typed into the clipboard box goes to the desktop without breaking the connection.
+    page.locator("details.vnc-clipboard > summary").click()
+    page.get_by_label("Text for the desktop").fill("hello desktop")
+    page.get_by_role("button", name="Send clipboard text").click()
+    page.wait_for_timeout(500)
+    assert page.locator('[data-vnc-state="connected"]').is_visible()
+    assert_no_error_page(page)
