@@ -662,9 +662,11 @@ class QemuRunner(Runner):
             return
         rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(uid), "-j", "REJECT"]
         try:
-            present = subprocess.run(["iptables", "-C", *rule], capture_output=True, timeout=10)
+            # -w: wait for the xtables lock (Docker and others use it); a busy lock is no answer.
+            present = subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True, timeout=20)
             if present.returncode != 0:
-                added = subprocess.run(["iptables", "-I", *rule], capture_output=True, text=True, timeout=10)
+                added = subprocess.run(["iptables", "-w", "10", "-I", *rule], capture_output=True, text=True,
+                                       timeout=20)
                 if added.returncode != 0:
                     raise RunnerError(f"iptables: {added.stderr.strip() or 'failed'}", permanent=True)
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -341,7 +341,7 @@ def test_bridge_mode_fences_the_vm_off_the_hosts_own_services(make_runner, vm_im
     port = server.server_address[1]
     nobody = pwd.getpwnam("nobody").pw_uid
     rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(nobody), "-j", "REJECT"]
-    rule_was_there = subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0
+    rule_was_there = subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True).returncode == 0
     # slirp's 10.0.2.2 is the host's loopback. (busybox nc: this static busybox's wget crashes.)
     fetch = (b"ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; "
              b"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 10.0.2.2 %d 2>&1 | tail -c 40; echo ' E''ND'" % port)
@@ -354,14 +354,14 @@ def test_bridge_mode_fences_the_vm_off_the_hosts_own_services(make_runner, vm_im
         # ...but not from a learner's bridge-mode VM, whose QEMU runs as its own user.
         fenced_runner = make_runner(run_as="nobody")
         fenced = fenced_runner.start(vm_spec(vm_image.disk, network_mode="bridge"), timeout=BOOT_TIMEOUT)
-        assert subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0
+        assert subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True).returncode == 0
         output = shell(fenced_runner, fenced.state, fetch, b" END")
         assert b"host-service-reached" not in output
         fenced_runner.stop(fenced.state, timeout=0)
     finally:
         server.shutdown()
         if not rule_was_there:
-            subprocess.run(["iptables", "-D", *rule], capture_output=True)
+            subprocess.run(["iptables", "-w", "10", "-D", *rule], capture_output=True, check=True)
 
 
 def test_commands_files_and_ports_are_refused_permanently(make_runner):
