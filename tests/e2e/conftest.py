@@ -24,8 +24,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """Module-scoped: Playwright's sync API keeps an event loop in this thread while it runs, which
+    would break the asyncio tests pytest-django schedules after the browser tests."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is required for the browser tests ({CHROMIUM}); the test command installs it")
     # Playwright's sync API runs an event loop in this thread; the ORM calls in the tests are still sync.
