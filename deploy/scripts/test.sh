@@ -38,7 +38,7 @@ ensure_services
 ensure_docker
 ensure_images
 
-export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/labs}"
+export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"  # always exists; tests use test_postgres
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export LAB_RQ_ASYNC=false
 export LAB_DATA_DIR="${LAB_DATA_DIR:-$ROOT/var/test}"

@@ -654,5 +654,31 @@
     }
   });
 
+  // Click-to-run: command blocks in the instructions get a Run button that types into the open terminal.
+  const RUNNABLE_LANGUAGES = new Set(["bash", "sh", "shell", "console", "exec", "exec-interrupt"]);
+  function runInTerminal(text, interrupt) {
+    const tab = consoleUi?.active;
+    if (!tab) {
+      LabSite.announce("Open a terminal first: the session must be running.");
+      return;
+    }
+    document.getElementById("console-tab-terminal")?.click();
+    if (interrupt) tab.sendBytes(new Uint8Array([3])); // Ctrl-C stops what runs first
+    tab.sendBytes(encoder.encode(`${text.replace(/\n+$/, "")}\n`));
+    tab.term.focus();
+  }
+  for (const block of page.querySelectorAll(".instructions-pane [data-code-block]")) {
+    const action = block.dataset.action || "";
+    if (!RUNNABLE_LANGUAGES.has(action) && !RUNNABLE_LANGUAGES.has(block.dataset.language || "")) continue;
+    const actions = block.querySelector("[data-code-actions]");
+    const code = block.querySelector("pre");
+    if (!actions || !code) continue;
+    const interrupt = action === "exec-interrupt" || block.dataset.language === "exec-interrupt";
+    const run = el("button", { type: "button", class: "code-run", "data-run-code": "", "aria-label": "Run in the terminal" }, "Run");
+    run.addEventListener("click", () => runInTerminal(code.textContent, interrupt));
+    actions.prepend(run);
+  }
+  window.LabTerminals = { run: runInTerminal };
+
   sync(window.LabSession?.state || page.dataset.state);
 })();

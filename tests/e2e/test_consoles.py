@@ -13,7 +13,7 @@ import docker
 import pytest
 from django.utils import timezone
 
-from labs.models import Image, Lab
+from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
 from sessions_app.runners.docker import LABEL_MANAGED, DockerRunner
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
@@ -101,6 +101,7 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
 ):
     url = asgi_live_server.url
     lab = make_lab("labs/base:bookworm", exposed_ports=[8080])
+    LabStep.objects.create(lab=lab, order=1, title="Run from here", body="```bash\necho clicked-$((20+22))\n```\n")
     sign_in(page, url, learner.username, password)
 
     page.goto(f"{url}{lab.get_absolute_url()}")
@@ -115,6 +116,9 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     wait_connected(page, "1")
     type_command(page, "1", "echo $((6*7))")
     assert "\n42" in wait_for_text(page, "1", "\n42")
+    # Click-to-run: the instructions' command block types itself into the open terminal.
+    page.locator("[data-run-code]").first.click()
+    assert "clicked-42" in wait_for_text(page, "1", "\nclicked-42")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "terminal.png"), full_page=True)
 
