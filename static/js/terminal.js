@@ -664,7 +664,8 @@
     }
     document.getElementById("console-tab-terminal")?.click();
     if (interrupt) tab.sendBytes(new Uint8Array([3])); // Ctrl-C stops what runs first
-    tab.sendBytes(encoder.encode(`${text.replace(/\n+$/, "")}\n`));
+    // Enter is CR, as a keyboard sends it; each line of a multi-line block is its own command.
+    tab.sendBytes(encoder.encode(`${text.replace(/\n+$/, "").replace(/\n/g, "\r")}\r`));
     tab.term.focus();
   }
   for (const block of page.querySelectorAll(".instructions-pane [data-code-block]")) {
