@@ -149,6 +149,8 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
     page.evaluate("navigator.clipboard.writeText('echo pasted-$((1+1))')")
     page.get_by_role("button", name="Paste").click()
+    wait_for_text(page, "1", "echo pasted-$((1+1))")  # the clipboard read is async: wait for it
+    page.locator('[data-terminal-screen="1"]').click()  # Enter must reach the shell, not the Paste button
     page.keyboard.press("Enter")
     wait_for_text(page, "1", "\npasted-2")
     page.get_by_role("button", name="Larger text").click()
