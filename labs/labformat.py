@@ -273,7 +273,7 @@ def _format_path(path: KeyPath) -> str:
     return text
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -423,7 +423,7 @@ class _YamlReader:
 
     def mapping(self, value: Any, path: KeyPath) -> dict[Any, Any] | Any:
         if not isinstance(value, dict):
-            self.error(path, f"must be a mapping of keys to values (got {_describe(value)})")
+            self.error(path, f"must be a mapping of keys to values (got {describe_value(value)})")
             return MISSING
         return value
 
@@ -437,7 +437,7 @@ class _YamlReader:
                 return MISSING
             return default
         if not isinstance(value, str):
-            self.error(here, f"must be a string (got {_describe(value)})")
+            self.error(here, f"must be a string (got {describe_value(value)})")
             return MISSING
         if not blank and not value.strip():
             self.error(here, "must not be empty")
@@ -452,7 +452,7 @@ class _YamlReader:
         value = self.string(data, key, path, required=required, max_length=max_length, blank=False)
         if isinstance(value, str) and value and not _SLUG_RE.match(value):
             wanted = "must be a slug: letters, digits, hyphens and underscores"
-            self.error((*path, key), f"{wanted} (got {_describe(value)})")
+            self.error((*path, key), f"{wanted} (got {describe_value(value)})")
             return MISSING
         return value
 
@@ -462,7 +462,7 @@ class _YamlReader:
             return default
         options = list(choices)
         if not isinstance(value, str) or value not in options:
-            self.error((*path, key), f"must be one of {', '.join(options)} (got {_describe(value)})")
+            self.error((*path, key), f"must be one of {', '.join(options)} (got {describe_value(value)})")
             return MISSING
         return value
 
@@ -471,7 +471,7 @@ class _YamlReader:
         if value is MISSING:
             return default
         if not isinstance(value, bool):
-            self.error((*path, key), f"must be true or false (got {_describe(value)})")
+            self.error((*path, key), f"must be true or false (got {describe_value(value)})")
             return MISSING
         return value
 
@@ -485,7 +485,7 @@ class _YamlReader:
         high = _INT_MAX if high is None else min(high, _INT_MAX)
         wanted = f"must be an integer ≥ {low}" if high == _INT_MAX else f"must be an integer from {low} to {high}"
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            self.error((*path, key), f"{wanted} (got {_describe(value)})")
+            self.error((*path, key), f"{wanted} (got {describe_value(value)})")
             return MISSING
         return value
 
@@ -512,7 +512,7 @@ class _YamlReader:
             or (low is not None and number < Decimal(str(low)))
             or (high is not None and number > Decimal(str(high)))
         ):
-            self.error((*path, "cpu"), f"{wanted} (got {_describe(value)})")
+            self.error((*path, "cpu"), f"{wanted} (got {describe_value(value)})")
             return MISSING
         return number
 
@@ -521,7 +521,7 @@ class _YamlReader:
         if value is MISSING:
             return []
         if not isinstance(value, list):
-            self.error((*path, key), f"must be a list (got {_describe(value)})")
+            self.error((*path, key), f"must be a list (got {describe_value(value)})")
             return MISSING
         return value
 
@@ -534,17 +534,17 @@ class _YamlReader:
         for index, item in enumerate(items):
             here = (*path, key, index)
             if not isinstance(item, str) or not item.strip():
-                self.error(here, f"must be a non-empty string (got {_describe(item)})")
+                self.error(here, f"must be a non-empty string (got {describe_value(item)})")
                 ok = False
             elif choices and item not in choices:
-                self.error(here, f"must be one of {', '.join(choices)} (got {_describe(item)})")
+                self.error(here, f"must be one of {', '.join(choices)} (got {describe_value(item)})")
                 ok = False
             elif slugs is not None and (not _SLUG_RE.match(item) or len(item) > slugs):
                 self.error(here, f"must be a slug of at most {slugs} letters, digits, hyphens and underscores "
-                                 f"(got {_describe(item)})")
+                                 f"(got {describe_value(item)})")
                 ok = False
             elif unique and item in items[:index]:
-                self.error(here, f"{_describe(item)} is listed twice")
+                self.error(here, f"{describe_value(item)} is listed twice")
                 ok = False
         return items if ok else MISSING
 
@@ -556,7 +556,7 @@ class _YamlReader:
         for index, item in enumerate(items):
             here = (*path, "exposed_ports", index)
             if not isinstance(item, int) or isinstance(item, bool) or not 1 <= item <= 65535:
-                self.error(here, f"must be a port number from 1 to 65535 (got {_describe(item)})")
+                self.error(here, f"must be a port number from 1 to 65535 (got {describe_value(item)})")
                 ok = False
             elif item in items[:index]:
                 self.error(here, f"port {item} is listed twice")
@@ -572,7 +572,7 @@ class _YamlReader:
         for index, item in enumerate(items):
             here = (*path, key, index)
             if not isinstance(item, dict):
-                self.error(here, f"must be a mapping with a string `kind` (got {_describe(item)})")
+                self.error(here, f"must be a mapping with a string `kind` (got {describe_value(item)})")
                 ok = False
                 continue
             kind = item.get("kind", MISSING)
@@ -580,7 +580,7 @@ class _YamlReader:
                 self.error((*here, "kind"), "is required")
                 ok = False
             elif not isinstance(kind, str) or not kind.strip():
-                self.error((*here, "kind"), f"must be a non-empty string (got {_describe(kind)})")
+                self.error((*here, "kind"), f"must be a non-empty string (got {describe_value(kind)})")
                 ok = False
             bad = _not_json(item, here)
             if bad is not None:
@@ -603,7 +603,7 @@ class _YamlReader:
         here = (*path, key)
         target = self.directory / relative
         if Path(relative).is_absolute() or not _inside(target, self.directory):
-            self.error(here, f"must be a path inside the lab directory (got {_describe(relative)})")
+            self.error(here, f"must be a path inside the lab directory (got {describe_value(relative)})")
             return MISSING
         if not target.is_file():
             self.error(here, f"file not found: {target}")
@@ -800,7 +800,7 @@ class YamlLabLoader:
             reader.error(("steps",), "is required: a list of steps, each with a title and a markdown file")
             return []
         if not isinstance(raw, list):
-            reader.error(("steps",), f"must be a list of steps (got {_describe(raw)})")
+            reader.error(("steps",), f"must be a list of steps (got {describe_value(raw)})")
             return []
         if not raw:
             reader.error(("steps",), "must list at least one step")

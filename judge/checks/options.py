@@ -12,24 +12,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from labs.labformat import describe_value
+
 KeyPath = tuple[str | int, ...]
 Problem = tuple[KeyPath, str]
 
 CODE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
 
 
-def describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
-    return str(value)
+# One wording for values in error messages, shared with the lab importer.
+describe = describe_value
 
 
 @dataclass(frozen=True)
