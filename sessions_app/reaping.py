@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from labs.models import Lab
 from labsite.queueing import enqueue_on_commit
-from sessions_app.models import ENDED_STATES, EndReason, Session, SessionQuerySet, State
+from sessions_app.models import ENDED_STATES, EndReason, Session, SessionEvent, SessionQuerySet, State
 
 BATCH = 200
 
@@ -44,8 +44,10 @@ def _stop_in_batches(queryset: SessionQuerySet, reason: str, message: str) -> in
                 State.RUNNING, State.STOPPING, end_reason=reason
             )
             stopped += moved
+            SessionEvent.objects.bulk_create(
+                [SessionEvent(session_id=pk, message=message, level=SessionEvent.Level.WARNING) for pk in ids]
+            )
             for pk in ids:
-                Session(pk=pk).log(message, level="warning")
                 enqueue_on_commit(jobs.teardown_session, str(pk), job_id=f"teardown-{pk}")
 
 
