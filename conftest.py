@@ -92,7 +92,11 @@ def owner_client(client, owner):
 FAKE_RUNNERS = {
     # Tests get their own Docker label, so a real install's reconciler on the same engine never
     # takes test containers for orphans (nor the reverse).
-    "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"instance": "labstest"}},
+    # LAB_TEST_DOCKER_INSTANCE keeps two test runs on one engine out of each other's way.
+    "docker": {
+        "BACKEND": "sessions_app.runners.docker.DockerRunner",
+        "OPTIONS": {"instance": os.environ.get("LAB_TEST_DOCKER_INSTANCE", "labstest")},
+    },
     "fake": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {}},
     "fake-slow": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"start_delay": 3}},
     "fake-failing": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"fail_on": "start"}},

@@ -27,6 +27,7 @@ def setup_django(data_dir: str) -> None:
     os.environ["LAB_DATA_DIR"] = data_dir
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)
+    os.environ["LAB_EMBEDDED_JOBS"] = "inline"  # measure the job itself, not a thread hand-off
     # Its own container label: a reconciler of a real install on this engine must not touch them.
     os.environ["LAB_RUNNERS"] = '{"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", ' \
         '"OPTIONS": {"instance": "labsbench"}}}'

@@ -52,6 +52,7 @@ def setup_django(data_dir: str) -> None:
                                                        "OPTIONS": {"instance": f"labsbench{uuid.uuid4().hex[:6]}"}}})
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)
+    os.environ["LAB_EMBEDDED_JOBS"] = "inline"  # measure the job itself, not a thread hand-off
     os.environ["DJANGO_SETTINGS_MODULE"] = "labsite.settings"
     import django
 

@@ -45,6 +45,7 @@ def setup_django(data_dir: Path, accel: str) -> None:
     }})
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)
+    os.environ["LAB_EMBEDDED_JOBS"] = "inline"  # measure the job itself, not a thread hand-off
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labsite.settings")
     import django
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from judge import steps
 from judge.checks import CheckContext, JudgeError, get_kind, validate_checks
 from judge.models import Attempt
 from judge.results import CheckReport, JudgeResult
@@ -39,7 +40,8 @@ class AttemptLog:
         self.parts: list[str] = []
         self.size = 0
         self.dropped = 0
-        self._last_write = 0.0
+        # The first write goes out at once (not "monotonic() >= interval": uptime may be short).
+        self._last_write = float("-inf")
         self._dirty = False
 
     def write(self, text: str) -> None:
@@ -154,7 +156,18 @@ def execute_attempt(attempt_id: int) -> Attempt | None:
                           f"{len(result.checks)} checks passed.\n")
         _finish(attempt, started, status=Attempt.Status.DONE, passed=result.passed, result=result.to_dict(),
                 attempt_log=attempt_log)
+        if result.passed and attempt.step_id is not None and attempt.session is not None:
+            _start_next_steps(attempt)
     return attempt
+
+
+def _start_next_steps(attempt: Attempt) -> None:
+    """A passed step opens the next: queue its background script. Never fails the attempt."""
+    try:
+        assert attempt.session is not None
+        steps.start_open_steps(attempt.session)
+    except Exception:
+        log.exception("starting the steps after attempt %s", attempt.pk)
 
 
 def _judge(attempt: Attempt, attempt_log: AttemptLog) -> JudgeResult:

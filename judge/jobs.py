@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from judge import engine
+from judge import engine, steps
 
 
 def run_attempt(attempt_id: int) -> None:
     engine.execute_attempt(attempt_id)
+
+
+def run_step_scripts(run_ids: list[int]) -> None:
+    steps.run_step_scripts(run_ids)

@@ -59,3 +59,32 @@ class HintRequest(models.Model):
 
     def __str__(self) -> str:
         return f"hint for {self.user} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class StepRun(models.Model):
+    """A step's background script, run in a session when the step starts (once per session and step).
+
+    The unique pair (session, step) is what makes "once" hold when two workers see the same
+    step open at the same time: only the one that creates the row queues the script.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    session = models.ForeignKey("sessions_app.Session", on_delete=models.CASCADE, related_name="step_runs")
+    step = models.ForeignKey("labs.LabStep", on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    exit_code = models.IntegerField(null=True, blank=True)
+    output = models.TextField(blank=True, help_text="The end of the script's output.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["session", "step"], name="step_run_once_per_session")]
+
+    def __str__(self) -> str:
+        return f"step {self.step.order} script in {self.session_id} ({self.status})"

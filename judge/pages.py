@@ -11,6 +11,7 @@ from typing import Any
 from judge.models import Attempt
 from judge.progress import final_passed, locked_steps, step_progress
 from judge.results import JudgeResult
+from judge.steps import lab_complete
 from labs.models import LabStep
 from sessions_app.models import Session, State
 
@@ -111,12 +112,16 @@ def final_context(session: Session, user: Any, *, message: str = "") -> dict[str
     checked_steps = [step for step in lab.steps.all() if step.verify]
     last = Attempt.objects.filter(session=session, step__isnull=True).order_by("-created_at").first()
     owner = session.user_id == getattr(user, "pk", None)
+    complete = lab_complete(session, progress)
     return {
         "session": session,
         "has_checks": bool(lab.judge),
         "steps_total": len(checked_steps),
         "steps_passed": sum(1 for step in checked_steps if progress.get(step.pk) is True),
         "final_passed": final_passed(session),
+        "complete": complete and bool(checked_steps or lab.judge),
+        # Killercoda's finish page: the lab's finish text once every step (and the final check) passed.
+        "show_finish": bool(lab.finish_text) and complete,
         "owner": owner,
         "can_check": owner and session.state == State.RUNNING and bool(lab.judge),
         "last": attempt_context(last) if last else None,

@@ -14,12 +14,19 @@ Killercoda                             here
 title / description                    Lab.title / Lab.summary (cut to 300 characters)
 details.intro.text                     Lab.description
 details.steps[].title / text           LabStep.title / body
-details.steps[].verify (script)        LabStep.verify = [{"kind": "script", "script": <text>}]
-details.steps[].background             LabStep.background_script
-details.steps[].foreground             LabStep.foreground_script
-details.finish.text                    Lab.finish_text
+details.steps[].verify (script)        LabStep.verify = [{"kind": "script", "script": <text>,
+                                       "user": "root"}]
+details.steps[].background             LabStep.background_script (runs as root when the step starts:
+                                       judge/steps.py)
+details.steps[].foreground             LabStep.foreground_script (a click-to-run block at the top of
+                                       the step)
+details.finish.text                    Lab.finish_text (shown once every step passed)
 details.assets.host01[]                Lab.assets [{"file": "assets/<file>", "target", "chmod"}]
-                                       (the files stay in the lab directory: Lab.source_path)
+                                       (the files stay in the lab directory: Lab.source_path; copied
+                                       into the workspace at start: labs/assets.py; targets must be
+                                       ~ or /root or below, others are reported and skipped)
+(always)                               Lab.source_format = "killercoda": in a session /root links
+                                       to the workspace
 backend.imageid                        an Image named by the LAB_KILLERCODA_IMAGES setting
 interface.layout "ide"/"editor…"       consoles terminal + editor (otherwise terminal only)
 =====================================  =========================================================
@@ -48,6 +55,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.text import slugify
 
+from labs.assets import KILLERCODA, AssetPathError, AssetUnsupported, valid_chmod, workspace_directory
 from labs.labformat import (
     LOADERS,
     LabImportError,
@@ -67,6 +75,7 @@ STEP_KEYS = frozenset({"title", "text", "verify", "background", "foreground"})
 PAGE_KEYS = frozenset({"text", "background", "foreground"})
 ASSET_KEYS = frozenset({"file", "target", "chmod"})
 SUPPORTED_HOST = "host01"
+VERIFY_USER = "root"
 DIFFICULTIES = {
     "beginner": "beginner", "easy": "beginner",
     "intermediate": "intermediate", "medium": "intermediate",
@@ -446,6 +455,7 @@ class KillercodaLoader:
             "judge": [],
             "finish_text": finish_text,
             "assets": assets,
+            "source_format": KILLERCODA,
             "published": True,
             "docker_access": False,
             "record_terminal": False,
@@ -510,7 +520,8 @@ class KillercodaLoader:
             steps.append(StepSpec(
                 title=title,
                 body=body,
-                verify=[{"kind": "script", "script": verify}] if verify else [],
+                # Killercoda's verify scripts run as root (and read /root): so do they here.
+                verify=[{"kind": "script", "script": verify, "user": VERIFY_USER}] if verify else [],
                 background_script=background,
                 foreground_script=foreground,
             ))
@@ -548,8 +559,16 @@ class KillercodaLoader:
                 if not any(reader.directory.glob(relative)):
                     reader.error(f"{here}.file", f"file not found: {reader.directory / relative}")
                     continue
-                if not target.startswith("/"):
-                    reader.error(f"{here}.target", f"must be an absolute directory (got {target!r})")
+                try:
+                    workspace_directory(target)
+                except AssetUnsupported as exc:
+                    reader.warn(f"{here}.target", f"{exc}; this asset is not copied")
+                    continue
+                except AssetPathError as exc:
+                    reader.error(f"{here}.target", str(exc))
+                    continue
+                if not valid_chmod(chmod):
+                    reader.error(f"{here}.chmod", f"must be a chmod mode such as +x or 0644 (got {chmod!r})")
                     continue
                 assets.append({"file": relative, "target": target, "chmod": chmod})
         return assets

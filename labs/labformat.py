@@ -706,6 +706,7 @@ class YamlLabLoader:
             "consoles": reader.strings(data, "consoles", (), choices=Lab.CONSOLE_KINDS),
             "dind_images": reader.strings(data, "dind_images", ()),
             "judge": reader.checks(data, "judge", ()),
+            "source_format": "",
         }
         values.update(self._resources(reader, data))
         for name in _TOP_LEVEL_INTS:

@@ -155,6 +155,12 @@ class Lab(models.Model):
     )
     unlock_steps_in_order = models.BooleanField(default=True, help_text="A step opens once the one before passes.")
     source_path = models.CharField(max_length=500, blank=True, editable=False)
+    # Which format the lab was imported from: Killercoda scenarios get their conventions in a
+    # session (/root is the workspace, scripts as root; labs/assets.py, LAB_FORMAT.md).
+    source_format = models.CharField(
+        max_length=20, blank=True, default="", editable=False,
+        choices=[("", "Lab directory or admin"), ("killercoda", "Killercoda scenario")],
+    )
     published = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -158,7 +158,9 @@ if DATABASE_URL:
     import dj_database_url
 
     try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+        # No persistent connections: under ASGI (daphne) each request may run on another thread,
+        # and Django's docs say to disable them there, or idle connections pile up per thread.
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not usable: {exc}") from None
     DATABASES["default"].setdefault("TEST", {})
@@ -185,10 +187,16 @@ REDIS_URL = env_str("REDIS_URL")
 RQ_ASYNC = env_bool("LAB_RQ_ASYNC", bool(REDIS_URL))
 if RQ_ASYNC and not REDIS_URL:
     raise ImproperlyConfigured("LAB_RQ_ASYNC=true needs REDIS_URL")
+# A judge job may build for up to an hour (docker_build's longest timeout); RQ must not kill it first.
 RQ_QUEUES: dict[str, dict[str, Any]] = {
-    name: {"URL": REDIS_URL or "redis://embedded/0", "ASYNC": RQ_ASYNC, "DEFAULT_TIMEOUT": 900}
-    for name in ("default", "judge")
+    name: {"URL": REDIS_URL or "redis://embedded/0", "ASYNC": RQ_ASYNC, "DEFAULT_TIMEOUT": timeout}
+    for name, timeout in (("default", 900), ("judge", 3900))
 }
+# Without Redis, jobs run in background threads of the process that queues them, so a page
+# never waits for a container or a build; "inline" runs them inside the request instead.
+LAB_EMBEDDED_JOBS = env_str("LAB_EMBEDDED_JOBS", "thread")
+if LAB_EMBEDDED_JOBS not in ("thread", "inline"):
+    raise ImproperlyConfigured(f"LAB_EMBEDDED_JOBS must be 'thread' or 'inline', not {LAB_EMBEDDED_JOBS!r}")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -274,6 +282,16 @@ X_FRAME_OPTIONS = "DENY"  # the web preview view opts into SAMEORIGIN for its if
 
 # Lab platform behaviour.
 LAB_RUNNERS: dict[str, dict[str, Any]] = env_json("LAB_RUNNERS", {})
+# Checked here so a wrong shape stops the start-up instead of the first session start.
+if not isinstance(LAB_RUNNERS, dict) or not all(
+    isinstance(alias, str) and isinstance(config, dict) and isinstance(config.get("BACKEND"), str)
+    and isinstance(config.get("OPTIONS", {}), dict)
+    for alias, config in LAB_RUNNERS.items()
+):
+    raise ImproperlyConfigured(
+        'LAB_RUNNERS must be a JSON object of runner aliases, e.g. '
+        '{"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {}}}'
+    )
 LAB_DEFAULT_RUNNER = env_str("LAB_DEFAULT_RUNNER", "default")
 LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=0)
 LAB_ACTIVITY_WRITE_SECONDS = env_int("LAB_ACTIVITY_WRITE_SECONDS", 30, minimum=0)

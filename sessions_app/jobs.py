@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sessions_app import provisioning
+from sessions_app import provisioning, reaping
 
 
 def provision_session(session_id: str) -> None:
@@ -11,3 +11,8 @@ def provision_session(session_id: str) -> None:
 
 def teardown_session(session_id: str) -> None:
     provisioning.teardown(session_id)
+
+
+def remove_environment(session_id: str) -> None:
+    """Remove what an abandoned start left behind once the reaper has failed the session."""
+    reaping.remove_environment(session_id)

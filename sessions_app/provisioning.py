@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
+from judge.steps import start_open_steps
+from labs.assets import prepare_environment
 from sessions_app.models import EndReason, Session, StaleTransition, State
 from sessions_app.runners import get_runner, resolve_alias
 from sessions_app.runners.base import Runner, RunnerError, SessionSpec
@@ -88,6 +91,14 @@ def provision(session_id: str) -> None:
         _fail(session, f"Could not start your environment (internal error: {type(exc).__name__}).")
         return
 
+    try:
+        # The lab's files (assets, Killercoda's /root) are in place before the learner gets in.
+        prepare_environment(session, runner, result.state, progress)
+    except (RunnerError, OSError) as exc:
+        _discard(runner, result.state, spec.session_id)
+        _fail(session, f"Could not set up the lab in your environment: {exc}")
+        return
+
     now = timezone.now()
     try:
         session.transition(
@@ -107,6 +118,18 @@ def provision(session_id: str) -> None:
             log.exception("removing environment of session %s stopped during start", session.pk)
         return
     session.log("Ready.")
+    try:
+        start_open_steps(session)  # the first step's background script, as an RQ job of its own
+    except Exception:
+        log.exception("starting the first step of session %s", session.pk)
+
+
+def _discard(runner: Runner, state: dict[str, Any], session_id: str) -> None:
+    try:
+        runner.stop(state)
+        remove_leftovers(runner, session_id)
+    except RunnerError:
+        log.exception("cleanup after failed setup of %s", session_id)
 
 
 def teardown(session_id: str) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -21,13 +22,20 @@ def my_sessions(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "sessions_app/list.html", {"sessions": sessions})
 
 
+def _warning_seconds() -> int:
+    """How long before the time limit the page warns (the status region carries it for session.js)."""
+    return settings.LAB_SESSION_WARNING_MINUTES * 60
+
+
 @login_required
 @require_GET
 def session_detail(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     session = _get_session_for_user(request.user, pk)
     steps = list(session.lab.steps.all())
     events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
-    context: dict[str, object] = {"session": session, "steps": steps, "events": events}
+    context: dict[str, object] = {
+        "session": session, "steps": steps, "events": events, "warning_seconds": _warning_seconds(),
+    }
     if session.lab.exposed_ports:
         context.update(share_views.share_panel_context(request, session))  # renders without JavaScript too
     return render(request, "sessions_app/detail.html", context)
@@ -39,7 +47,8 @@ def session_status(request: HttpRequest, pk: UUID) -> HttpResponse:
     """The live region of the session page: state, progress log and time left (polled by HTMX)."""
     session = _get_session_for_user(request.user, pk)
     events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
-    return render(request, "sessions_app/detail.html#status", {"session": session, "events": events})
+    return render(request, "sessions_app/detail.html#status",
+                  {"session": session, "events": events, "warning_seconds": _warning_seconds()})
 
 
 @login_required

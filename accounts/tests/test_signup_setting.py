@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.contrib.auth import get_user
 from django.urls import reverse
+
+from tests.settings_env import settings_value
 
 pytestmark = pytest.mark.django_db
 
@@ -76,16 +73,6 @@ def test_sign_up_creates_and_signs_in_a_user_when_open(client, settings, django_
     assert not user.is_staff
 
 
-def settings_value(name: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Load the real settings module in a fresh interpreter with `env` and print one setting."""
-    code = f"from django.conf import settings; print(settings.{name})"
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "labsite.settings", **env}
-    return subprocess.run(
-        [sys.executable, "-c", code], env=environment, cwd=Path(django_settings.BASE_DIR),
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-
-
 @pytest.mark.parametrize(("raw", "expected"), [("false", "False"), ("0", "False"), ("true", "True")])
 def test_lab_allow_signup_in_the_environment_sets_account_allow_signup(raw, expected):
     result = settings_value("ACCOUNT_ALLOW_SIGNUP", LAB_ALLOW_SIGNUP=raw)
@@ -95,12 +82,7 @@ def test_lab_allow_signup_in_the_environment_sets_account_allow_signup(raw, expe
 
 
 def test_sign_up_is_open_when_lab_allow_signup_is_unset():
-    environment = {k: v for k, v in os.environ.items() if k != "LAB_ALLOW_SIGNUP"}
-    code = "from django.conf import settings; print(settings.ACCOUNT_ALLOW_SIGNUP)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], env={**environment, "DJANGO_SETTINGS_MODULE": "labsite.settings"},
-        cwd=Path(django_settings.BASE_DIR), capture_output=True, text=True, timeout=60, check=False,
-    )
+    result = settings_value("ACCOUNT_ALLOW_SIGNUP", unset=["LAB_ALLOW_SIGNUP"])
 
     assert result.stdout.strip() == "True", result.stderr
 

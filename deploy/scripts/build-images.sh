@@ -7,12 +7,13 @@
 #   labs/busybox:latest   busybox-static rootfs, ~2 MB, for fast tests
 #   labs/base:bookworm    debootstrap minbase + lab tools, users learner/judge
 #   labs/dind:bookworm    labs/base + docker.io, an engine of its own
-#   labs/qemu:bookworm    labs/base + QEMU (big: only with --with-qemu or `all`)
+#   labs/qemu:bookworm    labs/base + QEMU and socat: the runner image of VM labs
+#                         on the Docker runner (sessions_app/runners/docker_vm.py)
 #   labs/python:3.11-slim Debian's Python 3.11 + pip + venv, flattened (~150 MB),
 #                         with the wheels of deploy/images/python/wheels.txt
 #   labs/python:3.11      labs/python:3.11-slim + build-essential, python3-dev
 #                         (~470 MB); both for the Dockerfile demo labs
-# With no image named: busybox, base, dind and python (and qemu with --with-qemu).
+# With no image named: all of them (busybox, base, dind, python and qemu).
 # An image is rebuilt only when its org.labs.build-hash label differs from
 # the hash of its inputs (its deploy/images/NAME directory, the image it is
 # built from, the packages it is made of), so a second run takes seconds.
@@ -21,7 +22,7 @@
 #   --force, -f       rebuild the named images (default set: all of them)
 #                     even when up to date, without Docker's layer cache
 #   --refresh-rootfs  run debootstrap again instead of using the cached tarball
-#   --with-qemu       also build labs/qemu:bookworm
+#   --with-qemu       accepted for old callers; qemu is built by default now
 #   --test-dind       afterwards, check that labs/dind:bookworm runs an inner
 #                     `docker run` and `docker build` on this host
 #   --verbose, -v     show the build output (default: logged to a file)
@@ -449,8 +450,8 @@ main() {
         esac
     done
     if [ "${#NAMED[@]}" = 0 ]; then
-        NAMED=(busybox base dind python)
-        [ "$WITH_QEMU" = 1 ] && NAMED+=(qemu)
+        # qemu too: VM labs run through the Docker runner in it (run.sh and test.sh need it).
+        NAMED=(busybox base dind python qemu)
     fi
     [ "$WITH_QEMU" = 1 ] && NAMED+=(qemu)
     for arg in "${NAMED[@]}"; do

@@ -52,12 +52,14 @@ def test_a_scenario_becomes_a_lab_with_steps_scripts_assets_and_finish(base_imag
     assert lab.exposed_ports == [8080, 9000]
     assert lab.consoles == ["terminal", "editor"]
     assert lab.published
+    assert lab.source_format == "killercoda"
     first, second = lab.steps.order_by("order")
     assert (first.order, first.title, second.title) == (1, "Start the server", "Look at it")
-    assert first.verify == [{"kind": "script", "script": "#!/bin/bash\ncurl -sf http://localhost:8080/ > /dev/null\n"}]
+    assert first.verify == [{"kind": "script", "script": "#!/bin/bash\ncurl -sf http://localhost:8080/ > /dev/null\n",
+                             "user": "root"}]
     assert first.background_script == "#!/bin/bash\nmkdir -p /root/site\n"
     assert first.foreground_script == "cd /root\n"
-    assert second.verify == [{"kind": "script", "script": "test -f /root/site/index.html\n"}]
+    assert second.verify == [{"kind": "script", "script": "test -f /root/site/index.html\n", "user": "root"}]
     assert second.background_script == second.foreground_script == ""
 
 

@@ -18,6 +18,14 @@ OPTIONS (all optional):
                     true for a local engine). Session bridges are named "labs…" and one iptables
                     rule drops new connections from them into the host; replies to connections
                     the platform opens (the web preview) still pass. Needs root and iptables.
+    vm_image        the runner image for VM labs (default "labs/qemu:bookworm"). A session whose
+                    image is a VM disk or ISO boots in a container of this image: QEMU as its main
+                    process, the base bind-mounted read-only, a qcow2 overlay on a per-session volume,
+                    QMP and the serial console on unix sockets inside (the terminal is the serial
+                    console), VNC on vnc_port of the session's network only. See docker_vm.py, also
+                    for vm_accel (default settings.LAB_QEMU_ACCEL), vm_powerdown_timeout (10),
+                    vm_memory_overhead_mb (256, added to the lab's memory for QEMU itself) and
+                    vm_tcg_cache_mb (64).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from sessions_app.runners.base import (
     _no_progress,
     clean_workspace_path,
 )
+from sessions_app.runners.docker_vm import DockerVM, is_vm_spec, is_vm_state
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,10 @@ SHELL_USER_LABEL = "org.labs.shell-user"  # set on images whose USER must stay r
 
 # Keeps the container alive and exits at once on SIGTERM, so stops are fast.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+# Everything the platform starts in a session (commands, shells) offers itself to the OOM killer
+# first, so a memory hog never takes the container's init or keep-alive down with it. Raising
+# one's own oom_score_adj needs no capability; lowering it below the container's would.
+OOM_FIRST = "echo 500 >/proc/self/oom_score_adj 2>/dev/null; "
 DEFAULT_PRELOAD = ["labs/busybox:latest"]
 DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID"]
 DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
@@ -135,6 +148,7 @@ class DockerRunner(Runner):
         self._image_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._storage_driver: tuple[str, str] | None = None
         self._host_guarded = False
+        self.vm = DockerVM(self)  # VM labs: QEMU in a runner container (docker_vm.py)
 
     # engine -------------------------------------------------------------------------------
     @property
@@ -204,6 +218,8 @@ class DockerRunner(Runner):
     def start(
         self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
     ) -> StartResult:
+        if is_vm_spec(spec):
+            return self.vm.start(spec, progress, timeout)
         deadline = time.monotonic() + timeout
         image = self._image(spec.image)
         network = self._ensure_network(spec)
@@ -459,6 +475,8 @@ class DockerRunner(Runner):
         return {}
 
     def stop(self, state: dict[str, Any], timeout: float = 10.0) -> None:
+        if is_vm_state(state):
+            self.vm.power_down(state, timeout)  # the guest shuts down first; removal is the same below
         container_id = state.get("container_id")
         session_id = None
         if container_id:
@@ -505,8 +523,11 @@ class DockerRunner(Runner):
         workdir: str | None = None,
         environment: dict[str, str] | None = None,
     ) -> ExecResult:
+        if is_vm_state(state):
+            raise RunnerError("commands cannot run inside a VM without a guest agent", permanent=True)
         exec_user = user if user is not None else (state.get("user") or "root")
-        wrapped = ["timeout", "-s", "KILL", str(max(1, int(timeout + 0.999))), *command]
+        wrapped = ["sh", "-c", OOM_FIRST + 'exec "$@"', "labs-exec",
+                   "timeout", "-s", "KILL", str(max(1, int(timeout + 0.999))), *command]
         created = self._call(
             "running a command",
             self.api.exec_create,
@@ -598,6 +619,8 @@ class DockerRunner(Runner):
 
     # reaching the session ---------------------------------------------------------------------
     def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
+        if is_vm_state(state):
+            raise RunnerError("the ports of a VM lab cannot be reached from the platform", permanent=True)
         info = self._call("finding the container", self.api.inspect_container, state.get("container_id", ""))
         endpoints = self._endpoints(info)
         if not endpoints.get("host"):
@@ -605,10 +628,12 @@ class DockerRunner(Runner):
         return Endpoint(host=endpoints["host"], port=port)
 
     def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> DockerTerminal:
+        if is_vm_state(state):
+            return self.vm.open_terminal(state, cols, rows)  # the VM's serial console
         safe_name = "".join(c for c in name if c.isalnum() or c in "-_")[:32] or "1"
         # A per-terminal tmux session survives reconnects; plain bash where the image has no tmux.
         shell = (
-            f"if command -v tmux >/dev/null 2>&1; then exec tmux -u new-session -A -s term-{safe_name} "
+            OOM_FIRST + f"if command -v tmux >/dev/null 2>&1; then exec tmux -u new-session -A -s term-{safe_name} "
             "\\; set-option -g status off; fi; "
             "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
         )
@@ -654,10 +679,32 @@ class DockerRunner(Runner):
             if session_id not in with_container:
                 found.append(ManagedEnvironment(session_id, f"network:{network.id}", False, {"name": network.name}))
                 with_container.add(session_id)
+        # A failed Docker-in-Docker start in network mode none/unrestricted has no network of its
+        # own, so its engine volume can be all that is left: report it, or nothing ever removes it.
+        volumes = self._call(
+            "listing volumes", self.client.volumes.list, filters={"label": f"{LABEL_MANAGED}={self.instance}"}
+        )
+        for volume in volumes:
+            session_id = (volume.attrs.get("Labels") or {}).get(LABEL_SESSION, "")
+            if session_id and session_id in with_container:
+                continue  # removing that container or network removes the session's volumes too
+            found.append(ManagedEnvironment(session_id, f"volume:{volume.name}", False, {"name": volume.name}))
+            with_container.add(session_id)
         return found
 
     def remove_managed(self, env: ManagedEnvironment) -> None:
-        if not env.ref.startswith("network:"):
+        kind, _, name = env.ref.partition(":")
+        if kind in ("volume", "network"):
+            # Removed by name as well, so one that lacks a session label still goes.
+            collection = self.client.volumes if kind == "volume" else self.client.networks
+            try:
+                resource = collection.get(name)
+                resource.remove(**({"force": True} if kind == "volume" else {}))
+            except docker.errors.NotFound:
+                pass  # already gone (a concurrent teardown or reconciler)
+            except Exception as exc:
+                raise self._translate(f"removing {kind} {name}", exc) from exc
+        else:
             try:
                 container = self.client.containers.get(env.ref)
                 self._call("removing container", container.remove, v=True, force=True)

@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from sessions_app import actions
-from sessions_app.models import EndReason, Session, State
+from sessions_app import actions, reaping
+from sessions_app.models import EndReason, Session, SessionEvent, State
 from sessions_app.reaping import reap
 from sessions_app.runners import fake
 
@@ -117,3 +117,200 @@ def test_two_reapers_at_once_stop_each_session_exactly_once(owner, lab):
         thread.join(timeout=60)
     assert sum(r.expired for r in reports) == 60
     assert Session.objects.filter(state=State.EXPIRED).count() == 60
+
+
+# ---- sessions stuck between states ----------------------------------------------------------
+
+def _stuck(owner, lab, state, seconds_ago, **fields):
+    """A session left in `state` `seconds_ago` by a worker that died (or a job that was never queued)."""
+    session = Session.objects.create(user=owner, lab=lab, runner_name="fake", state=state, **fields)
+    then = timezone.now() - timedelta(seconds=seconds_ago)
+    Session.objects.filter(pk=session.pk).update(created_at=then)
+    SessionEvent.objects.create(session=session, created_at=then, message="Queued.")
+    return session
+
+
+def _leftover_environment(session):
+    """What a start killed before saving its state leaves on the runner."""
+    fake.ENVIRONMENTS[f"env-{session.pk}"] = {"session_id": str(session.pk), "runner": "fake", "running": True}
+
+
+@pytest.fixture
+def start_bound(settings):
+    settings.LAB_START_TIMEOUT_SECONDS = 120
+    return 120 + reaping.START_GRACE_SECONDS
+
+
+@pytest.mark.parametrize("state", [State.REQUESTED, State.PROVISIONING])
+def test_a_start_stuck_past_the_timeout_fails_and_its_environment_is_removed(
+    owner, lab, state, start_bound, django_capture_on_commit_callbacks
+):
+    session = _stuck(owner, lab, state, start_bound + 5)
+    _leftover_environment(session)
+    with django_capture_on_commit_callbacks(execute=True):
+        report = reap()
+    session.refresh_from_db()
+    assert report.start_failed == 1
+    assert (session.state, session.end_reason) == (State.FAILED, EndReason.ERROR)
+    assert session.error == "Your environment did not start within 180 seconds (the start was lost or hung)."
+    assert session.ended_at is not None
+    assert fake.ENVIRONMENTS == {}
+    messages = list(session.events.values_list("message", flat=True))
+    assert messages[-2:] == [session.error, "Environment removed."]
+
+
+def test_a_failed_start_frees_the_quota(owner, lab, start_bound, django_capture_on_commit_callbacks):
+    _stuck(owner, lab, State.PROVISIONING, start_bound + 5)
+    with pytest.raises(actions.SessionActionError):
+        actions.start_session(owner, lab)
+    with django_capture_on_commit_callbacks(execute=True):
+        reap()
+    with django_capture_on_commit_callbacks(execute=True):
+        again = actions.start_session(owner, lab)
+    again.refresh_from_db()
+    assert again.state == State.RUNNING
+
+
+def test_a_start_within_the_timeout_and_margin_is_left_alone(owner, lab, start_bound,
+                                                             django_capture_on_commit_callbacks):
+    session = _stuck(owner, lab, State.PROVISIONING, start_bound - 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap().start_failed == 0
+    session.refresh_from_db()
+    assert session.state == State.PROVISIONING
+
+
+def test_an_old_start_that_still_logs_progress_is_left_alone(owner, lab, start_bound,
+                                                             django_capture_on_commit_callbacks):
+    session = _stuck(owner, lab, State.PROVISIONING, start_bound + 60)
+    session.log("Starting Docker engine")  # a live worker is still moving it along
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap().start_failed == 0
+    session.refresh_from_db()
+    assert session.state == State.PROVISIONING
+
+
+def test_the_start_timeout_comes_from_the_setting(owner, lab, settings, django_capture_on_commit_callbacks):
+    settings.LAB_START_TIMEOUT_SECONDS = 600
+    session = _stuck(owner, lab, State.REQUESTED, 600)  # past the default, within the setting
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap().start_failed == 0
+    Session.objects.filter(pk=session.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    session.events.update(created_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap().start_failed == 1
+
+
+def test_a_provision_job_arriving_after_the_reaper_does_nothing(owner, lab, start_bound,
+                                                                django_capture_on_commit_callbacks):
+    from sessions_app import provisioning
+
+    session = _stuck(owner, lab, State.REQUESTED, start_bound + 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        reap()
+    provisioning.provision(str(session.pk))  # the lost job turns up late
+    session.refresh_from_db()
+    assert session.state == State.FAILED
+    assert fake.ENVIRONMENTS == {}
+
+
+def test_a_session_stuck_in_stopping_gets_its_teardown_queued_again(
+    owner, lab, django_capture_on_commit_callbacks
+):
+    session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5, end_reason=EndReason.LEARNER,
+                     runner_state={"env_id": "env-x"})
+    fake.ENVIRONMENTS["env-x"] = {"session_id": str(session.pk), "runner": "fake", "running": True}
+    with django_capture_on_commit_callbacks(execute=True):
+        report = reap()
+    session.refresh_from_db()
+    assert report.teardown_requeued == 1
+    assert (session.state, session.end_reason) == (State.STOPPED, EndReason.LEARNER)
+    assert fake.ENVIRONMENTS == {}
+    assert session.events.filter(message="Still stopping: cleaning up again.").count() == 1
+
+
+def test_a_lost_teardown_is_retried_at_most_once_per_bound(owner, lab, monkeypatch):
+    queued = []  # the queued jobs are lost again: nothing runs them
+    monkeypatch.setattr(reaping, "enqueue_on_commit", lambda func, pk, job_id: queued.append((func.__name__, pk)))
+    session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5)
+    assert reap().teardown_requeued == 1
+    assert reap().teardown_requeued == 0  # its retry is still young
+    later = timezone.now() + timedelta(seconds=reaping.STOPPING_RETRY_SECONDS + 5)
+    assert reap(later).teardown_requeued == 1
+    assert queued == [("teardown_session", str(session.pk))] * 2
+    session.refresh_from_db()
+    assert session.state == State.STOPPING
+
+
+def test_a_recent_stop_is_left_to_its_own_teardown(owner, lab, django_capture_on_commit_callbacks):
+    session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS - 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap().teardown_requeued == 0
+    session.refresh_from_db()
+    assert session.state == State.STOPPING
+
+
+def test_the_retry_job_id_is_new_per_window_but_shared_within_one(owner, lab, monkeypatch):
+    """RQ refuses an id whose record still exists (a lost job's can stay for a year)."""
+    ids = []
+    monkeypatch.setattr(reaping, "enqueue_on_commit", lambda func, pk, job_id: ids.append(job_id))
+    session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5)
+    now = timezone.now()
+    reaping.requeue_stuck_teardowns(now)
+    session.events.update(created_at=now - timedelta(days=1))
+    reaping.requeue_stuck_teardowns(now)
+    session.events.update(created_at=now - timedelta(days=1))
+    reaping.requeue_stuck_teardowns(now + timedelta(seconds=reaping.STOPPING_RETRY_SECONDS))
+    assert ids[0] == ids[1] != ids[2]
+    assert all(job_id.startswith(f"teardown-{session.pk}-retry-") for job_id in ids)
+
+
+def test_stuck_sessions_are_recovered_across_batches(owner, lab, monkeypatch, start_bound,
+                                                     django_capture_on_commit_callbacks):
+    monkeypatch.setattr(reaping, "BATCH", 4)
+    for _ in range(9):
+        _stuck(owner, lab, State.PROVISIONING, start_bound + 5)
+    for _ in range(6):
+        _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        report = reap()
+    assert (report.start_failed, report.teardown_requeued) == (9, 6)
+    assert Session.objects.filter(state=State.FAILED).count() == 9
+    assert Session.objects.filter(state=State.STOPPED).count() == 6
+
+
+def test_the_command_reports_stuck_sessions(owner, lab, start_bound, capsys):
+    _stuck(owner, lab, State.REQUESTED, start_bound + 5)
+    call_command("reap_sessions")
+    assert "start_failed=1 teardown_requeued=0" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reapers_at_once_fail_each_stuck_start_exactly_once(owner, lab, start_bound):
+    if connection.vendor != "postgresql":
+        pytest.fail("this concurrency test must run on PostgreSQL (set DATABASE_URL)")
+    sessions = [_stuck(owner, lab, State.PROVISIONING, start_bound + 5) for _ in range(40)]
+    for session in sessions:
+        _leftover_environment(session)
+    reports = []
+    barrier = threading.Barrier(2)
+
+    def run():
+        barrier.wait()
+        try:
+            reports.append(reap())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(reports) == 2
+    assert sum(r.start_failed for r in reports) == 40
+    assert Session.objects.filter(state=State.FAILED).count() == 40
+    assert fake.ENVIRONMENTS == {}
+    # Each session was failed once: one failure event each, never two.
+    failure = SessionEvent.objects.filter(message__startswith="Your environment did not start")
+    assert failure.count() == 40

@@ -136,6 +136,29 @@ def test_time_left_warns_under_five_minutes(owner_client, session) -> None:
     assert 'class="time-left is-warning"' in region
 
 
+def test_the_warning_threshold_comes_from_lab_session_warning_minutes(owner_client, session, settings) -> None:
+    settings.LAB_SESSION_WARNING_MINUTES = 15
+    running(session, minutes_left=10)
+    page_region = status_region(owner_client.get(session.get_absolute_url()).content.decode())
+    partial = owner_client.get(reverse("sessions:status", args=[session.pk]), **HTMX).content.decode()
+    for region in (page_region, partial):  # session.js re-reads the region after every HTMX swap
+        assert 'data-warning-seconds="900"' in region
+        assert 'class="time-left is-warning"' in region  # 10 minutes left is under the 15 configured
+
+    settings.LAB_SESSION_WARNING_MINUTES = 2
+    region = status_region(owner_client.get(session.get_absolute_url()).content.decode())
+    assert 'data-warning-seconds="120"' in region
+    assert 'class="time-left"' in region
+
+
+def test_session_js_reads_the_threshold_instead_of_hardcoding_it() -> None:
+    from django.conf import settings
+
+    script = (settings.BASE_DIR / "static" / "js" / "session.js").read_text()
+    assert "dataset.warningSeconds" in script
+    assert "left < current.warnSeconds" in script
+
+
 def test_no_extend_button_without_extensions_left(owner_client, session) -> None:
     session = running(session)
     Session.objects.filter(pk=session.pk).update(extensions_used=2)

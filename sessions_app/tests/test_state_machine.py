@@ -68,3 +68,30 @@ def test_the_database_refuses_an_unknown_state(session):
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Session.objects.filter(pk=session.pk).update(state="dancing")
+
+
+# The table of issue 2 (requested → provisioning → running → stopping → stopped | failed | expired),
+# written out by hand so an edit to TRANSITIONS cannot silently change what the tests above derive.
+# Edges beyond the straight line, and who takes them:
+#   requested → stopping      the learner cancels before a worker picks the job up (actions.stop_session)
+#   requested → failed        the reaper fails a start whose job was lost (reaping.fail_stuck_starts)
+#   provisioning → stopping   the learner stops while the environment starts (provisioning adopts and removes it)
+#   provisioning → failed     the runner cannot start it, or the reaper finds the start hung
+#   running → failed          the reconciler finds the environment vanished (reconcile.fail_vanished)
+#   stopping → expired        teardown of a session stopped by its time limit or idle timeout
+#   stopping → failed         teardown could not remove the environment (provisioning.teardown)
+EXPECTED_TRANSITIONS = {
+    "requested": {"provisioning", "stopping", "failed"},
+    "provisioning": {"running", "stopping", "failed"},
+    "running": {"stopping", "failed"},
+    "stopping": {"stopped", "expired", "failed"},
+    "stopped": set(),
+    "failed": set(),
+    "expired": set(),
+}
+
+
+def test_the_transition_table_is_exactly_the_intended_one():
+    actual = {str(source): {str(target) for target in targets} for source, targets in TRANSITIONS.items()}
+    assert actual == EXPECTED_TRANSITIONS
+    assert {state.value for state in State} == set(EXPECTED_TRANSITIONS)

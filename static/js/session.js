@@ -2,7 +2,8 @@
  *
  * The status region (#session-status, the "status" partial) carries the data this reads:
  *   data-state, data-server-now (epoch seconds when rendered), data-expires-at (ISO),
- *   data-idle-timeout-seconds, data-last-active (ISO).
+ *   data-idle-timeout-seconds, data-last-active (ISO),
+ *   data-warning-seconds (LAB_SESSION_WARNING_MINUTES: the countdown turns to a warning below it).
  * HTMX swaps the region while the session changes state; each new copy is read again.
  * Other scripts can listen for `session:state` on document ({detail: {state, previous}}) and use
  * window.LabSession: `state` (the last one read) and `refresh()` (ask the server for the status now).
@@ -16,7 +17,7 @@
 
   const LabSite = window.LabSite || { announce() {}, csrfToken: () => "", onLoad: (fn) => fn(document.body) };
   const HEARTBEAT_EVERY_MS = 30_000; // at most one heartbeat per 30 s of activity
-  const WARN_SECONDS = 5 * 60; // the countdown turns to a warning below this
+  const DEFAULT_WARN_SECONDS = 5 * 60; // only if the page does not say (the server's setting wins)
   const IDLE_WARN_SECONDS = 120; // the idle dialog opens this long before the idle stop
   const REFRESH_EVERY_MS = 5_000; // after time is up, ask for the status at most this often
 
@@ -30,6 +31,7 @@
     skewMs: 0, // server clock minus this browser's clock
     expiresAt: null, // server-clock milliseconds
     idleTimeoutMs: 0,
+    warnSeconds: DEFAULT_WARN_SECONDS,
     lastActive: 0, // server-clock milliseconds
     lastEventId: null,
     warned: new Set(),
@@ -90,6 +92,8 @@
     if (renderedAt) current.skewMs = renderedAt * 1000 - Date.now();
     current.expiresAt = parseTime(region.dataset.expiresAt);
     current.idleTimeoutMs = Number(region.dataset.idleTimeoutSeconds || 0) * 1000;
+    const warnSeconds = Number.parseInt(region.dataset.warningSeconds ?? "", 10);
+    if (Number.isFinite(warnSeconds) && warnSeconds >= 0) current.warnSeconds = warnSeconds;
     current.lastActive = Math.max(current.lastActive, parseTime(region.dataset.lastActive) || 0);
 
     // Keep the progress log open or shut as the learner left it, scrolled to the newest line.
@@ -128,8 +132,8 @@
     if (!box || !value || current.expiresAt === null) return;
     const left = Math.max(0, Math.round((current.expiresAt - now) / 1000));
     value.textContent = left > 0 ? formatSeconds(left) : "time is up";
-    box.classList.toggle("is-warning", left < WARN_SECONDS);
-    for (const mark of [WARN_SECONDS, 60]) {
+    box.classList.toggle("is-warning", left < current.warnSeconds);
+    for (const mark of [current.warnSeconds, 60]) {
       if (left > 0 && left <= mark && !current.warned.has(mark)) {
         current.warned.add(mark);
         LabSite.announce(`${spokenDuration(left)} left in this session.`);

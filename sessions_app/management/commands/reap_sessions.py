@@ -6,7 +6,10 @@ from sessions_app.reaping import reap
 
 
 class Command(BaseCommand):
-    help = "Stop expired and idle sessions and delete old ended ones (one pass, or --loop SECONDS)."
+    help = (
+        "Stop expired and idle sessions, delete old ended ones, fail stuck starts and re-queue stuck "
+        "teardowns (one pass, or --loop SECONDS)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--loop", type=int, metavar="SECONDS", help="Repeat every SECONDS until interrupted.")
@@ -15,7 +18,10 @@ class Command(BaseCommand):
         interval = options.get("loop")
         while True:
             report = reap()
-            self.stdout.write(f"expired={report.expired} idle={report.idle} deleted={report.deleted}")
+            self.stdout.write(
+                f"expired={report.expired} idle={report.idle} deleted={report.deleted} "
+                f"start_failed={report.start_failed} teardown_requeued={report.teardown_requeued}"
+            )
             if not interval:
                 return
             time.sleep(int(interval))  # type: ignore[call-overload]

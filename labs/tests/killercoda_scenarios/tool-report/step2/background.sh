@@ -1,0 +1,3 @@
+#!/bin/bash
+mkdir -p /root/reports
+echo "# Summary" > /root/reports/template.md

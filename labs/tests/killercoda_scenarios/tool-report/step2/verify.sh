@@ -1,0 +1,2 @@
+#!/bin/bash
+test -s /root/reports/summary.md

@@ -1,0 +1,466 @@
+"""VM labs through the Docker runner: the session's QEMU runs inside a runner container.
+
+The Docker runner hands every session whose image is a VM disk or ISO (`spec.image_kind` "vm" or
+"iso") to `DockerVM`, so the same VM labs the host QEMU runner boots also work wherever only a
+container engine is available (and, later, in Kubernetes pods).
+
+One container per session, made from the runner image (Docker runner option `vm_image`, default
+labs/qemu:bookworm, built by deploy/scripts/build-images.sh from deploy/images/qemu):
+
+    /vm/base/disk           the base disk (or /vm/base/cdrom.iso), bind-mounted read-only
+    /vm/base/vmlinuz, initrd  the kernel files of an image directory (see qemu.py), read-only
+    /var/lib/labs-vm        a per-session volume (labelled, removed on stop) holding
+        overlay.qcow2       the session's disk, backed by the base (or empty, of spec.disk_mb, for an ISO)
+    /run/vm/qmp.sock        QMP, only reachable with `docker exec` (flock qmp.lock serialises it)
+    /run/vm/serial.sock     the serial console ttyS0; open_terminal() execs socat to it (QEMU serves
+                            one client: the newest terminal takes the console over)
+
+The container's command is a small launcher (LAUNCHER below, passed with python3 -c so the image
+and the code never drift apart) that checks the base with `qemu-img info` (qcow2 or raw, no
+backing or data file), creates the overlay once, then execs qemu-system-x86_64: QEMU is the
+container's main process, so the container runs exactly as long as the VM (a guest that powers
+off leaves a stopped container, `poll` says STOPPED, and starting it again reuses its disk).
+QEMU runs as the image's unprivileged user with every capability dropped, no-new-privileges and
+its own seccomp sandbox; CPUs and memory come from the lab (the container's memory limit adds
+`vm_memory_overhead_mb` for QEMU itself), the accelerator from settings.LAB_QEMU_ACCEL (with
+"kvm", /dev/kvm is passed in).
+
+The graphical console is QEMU's VNC server on port `vnc_port` (5900) of the container, on the
+session's own Docker network only: endpoints["vnc"] = {"host": ip, "port": 5900}, as for desktop
+containers; nothing is ever published on the host. A VM container always gets a network of its
+own (the platform needs it for VNC): internal for "none" and "isolated" labs. The guest's own
+network is QEMU's user-mode NAT inside the container: "none" gives it no NIC, "isolated" a NIC
+that reaches nothing (restrict=on), "bridge" and "unrestricted" NAT through the session's network
+(so the host guard rule of the Docker runner applies to the guest too).
+
+Stopping presses the ACPI power button (QMP system_powerdown), waits up to `vm_powerdown_timeout`
+(never longer than the stop's timeout) for the guest to power off, then sends QMP quit; the
+Docker runner then removes the container, its network and its volume as for any session.
+
+Docker runner OPTIONS used here (all optional):
+    vm_image                the runner image (default labs/qemu:bookworm)
+    vm_accel                QEMU accelerator (default settings.LAB_QEMU_ACCEL; "tcg" where KVM fails)
+    vm_powerdown_timeout    seconds stop() waits for the guest after the power button (default 10)
+    vm_memory_overhead_mb   added to the lab's memory for the container's limit (default 256)
+    vm_tcg_cache_mb         TCG translation cache, bounded so QEMU fits that limit (default 64)
+    vm_machine, vm_qemu     machine type ("pc") and QEMU binary in the image (qemu-system-x86_64)
+    vnc_port                the VNC port on the session's network (default 5900; 5900-5999)
+
+Limits: a VM has no guest agent, so exec(), the file calls and endpoint() refuse; snapshots and
+booting from a snapshot need the qemu runner. The base's host path is bind-mounted, so with a
+remote engine it must exist at the same path on the engine's host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from sessions_app.runners.base import ProgressCallback, RunnerError, SessionSpec, StartResult
+from sessions_app.runners.qemu import _OPTION_RE, DEFAULT_CMDLINE, DISK_NAMES, SANDBOX, STOPPED_STATUSES
+
+if TYPE_CHECKING:
+    from sessions_app.runners.docker import DockerRunner, DockerTerminal
+
+VM_KINDS = ("vm", "iso")
+DEFAULT_VM_IMAGE = "labs/qemu:bookworm"
+SOCKET_DIR = "/run/vm"
+DISK_DIR = "/var/lib/labs-vm"
+BASE_DIR = "/vm/base"
+QMP_SOCKET = f"{SOCKET_DIR}/qmp.sock"
+SERIAL_SOCKET = f"{SOCKET_DIR}/serial.sock"
+REFUSED = 2  # the launcher's exit status when the image itself is unusable (retrying cannot help)
+
+# The container's main process: check the base, create the overlay once, become QEMU.
+LAUNCHER = r"""
+import json, os, subprocess, sys
+plan = json.loads(sys.argv[1])
+def refuse(message):
+    print("labs-vm: " + message, file=sys.stderr, flush=True)
+    sys.exit(2)
+def qemu_img(*args):
+    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        refuse(" ".join((done.stderr or done.stdout).split())[:400] or "qemu-img failed")
+    return done.stdout
+for name in ("qmp.sock", "serial.sock"):
+    try:
+        os.unlink(os.path.join(plan["socket_dir"], name))
+    except FileNotFoundError:
+        pass
+overlay = plan["overlay"]
+if not os.path.exists(overlay):
+    partial = overlay + ".part"
+    if plan["base"] is None:
+        qemu_img("create", "-q", "-f", "qcow2", partial, "%dM" % plan["disk_mb"])
+    else:
+        if not os.access(plan["base"], os.R_OK):
+            refuse("cannot read the base disk (check its permissions on the host)")
+        info = json.loads(qemu_img("info", "--output=json", plan["base"]))
+        if info.get("format") not in ("qcow2", "raw"):
+            refuse("%s disks are not supported; convert it to qcow2" % info.get("format"))
+        if info.get("backing-filename"):
+            refuse("disk images with a backing file are not accepted")
+        if ((info.get("format-specific") or {}).get("data") or {}).get("data-file"):
+            refuse("disk images with an external data file are not accepted")
+        qemu_img("create", "-q", "-f", "qcow2", "-b", plan["base"], "-F", info["format"], partial)
+    os.rename(partial, overlay)
+sys.stdout.flush()
+os.execvp(plan["argv"][0], plan["argv"])
+"""
+
+# One QMP conversation inside the container; prints the commands' return values as a JSON list.
+# Exit 2: the monitor cannot be reached (not up yet, or gone); 3: QEMU answered with an error.
+QMP_CLIENT = r"""
+import json, socket, sys
+path, timeout, commands = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(timeout)
+try:
+    sock.connect(path)
+except OSError as exc:
+    print("cannot connect to QMP: %s" % (exc.strerror or exc), file=sys.stderr)
+    sys.exit(2)
+replies = sock.makefile("rb")
+def read():
+    while True:
+        line = replies.readline()
+        if not line:
+            print("QEMU closed the QMP connection", file=sys.stderr)
+            sys.exit(2)
+        message = json.loads(line)
+        if "event" not in message:
+            return message
+read()
+results = []
+for name, arguments in [["qmp_capabilities", None]] + commands:
+    request = {"execute": name}
+    if arguments:
+        request["arguments"] = arguments
+    sock.sendall(json.dumps(request).encode() + b"\n")
+    reply = read()
+    if "error" in reply:
+        print("%s: %s" % (name, reply["error"].get("desc", reply["error"])), file=sys.stderr)
+        sys.exit(3)
+    results.append(reply.get("return"))
+print(json.dumps(results[1:]))
+"""
+
+# The serial console on the exec's TTY, made raw so the guest alone echoes and sees ^C.
+# socat is in the runner image; python3 serves images built without it.
+SERIAL_BRIDGE = r"""
+import os, select, socket, sys, tty
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(sys.argv[1])
+if os.isatty(0):
+    tty.setraw(0)
+while True:
+    ready = select.select([0, sock], [], [])[0]
+    if 0 in ready:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        sock.sendall(data)
+    if sock in ready:
+        data = sock.recv(65536)
+        if not data:
+            break
+        os.write(1, data)
+"""
+# QEMU serves one console client at a time, and an exec outlives the connection that attached it:
+# the newest terminal takes the console over from the previous attacher (its pid is kept in
+# serial.pid, checked by its command line, so a reused pid is never killed).
+SERIAL_ATTACH = (
+    f"old=$(cat {SOCKET_DIR}/serial.pid 2>/dev/null); "
+    'if [ -n "$old" ] && grep -qa -e UNIX-CONNECT -e labs-serial-attach "/proc/$old/cmdline" 2>/dev/null; then '
+    'kill "$old" 2>/dev/null; fi; '
+    f"echo $$ > {SOCKET_DIR}/serial.pid; "
+    f"if command -v socat >/dev/null 2>&1; then exec socat STDIO,rawer UNIX-CONNECT:{SERIAL_SOCKET}; fi; "
+    f'exec python3 -c "$1" {SERIAL_SOCKET} labs-serial-attach'
+)
+
+
+def is_vm_spec(spec: SessionSpec) -> bool:
+    """Whether the Docker runner should boot this session as a VM in a runner container."""
+    return spec.image_kind in VM_KINDS
+
+
+def is_vm_state(state: dict[str, Any]) -> bool:
+    return state.get("kind") == "vm"
+
+
+class MonitorUnavailable(RunnerError):
+    """QMP did not answer (QEMU not up yet, busy, or gone)."""
+
+
+class DockerVM:
+    """The VM half of the Docker runner; it reuses the runner's engine, naming and cleanup."""
+
+    def __init__(self, runner: DockerRunner) -> None:
+        self.runner = runner
+
+    # options ------------------------------------------------------------------------------------
+    @property
+    def image_ref(self) -> str:
+        return str(self.runner.options.get("vm_image") or DEFAULT_VM_IMAGE)
+
+    def _accel(self) -> str:
+        accel = str(self.runner.options.get("vm_accel") or getattr(settings, "LAB_QEMU_ACCEL", "kvm") or "kvm")
+        if not _OPTION_RE.match(accel):
+            raise RunnerError(f"invalid QEMU accelerator {accel!r}", permanent=True)
+        return accel
+
+    def _vnc_port(self) -> int:
+        port = int(self.runner.options.get("vnc_port", 5900))
+        if not 5900 <= port < 5900 + 100:
+            raise RunnerError("vnc_port must be between 5900 and 5999 for VM labs (a QEMU display)", permanent=True)
+        return port
+
+    # start ----------------------------------------------------------------------------------------
+    def start(self, spec: SessionSpec, progress: ProgressCallback, timeout: float) -> StartResult:
+        deadline = time.monotonic() + timeout
+        runner = self.runner
+        binds, plan = self._plan(spec)
+        try:
+            image = runner._image(self.image_ref)
+        except RunnerError as exc:
+            raise RunnerError(f"{exc} (the VM runner image; build it with deploy/scripts/build-images.sh qemu)",
+                              permanent=exc.permanent) from exc
+        container_id = ""
+        try:
+            # The platform reaches VNC over the container's network, so even "none" gets one (internal).
+            reach = "bridge" if spec.network_mode in ("bridge", "unrestricted") else "isolated"
+            network = runner._ensure_network(dataclasses.replace(spec, network_mode=reach))
+            progress("Creating VM container")
+            volume = runner._call("creating disk volume", runner.client.volumes.create,
+                                  name=f"{runner._name(spec.session_id)}-vm", labels=runner._labels(spec))
+            binds[volume.name] = {"bind": DISK_DIR, "mode": "rw"}
+            container_id, adopted = runner._create_low_level(
+                image["Id"], self._host_config(spec, network, binds), self._create_options(spec, network, plan)
+            )
+            info = runner._call("inspecting container", runner.api.inspect_container, container_id)
+            if adopted and info["State"]["Running"]:
+                progress("Found the running VM; adopting it")
+            else:
+                progress("Starting VM")
+                runner._call("starting container", runner.api.start, container_id)
+                info = runner._call("inspecting container", runner.api.inspect_container, container_id)
+            state = runner._state_of(info, image, spec)
+            state["kind"] = "vm"
+            self._wait_running(state, deadline, timeout)
+            ip = runner._endpoints(runner._call("inspecting container", runner.api.inspect_container,
+                                                container_id)).get("host")
+            if not ip:
+                raise RunnerError("the VM container has no address on its network")
+        except BaseException:
+            # Nothing half-made stays behind (container, network, volume), as the contract asks.
+            with contextlib.suppress(Exception):
+                runner.stop({"container_id": container_id, "name": runner._name(spec.session_id)}, timeout=0)
+            raise
+        progress("VM running")
+        return StartResult(state=state, endpoints={"vnc": {"host": ip, "port": self._vnc_port()}})
+
+    def _plan(self, spec: SessionSpec) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+        """The read-only binds of the image's files and the launcher's plan (with QEMU's argv)."""
+        image = Path(spec.image or "")
+        if not image.is_absolute():
+            raise RunnerError(f"a VM image must be an absolute file path, not {spec.image!r}", permanent=True)
+        if not image.is_file():
+            raise RunnerError(f"VM image not found: {image}", permanent=True)
+        if image.with_name(image.name + ".json").exists():
+            raise RunnerError("booting a VM snapshot needs the qemu runner, not the Docker runner", permanent=True)
+        binds: dict[str, dict[str, str]] = {}
+        iso = spec.image_kind == "iso" or image.suffix.lower() == ".iso"
+        smp = max(1, math.ceil(spec.cpu))
+        memory_mb = max(int(spec.memory_mb), 32)
+        accel = self._accel()
+        if accel == "tcg":
+            # TCG's translation cache defaults to 1 GiB; keep QEMU inside the container's memory limit.
+            accel += f",tb-size={int(self.runner.options.get('vm_tcg_cache_mb', 64))}"
+        argv = [
+            str(self.runner.options.get("vm_qemu", "qemu-system-x86_64")),
+            "-name", f"{self.runner.instance}-{spec.session_id}",
+            "-machine", str(self.runner.options.get("vm_machine", "pc")),
+            "-accel", accel,
+            "-smp", str(smp),
+            "-m", str(memory_mb),
+            "-nodefaults", "-no-user-config",
+            "-display", "none",
+            "-vga", "std",
+            "-vnc", f"0.0.0.0:{self._vnc_port() - 5900}",
+            "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",
+            "-chardev", f"socket,id=serial0,path={SERIAL_SOCKET},server=on,wait=off",
+            "-serial", "chardev:serial0",
+            "-drive", f"file={DISK_DIR}/overlay.qcow2,format=qcow2,if=virtio,id=disk0,discard=unmap",
+        ]
+        if iso:
+            binds[str(image)] = {"bind": f"{BASE_DIR}/cdrom.iso", "mode": "ro"}
+            argv += ["-drive", f"file={BASE_DIR}/cdrom.iso,format=raw,media=cdrom,readonly=on,if=ide,index=2",
+                     "-boot", "order=cd,once=d"]
+        else:
+            binds[str(image)] = {"bind": f"{BASE_DIR}/disk", "mode": "ro"}
+            folder = image.parent
+            if image.name in DISK_NAMES and (folder / "vmlinuz").is_file():
+                # An image directory (see qemu.py): boot its kernel directly.
+                binds[str(folder / "vmlinuz")] = {"bind": f"{BASE_DIR}/vmlinuz", "mode": "ro"}
+                cmdline = folder / "cmdline"
+                argv += ["-kernel", f"{BASE_DIR}/vmlinuz",
+                         "-append", cmdline.read_text().strip() if cmdline.is_file() else DEFAULT_CMDLINE]
+                if (folder / "initrd.img").is_file():
+                    binds[str(folder / "initrd.img")] = {"bind": f"{BASE_DIR}/initrd", "mode": "ro"}
+                    argv += ["-initrd", f"{BASE_DIR}/initrd"]
+        if spec.network_mode == "none":
+            argv += ["-nic", "none"]
+        else:
+            restrict = ",restrict=on" if spec.network_mode == "isolated" else ""
+            argv += ["-nic", f"user,model=virtio-net-pci,ipv6=off{restrict}"]
+        argv += ["-sandbox", f"{SANDBOX},elevateprivileges=deny"]
+        plan = {
+            "argv": argv,
+            "base": None if iso else f"{BASE_DIR}/disk",
+            "disk_mb": max(int(spec.disk_mb), 1),
+            "overlay": f"{DISK_DIR}/overlay.qcow2",
+            "socket_dir": SOCKET_DIR,
+        }
+        return binds, plan
+
+    def _host_config(self, spec: SessionSpec, network: str, binds: dict[str, dict[str, str]]) -> dict[str, Any]:
+        overhead = int(self.runner.options.get("vm_memory_overhead_mb", 256))
+        limit = max(int(spec.memory_mb), 32) + overhead  # the guest's RAM plus QEMU itself
+        host: dict[str, Any] = {
+            "nano_cpus": int(spec.cpu * 1e9),
+            "mem_limit": f"{limit}m",
+            "memswap_limit": f"{limit}m",
+            # QEMU's threads (vCPUs, I/O, VNC) count here; the guest's processes do not.
+            "pids_limit": max(spec.pids_limit, 128),
+            "network_mode": network,
+            "binds": binds,
+            "init": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+        }
+        if self._accel().split(",")[0] == "kvm" and os.path.exists("/dev/kvm"):
+            # The device's group on the host, so the image's unprivileged user may open it.
+            host["devices"] = ["/dev/kvm:/dev/kvm:rwm"]
+            host["group_add"] = [str(os.stat("/dev/kvm").st_gid)]
+        return host
+
+    def _create_options(self, spec: SessionSpec, network: str, plan: dict[str, Any]) -> dict[str, Any]:
+        runner = self.runner
+        return {
+            "name": runner._name(spec.session_id),
+            "hostname": "lab",
+            "labels": runner._labels(spec),
+            "detach": True,
+            "working_dir": DISK_DIR,
+            "environment": {"LAB_SESSION": spec.session_id},
+            "entrypoint": [],
+            "command": ["python3", "-c", LAUNCHER, json.dumps(plan)],
+            "networking_config": runner.api.create_networking_config({network: runner.api.create_endpoint_config()}),
+        }
+
+    def _wait_running(self, state: dict[str, Any], deadline: float, timeout: float) -> None:
+        last = "no answer yet"
+        while True:
+            info = self.runner._call("inspecting container", self.runner.api.inspect_container,
+                                     state["container_id"])
+            if not info["State"]["Running"]:
+                code = info["State"].get("ExitCode")
+                raise RunnerError(f"QEMU exited while starting (status {code}): {self._log_tail(state)}",
+                                  permanent=code == REFUSED)
+            try:
+                status = str(self.qmp(state, "query-status", timeout=2)["status"])
+            except MonitorUnavailable as exc:
+                last = str(exc)
+            else:
+                if status == "running":
+                    return
+                if status in STOPPED_STATUSES:
+                    raise RunnerError(f"the VM stopped while starting ({status})")
+                last = f"state {status}"
+            if time.monotonic() >= deadline:
+                raise RunnerError(f"the VM did not start within {timeout:g} s ({last})")
+            time.sleep(0.2)
+
+    def _log_tail(self, state: dict[str, Any]) -> str:
+        with contextlib.suppress(Exception):
+            raw = self.runner.api.logs(state["container_id"], stdout=True, stderr=True, tail=10)
+            return " ".join(raw.decode("utf-8", "replace").split())[-600:] or "no message"
+        return "no message"
+
+    # QMP --------------------------------------------------------------------------------------------
+    def qmp(self, state: dict[str, Any], command: str, arguments: dict[str, Any] | None = None,
+            timeout: float = 5.0) -> Any:
+        """Run one QMP command in the VM's container and return its result."""
+        wait = max(1, int(timeout))
+        result = self.runner.exec(
+            self._container_state(state),
+            ["flock", "-w", str(wait), f"{SOCKET_DIR}/qmp.lock",
+             "python3", "-c", QMP_CLIENT, QMP_SOCKET, str(timeout), json.dumps([[command, arguments]])],
+            timeout=2 * wait + 2, workdir="/",
+        )
+        message = " ".join(result.stderr.decode("utf-8", "replace").split())[:300]
+        if result.exit_code == 3:
+            raise RunnerError(f"QEMU monitor: {message}")
+        if not result.ok:
+            raise MonitorUnavailable(f"QEMU monitor: {message or f'exit status {result.exit_code}'}")
+        try:
+            return json.loads(result.stdout)[0]
+        except (ValueError, IndexError) as exc:
+            raise MonitorUnavailable(f"QEMU monitor: unreadable answer {result.stdout[:200]!r}") from exc
+
+    def _container_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        # The runner refuses exec for VM sessions (the learner's commands belong in the guest);
+        # the platform's own commands run in the QEMU container, as the image's user.
+        return {"container_id": state["container_id"], "user": state.get("user", "")}
+
+    # stop -------------------------------------------------------------------------------------------
+    def power_down(self, state: dict[str, Any], timeout: float) -> None:
+        """ACPI power button, then QMP quit; the Docker runner removes the rest afterwards."""
+        grace = max(min(timeout, float(self.runner.options.get("vm_powerdown_timeout", 10))), 0.0)
+        if not self._running(state):
+            return
+        if grace > 0:
+            with contextlib.suppress(RunnerError):
+                self.qmp(state, "system_powerdown", timeout=2)
+                end = time.monotonic() + grace
+                while time.monotonic() < end:
+                    if not self._running(state):
+                        return
+                    time.sleep(0.2)
+        with contextlib.suppress(RunnerError):
+            self.qmp(state, "quit", timeout=2)
+
+    def _running(self, state: dict[str, Any]) -> bool:
+        try:
+            info = self.runner.api.inspect_container(state.get("container_id", ""))
+        except Exception:
+            return False  # gone or unreachable: the runner's stop reports what matters
+        return bool(info["State"]["Running"])
+
+    # consoles ---------------------------------------------------------------------------------------
+    def open_terminal(self, state: dict[str, Any], cols: int, rows: int) -> DockerTerminal:
+        """The VM's serial console (one client at a time, as QEMU serves it), on an exec's TTY."""
+        from sessions_app.runners.docker import DockerTerminal
+
+        runner = self.runner
+        if not self._running(state):
+            raise RunnerError("the VM is not running", permanent=True)
+        created = runner._call(
+            "opening the serial console", runner.api.exec_create, state["container_id"],
+            ["sh", "-c", SERIAL_ATTACH, "labs-serial", SERIAL_BRIDGE],
+            stdin=True, tty=True, user=state.get("user") or "root", workdir="/",
+        )
+        sock = runner._call("opening the serial console", runner.api.exec_start, created["Id"], socket=True, tty=True)
+        terminal = DockerTerminal(runner, created["Id"], sock)
+        with contextlib.suppress(RunnerError):
+            terminal.resize(cols, rows)  # the exec's TTY only; a serial line has no window size
+        return terminal
