@@ -9,6 +9,9 @@ the work that must not block the event loop or grow without bound:
   (`{"type": "ack", "bytes": n}`, n counted since its previous ack). Reading stops while more than
   HIGH_WATER bytes are unacknowledged and resumes below LOW_WATER, so a flood (`yes`) keeps at most
   HIGH_WATER + one frame in flight per terminal, and the shell itself is slowed by its PTY filling.
+  Acks are the client's word, so the bridge also waits, before each read, until the server's own
+  write buffer toward the client is below a bound (`client_writable`, see consumers/flow.py): a
+  client that acks everything but never reads its socket cannot grow the server's memory either.
 - Input: small keystroke frames are written directly when the descriptor is writable (the echo
   path must stay sub-millisecond); anything larger, or arriving while a write is pending, goes to a
   per-terminal writer task that writes in a worker thread, with a bounded queue.
@@ -336,9 +339,11 @@ class TerminalBridge:
         on_exit: Callable[[], Awaitable[None]],
         recorder: CastRecorder | None = None,
         flow: FlowControl | None = None,
+        client_writable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.stream = stream
         self.flow = flow or FlowControl()
+        self._client_writable = client_writable
         self.recorder = recorder
         self._send_output = send_output
         self._on_exit = on_exit
@@ -397,6 +402,10 @@ class TerminalBridge:
         ended = False
         try:
             while not ended:
+                if self._client_writable is not None:
+                    # The client's socket is backed up: leave the output in the PTY (which then
+                    # slows the shell) instead of in the server's write buffer.
+                    await self._client_writable()
                 await self._wait_readable()
                 data, ended = self._drain()
                 if data:

@@ -3,20 +3,21 @@
 noVNC speaks raw RFB over binary WebSocket frames; the bridge copies bytes between that
 WebSocket and the session's VNC server without parsing the protocol. What lives here:
 where the VNC server is (only ever from `session.endpoints["vnc"]`), which WebSocket
-subprotocol to accept, flow control toward the browser, and which client frames count as
-the learner being active.
+subprotocol to accept, and which client frames count as the learner being active. Flow
+control toward the browser is sessions_app/consumers/flow.py, shared with the other consoles.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sessions_app.qmp import connect_unix
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,10 @@ async def open_vnc(target: VncTarget, timeout: float = CONNECT_TIMEOUT_SECONDS) 
     """Connect to the VNC server; raises OSError or TimeoutError when it does not answer."""
     loop = asyncio.get_running_loop()
     if target.unix:
-        connecting = loop.create_unix_connection(VncConnection, target.unix)
+        # connect_unix reaches sockets whose path is too long for an address (a deep data dir).
+        sock = await asyncio.wait_for(asyncio.to_thread(connect_unix, target.unix, timeout), timeout)
+        sock.setblocking(False)
+        connecting = loop.create_unix_connection(VncConnection, sock=sock)
     elif target.host and target.port:
         connecting = loop.create_connection(VncConnection, target.host, target.port)
     else:
@@ -214,99 +218,3 @@ class ActivityThrottle:
         self._last = now
         return True
 
-
-class ClientFlow:
-    """Flow control toward the browser's socket.
-
-    Awaiting an ASGI `send` under daphne returns at once: the frame goes into Twisted's
-    unbounded write buffer. To keep a browser that stops reading from making the server
-    buffer without limit, the bridge registers itself as a streaming producer on daphne's
-    transport: Twisted pauses it once more than MAX_FRAME_BYTES wait to be written and
-    resumes it when the buffer has drained, and the bridge reads nothing more from the VNC
-    server while paused. The same transport can stop reading from the browser while the VNC
-    server is not taking input.
-
-    Under other servers (or the Channels test communicator) no transport is found and the
-    bridge relies on `send` itself.
-    """
-
-    def __init__(self, protocol: Any | None) -> None:
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._protocol = protocol
-        self._reading_paused = False
-        if protocol is not None:
-            try:
-                transport = protocol.transport
-                if getattr(transport, "producer", None) is not None:
-                    # daphne hands the socket from its HTTP channel to the WebSocket protocol on
-                    # upgrade but leaves the channel registered as producer; it is done with it.
-                    transport.unregisterProducer()
-                protocol.registerProducer(self, True)
-                # Twisted pauses its producer past `bufferSize` unsent bytes (64 KiB by default, less
-                # than one frame) and resumes it only once everything is sent; one frame of slack
-                # lets the next frame be ready meanwhile. (It is also Twisted's read size.)
-                transport.bufferSize = MAX_FRAME_BYTES
-            except Exception:  # a transport without producer support
-                log.warning("VNC bridge: cannot register on the WebSocket transport; no flow control", exc_info=True)
-                self._protocol = None
-
-    @classmethod
-    def for_send(cls, send: Any) -> ClientFlow:
-        return cls(find_daphne_protocol(send))
-
-    async def wait_writable(self) -> None:
-        await self._writable.wait()
-
-    # Twisted IPushProducer, called by the transport on the event loop's thread.
-    def pauseProducing(self) -> None:
-        self._writable.clear()
-
-    def resumeProducing(self) -> None:
-        self._writable.set()
-
-    def stopProducing(self) -> None:
-        self._writable.set()  # the connection is gone; the consumer's disconnect ends the pump
-
-    def pause_reading(self) -> None:
-        if self._protocol is not None and not self._reading_paused:
-            self._reading_paused = True
-            self._protocol.transport.pauseProducing()
-
-    def resume_reading(self) -> None:
-        if self._protocol is not None and self._reading_paused:
-            self._reading_paused = False
-            self._protocol.transport.resumeProducing()
-
-    def close(self) -> None:
-        self.resume_reading()
-        if self._protocol is not None:
-            try:
-                if getattr(self._protocol.transport, "producer", None) is self:
-                    self._protocol.unregisterProducer()
-            except Exception:  # the transport may already be torn down
-                log.debug("VNC bridge: unregistering from the transport failed", exc_info=True)
-            self._protocol = None
-        self._writable.set()
-
-
-def find_daphne_protocol(send: Any, depth: int = 6) -> Any | None:
-    """Find daphne's WebSocket protocol behind an ASGI `send` callable, if there is one.
-
-    daphne hands the application `partial(server.handle_reply, protocol)`; Channels'
-    session middleware wraps it in a bound method whose owner keeps it as `real_send`.
-    """
-    current = send
-    for _ in range(depth):
-        if isinstance(current, functools.partial):
-            for arg in current.args:
-                if hasattr(arg, "registerProducer") and hasattr(arg, "transport"):
-                    return arg
-            current = current.func
-            continue
-        owner = getattr(current, "__self__", None)
-        inner = getattr(owner, "real_send", None) or getattr(current, "__wrapped__", None)
-        if inner is None:
-            return None
-        current = inner
-    return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import http.cookiejar
 import logging
 import re
@@ -36,6 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from sessions_app import preview
+from sessions_app.consumers.flow import ClientFlow, find_daphne_protocol
 from sessions_app.preview import PreviewGrant, PreviewNotFound, SessionNotRunning, UndeclaredPort
 from sessions_app.runners.base import Endpoint, RunnerError
 
@@ -132,7 +132,7 @@ class _WriteWindow:
 
     @classmethod
     def attach(cls, send: Send) -> _WriteWindow | None:
-        request = cls._twisted_request(send)
+        request = find_daphne_protocol(send)  # for HTTP, daphne's Twisted request
         if request is None:
             return None
         window = cls(request)
@@ -143,19 +143,6 @@ class _WriteWindow:
         if getattr(getattr(request, "channel", None), "_waitingForTransport", False):
             window.pauseProducing()  # the buffer filled before we registered: wait for it to drain
         return window
-
-    @staticmethod
-    def _twisted_request(send: Any) -> Any | None:
-        # daphne's send is partial(server.handle_reply, protocol); Channels' session middleware
-        # wraps it in a bound method whose object keeps it as `real_send`.
-        for _ in range(8):
-            if isinstance(send, functools.partial):
-                request = send.args[0] if send.args else None
-                return request if callable(getattr(request, "registerProducer", None)) else None
-            send = getattr(getattr(send, "__self__", None), "real_send", None)
-            if send is None:
-                return None
-        return None
 
     # Twisted's IPushProducer, called on the event loop's thread (daphne's asyncio reactor).
     def pauseProducing(self) -> None:
@@ -418,8 +405,10 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
     """Relays a WebSocket between the browser and the session's app, frame by frame.
 
     Backpressure: a frame from the browser is handed to the app before the next one is read
-    (the app side buffers at most WS_WRITE_LIMIT bytes), and at most WS_MAX_QUEUE frames from
-    the app wait for us; one message is at most WS_MAX_MESSAGE bytes.
+    (the app side buffers at most WS_WRITE_LIMIT bytes, and daphne stops reading the browser's
+    socket while it is full); at most WS_MAX_QUEUE frames from the app wait for us, and the next
+    is taken only once daphne's buffer toward the browser is below ClientFlow's bound. One
+    message is at most WS_MAX_MESSAGE bytes.
     """
 
     # No channel layer: nothing elsewhere ever messages a preview socket, and with Redis each
@@ -427,6 +416,7 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None
     upstream: ClientConnection | None = None
     pump: asyncio.Task[None] | None = None
+    flow: ClientFlow | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -435,6 +425,8 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
             # Also when the server cancels us: the app's side must not outlive the browser's.
             if self.pump is not None:
                 self.pump.cancel()
+            if self.flow is not None:
+                self.flow.close()
             if self.upstream is not None:
                 await asyncio.shield(self.upstream.close())
 
@@ -467,7 +459,8 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_UNREACHABLE)
             return
         await self.accept(subprotocol=self.upstream.subprotocol)
-        self.pump = asyncio.create_task(self._pump(self.upstream))
+        self.flow = ClientFlow.for_send(self.base_send)
+        self.pump = asyncio.create_task(self._pump(self.upstream, self.flow))
 
     async def _refuse(self, code: int) -> None:
         # Accept first so the browser sees the code; nothing has been opened towards the session.
@@ -501,27 +494,43 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
             return await unix_connect(endpoint.unix_path, uri, **options)
         return await connect(uri, host=endpoint.host, port=endpoint.port or grant.port, **options)
 
-    async def _pump(self, upstream: ClientConnection) -> None:
+    async def _pump(self, upstream: ClientConnection, flow: ClientFlow) -> None:
         try:
             async for message in upstream:
                 if isinstance(message, str):
                     await self.send(text_data=message)
                 else:
                     await self.send(bytes_data=message)
+                # The browser is not keeping up: take nothing more from the app until daphne's
+                # buffer drains (websockets then stops reading the app once its queue is full).
+                await flow.wait_writable()
         except ConnectionClosed:
             pass
         await self.close(code=_client_close_code(upstream.close_code))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.upstream is None:
+        upstream = self.upstream
+        if upstream is None:
             return
+        message = text_data if text_data is not None else (bytes_data or b"")
+        # daphne queues the browser's frames without limit while we wait for a slow app; when this
+        # send will wait (the app's buffer goes past its limit), stop reading the browser meanwhile.
+        lagging = upstream.transport.get_write_buffer_size() + len(message) > WS_WRITE_LIMIT
+        flow = self.flow if lagging else None
+        if flow is not None:
+            flow.pause_reading()
         try:
-            await self.upstream.send(text_data if text_data is not None else (bytes_data or b""))
+            await upstream.send(message)
         except ConnectionClosed:
             pass  # the pump sees the close and passes it on
+        finally:
+            if flow is not None:
+                flow.resume_reading()
 
     async def disconnect(self, code: int) -> None:
         if self.pump is not None:
             self.pump.cancel()
+        if self.flow is not None:
+            self.flow.close()
         if self.upstream is not None:
             await self.upstream.close()

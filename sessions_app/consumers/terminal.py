@@ -27,6 +27,7 @@ from django.http import Http404
 from sessions_app import terminals
 from sessions_app.access import _get_session_for_user
 from sessions_app.actions import record_activity
+from sessions_app.consumers.flow import ClientFlow
 from sessions_app.models import Session, State
 from sessions_app.runners.base import RunnerError
 
@@ -44,6 +45,7 @@ PONG = json.dumps({"type": "pong"})
 class TerminalConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     bridge: terminals.TerminalBridge | None = None
+    client_flow: ClientFlow | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # Channels' own loop also listens to a channel layer, at the price of a task and an
@@ -117,8 +119,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         self.session = session
         self._counts_activity = session.user_id == getattr(user, "pk", None)  # staff helping is not the learner
+        # Acks bound what the browser says it has not rendered; this bounds what daphne holds for it.
+        self.client_flow = ClientFlow.for_send(self.base_send)
         self.bridge = bridge = terminals.TerminalBridge(stream, send_output=self._send_output,
-                                                        on_exit=self._shell_exited)
+                                                        on_exit=self._shell_exited,
+                                                        client_writable=self.client_flow.wait_writable)
         if session.lab.record_terminal:
             try:
                 self._recording_id, path, header_size = await database_sync_to_async(terminals.start_recording)(
@@ -193,7 +198,12 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         bridge, self.bridge = self.bridge, None
         if bridge is None:
             return
-        size = await bridge.close()
+        try:
+            size = await bridge.close()  # cancels a pump waiting for the client's buffer to drain
+        finally:
+            if self.client_flow is not None:  # no longer daphne's producer once nothing reads the shell
+                self.client_flow.close()
+                self.client_flow = None
         if self._recording_id is not None and size is not None:
             await database_sync_to_async(terminals.finish_recording)(self._recording_id, size)
         if self._background:

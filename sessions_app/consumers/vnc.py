@@ -19,6 +19,7 @@ from django.http import Http404
 from sessions_app import vnc_bridge
 from sessions_app.access import _get_session_for_user
 from sessions_app.actions import record_activity
+from sessions_app.consumers.flow import ClientFlow
 from sessions_app.models import Session, State
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class VncConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     upstream: vnc_bridge.VncConnection | None = None
-    flow: vnc_bridge.ClientFlow | None = None
+    flow: ClientFlow | None = None
     pump: asyncio.Task[None] | None = None
     counts_activity = False
     activity: vnc_bridge.ActivityThrottle
@@ -57,7 +58,8 @@ class VncConsumer(AsyncWebsocketConsumer):
         self.session = session
         self.counts_activity = session.user_id == getattr(user, "pk", None)  # staff watching is not the learner
         self.activity = vnc_bridge.ActivityThrottle()
-        self.flow = vnc_bridge.ClientFlow.for_send(self.base_send)
+        # One frame of slack in daphne's buffer lets the next frame be ready while it is written.
+        self.flow = ClientFlow.for_send(self.base_send, high_water=vnc_bridge.MAX_FRAME_BYTES)
         self.pump = asyncio.create_task(self._pump_to_client(self.upstream, self.flow))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -69,7 +71,7 @@ class VncConsumer(AsyncWebsocketConsumer):
         else:
             await super().dispatch(message)
 
-    async def _pump_to_client(self, upstream: vnc_bridge.VncConnection, flow: vnc_bridge.ClientFlow) -> None:
+    async def _pump_to_client(self, upstream: vnc_bridge.VncConnection, flow: ClientFlow) -> None:
         """VNC server → browser, never reading on while the browser's socket is backed up."""
         try:
             while True:

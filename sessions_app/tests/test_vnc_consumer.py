@@ -8,7 +8,6 @@ raw sockets, because only a real server has a write buffer that a slow browser c
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import shutil
 import socket
@@ -30,6 +29,7 @@ from django.utils import timezone
 
 from sessions_app import vnc_bridge
 from sessions_app.models import Session, State
+from tests.raw_websocket import RawWebSocket, push_until_stalled
 from tests.vnc_server import (
     RFB_VERSION,
     VNC_PATH,
@@ -217,6 +217,22 @@ def test_only_the_binary_subprotocol_is_ever_chosen():
 @pytest.mark.django_db(transaction=True)
 async def test_a_unix_socket_target_works(owner, lab, vnc_unix_server):
     session = await database_sync_to_async(make_session)(owner, lab, vnc_unix_server.endpoint)
+    comm = communicator(session, await database_sync_to_async(cookie_for)(owner))
+    assert (await comm.connect())[0]
+    width, height, _ = await handshake(RfbReader(comm), comm, vnc_unix_server)
+    assert (width, height) == (vnc_unix_server.width, vnc_unix_server.height)
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_unix_socket_whose_path_is_too_long_for_an_address_works(owner, lab, vnc_unix_server, tmp_path):
+    # VM sockets live under LAB_DATA_DIR, which can be deeper than sun_path's 108 bytes.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    long_path = deep / "vnc.sock"
+    os.rename(vnc_unix_server.endpoint["unix"], long_path)  # a bound socket keeps working when renamed
+    assert len(os.fsencode(str(long_path))) > 108
+    session = await database_sync_to_async(make_session)(owner, lab, {"unix": str(long_path)})
     comm = communicator(session, await database_sync_to_async(cookie_for)(owner))
     assert (await comm.connect())[0]
     width, height, _ = await handshake(RfbReader(comm), comm, vnc_unix_server)
@@ -439,65 +455,7 @@ def test_activity_writes_are_throttled():
 
 # ----- flow control on a real daphne ----------------------------------------------------------
 
-CAP_BYTES = 512 * 1024 * 1024  # a bridge without backpressure reaches this within seconds
 BOUND_BYTES = 64 * 1024 * 1024  # kernel socket buffers on loopback plus the bridge's own, with room
-STALL_SECONDS = 2.0
-
-
-class RawWebSocket:
-    """A WebSocket client on a plain socket, so a test decides exactly when it reads."""
-
-    def __init__(self, port: int, path: str, cookie: str, origin: str, receive_buffer: int | None = None) -> None:
-        self.sock = socket.socket()
-        if receive_buffer:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\nCookie: {cookie}\r\n\r\n"
-        )
-        self.sock.sendall(request.encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(1)  # byte by byte: read nothing past the handshake
-            assert chunk, "daphne closed during the handshake"
-            response += chunk
-        assert response.startswith(b"HTTP/1.1 101"), response
-
-    @staticmethod
-    def binary_frame(payload: bytes) -> bytes:
-        # Client frames must be masked; a zero mask leaves the payload as it is.
-        length = len(payload)
-        if length < 126:
-            header = struct.pack(">BB", 0x82, 0x80 | length)
-        elif length < 65536:
-            header = struct.pack(">BBH", 0x82, 0x80 | 126, length)
-        else:
-            header = struct.pack(">BBQ", 0x82, 0x80 | 127, length)
-        return header + b"\0\0\0\0" + payload
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def push_until_stalled(sock: socket.socket, chunk: bytes) -> tuple[int, bool]:
-    """Write as fast as the peer takes it; stop at CAP_BYTES or after STALL_SECONDS without progress."""
-    sock.settimeout(0.2)
-    total, last_progress, view = 0, time.monotonic(), memoryview(chunk)
-    offset = 0
-    while total < CAP_BYTES:
-        try:
-            sent = sock.send(view[offset:])
-        except TimeoutError:
-            if time.monotonic() - last_progress > STALL_SECONDS:
-                return total, True
-            continue
-        total += sent
-        offset = (offset + sent) % len(chunk)
-        last_progress = time.monotonic()
-    return total, False
 
 
 @pytest.fixture(scope="module")
