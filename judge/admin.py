@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from judge import hint_admin  # noqa: F401  (registers the hint request admin first)
-from judge.models import Attempt
+from judge.models import Attempt, StepRun
 
 
 @admin.register(Attempt)
@@ -52,6 +52,24 @@ class AttemptAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
         return False
+
+
+@admin.register(StepRun)
+class StepRunAdmin(admin.ModelAdmin):
+    """Background scripts of steps (Killercoda's ``background``): what ran where, and how it ended."""
+
+    list_display = ("created_at", "session", "step_label", "status", "exit_code", "finished_at")
+    list_filter = ("status", "step__lab", "created_at")
+    search_fields = ("session__user__username", "step__lab__slug", "step__title")
+    list_select_related = ("session__user", "session__lab", "step__lab")
+    readonly_fields = ("session", "step", "status", "exit_code", "output", "created_at", "finished_at")
+
+    @admin.display(description="Step")
+    def step_label(self, obj: StepRun) -> str:
+        return f"{obj.step.lab.slug} · step {obj.step.order}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs come from sessions, never from the admin
 
 
 for _model in apps.get_app_config("judge").get_models():

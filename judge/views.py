@@ -7,6 +7,7 @@ Without JavaScript the buttons are plain forms that redirect back to the session
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
@@ -45,6 +46,17 @@ def _partial(request: AuthenticatedHttpRequest, template: str, context: dict[str
     return response
 
 
+def _announce_if_finished(response: HttpResponse, context: dict[str, Any], attempt: Attempt | None) -> HttpResponse:
+    """Where the job ran inside this request (inline jobs) or already finished, the box comes back
+    with the result and never polls, so no poll will send PROGRESS_EVENT: send it here, or the
+    next step stays locked and the progress stale until a reload. After the settle, since the
+    box that asked has been replaced by then (HTMX then fires it on the body)."""
+    last = context.get("last")
+    if attempt is not None and last and last["attempt"].pk == attempt.pk and not last["active"]:
+        response["HX-Trigger-After-Settle"] = PROGRESS_EVENT
+    return response
+
+
 @login_required
 @require_GET
 def step_box(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> HttpResponse:
@@ -59,16 +71,17 @@ def check_step(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> Htt
     session = _owned_session(request, pk)
     step = _step(session, step_id)
     message = ""
+    attempt = None
     try:
-        actions.request_check(session, step, request.user)
+        attempt = actions.request_check(session, step, request.user)
     except actions.JudgeActionError as exc:
         message = str(exc)
     if not request.htmx:
         if message:
             messages.error(request, message)
         return redirect(f"{session.get_absolute_url()}#step-{step.order}")
-    return _partial(request, "judge/_step_check.html", pages.step_context(session, step, request.user,
-                                                                          message=message))
+    context = pages.step_context(session, step, request.user, message=message)
+    return _announce_if_finished(_partial(request, "judge/_step_check.html", context), context, attempt)
 
 
 @login_required
@@ -83,15 +96,17 @@ def final_box(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
 def check_final(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     session = _owned_session(request, pk)
     message = ""
+    attempt = None
     try:
-        actions.request_check(session, None, request.user)
+        attempt = actions.request_check(session, None, request.user)
     except actions.JudgeActionError as exc:
         message = str(exc)
     if not request.htmx:
         if message:
             messages.error(request, message)
         return redirect(f"{session.get_absolute_url()}#judge-final")
-    return _partial(request, "judge/_final_check.html", pages.final_context(session, request.user, message=message))
+    context = pages.final_context(session, request.user, message=message)
+    return _announce_if_finished(_partial(request, "judge/_final_check.html", context), context, attempt)
 
 
 @login_required

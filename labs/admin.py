@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
@@ -15,6 +15,9 @@ from django.views.decorators.csrf import csrf_exempt
 from labs import vm_images
 from labs.forms import ImageAdminForm
 from labs.models import Image, Lab, LabStep, Tag
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec
 
 
 @admin.register(Image)
@@ -101,9 +104,18 @@ class TagAdmin(admin.ModelAdmin):
         return getattr(tag, "lab_count", 0)
 
 
+# Step scripts run in the learner's session, so staff must see and edit them next to the step;
+# collapsed because most steps have none.
+STEP_FIELDSETS: _FieldsetSpec = [
+    (None, {"fields": ["order", "title", "body", "verify", "solution", "hints"]}),
+    ("Scripts run when the step starts", {"fields": ["background_script", "foreground_script"],
+                                          "classes": ["collapse"]}),
+]
+
+
 class LabStepInline(admin.StackedInline):
     model = LabStep
-    fields = ["order", "title", "body", "verify", "solution", "hints"]
+    fieldsets = STEP_FIELDSETS
     extra = 0
     ordering = ["order"]
 
@@ -117,7 +129,8 @@ class LabAdmin(admin.ModelAdmin):
     list_select_related = ["image"]
     prepopulated_fields = {"slug": ["title"]}
     filter_horizontal = ["tags"]
-    readonly_fields = ["source_path", "created_at", "updated_at"]
+    # source_format is set by import_lab (it changes how a session is prepared), so it is shown, not edited.
+    readonly_fields = ["source_path", "source_format", "created_at", "updated_at"]
     inlines = [LabStepInline]
 
     def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
@@ -129,12 +142,13 @@ class LabAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["title", "slug", "summary", "description", "difficulty", "tags", "published"]}),
         ("Environment", {"fields": ["image", "runner", "consoles", "exposed_ports", "docker_access",
-                                    "network_mode", "record_terminal"]}),
+                                    "dind_images", "network_mode", "record_terminal"]}),
         ("Resources", {"fields": ["cpu", "memory_mb", "pids_limit", "disk_mb"]}),
         ("Time limits", {"fields": ["ttl_minutes", "max_extensions", "extension_minutes",
                                     "idle_timeout_minutes", "auto_delete_minutes"]}),
-        ("Judge", {"fields": ["judge"]}),
-        ("History", {"fields": ["source_path", "created_at", "updated_at"]}),
+        ("Judge and completion", {"fields": ["judge", "unlock_steps_in_order", "finish_text"]}),
+        ("Files copied into the session", {"fields": ["assets"], "classes": ["collapse"]}),
+        ("History", {"fields": ["source_path", "source_format", "created_at", "updated_at"]}),
     ]
 
     @admin.action(description="Publish selected labs", permissions=["change"])
@@ -155,4 +169,4 @@ class LabStepAdmin(admin.ModelAdmin):
     search_fields = ["title", "body", "lab__slug", "lab__title"]
     list_select_related = ["lab"]
     ordering = ["lab__title", "order"]
-    fields = ["lab", "order", "title", "body", "verify", "solution", "hints"]
+    fieldsets = [(None, {"fields": ["lab"]}), *STEP_FIELDSETS]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -388,7 +389,10 @@ def register_file(
 
     The file is copied (hashing while copying) or, with `link`, hard-linked into
     LAB_VM_IMAGE_DIR/<name>-<sha256 prefix>/, and the copy is what gets validated: a later
-    change to the original cannot slip past the check. A disk named disk.qcow2 / disk.raw /
+    change to the original cannot slip past the check. A link shares the original's inode, so
+    it is refused unless the platform's own user owns the file and nobody else may write it
+    (`_check_linkable`); anyone else could change the stored base after it was checked and
+    hashed, its owner even after it was made read-only. A disk named disk.qcow2 / disk.raw /
     disk.img brings the vmlinuz, initrd.img and cmdline beside it along (the QEMU runner's
     image directory, booted with that kernel). Idempotent by name and sha256: the same file
     under the same name changes nothing; different contents under a taken name are refused.
@@ -414,6 +418,9 @@ def register_file(
                 raise ImageRejected(
                     f"Cannot hard-link {source} into {target_dir} ({exc.strerror}); register without --link to copy it."
                 ) from None
+            # Checked on the link itself: the inode we keep, whatever `source` names by now.
+            _check_linkable(incoming, source)
+            linked = incoming.stat()
             sha256 = hash_file(incoming)
         else:
             sha256 = copy_and_hash(source, incoming)
@@ -445,6 +452,8 @@ def register_file(
         try:
             os.replace(incoming, final)
             make_read_only(final)
+            if link and _modified_since(final, linked):
+                raise ImageRejected(f"{source} changed while it was being registered; register it again.")
             copied = _copy_boot_files(source, folder) if info.disk_format != "iso" else []
             with transaction.atomic():
                 image = Image(name=name, kind=Image.Kind.VM, reference=str(final), description=description or "",
@@ -460,6 +469,35 @@ def register_file(
                                          f"virtual size {info.virtual_size_bytes} bytes, stored at {final}{extra}.")
     finally:
         incoming.unlink(missing_ok=True)
+
+
+def _check_linkable(linked: Path, source: Path) -> None:
+    """Refuse to keep a hard link to a file another user owns or may write (see register_file)."""
+    info = linked.lstat()
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise ImageRejected(
+            f"--link needs a file owned by the platform's user ({_user_name(me)}); {source} belongs to "
+            f"{_user_name(info.st_uid)}, who could still change it after it is registered. Register it "
+            "without --link to copy it, or give the file to the platform's user first."
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ImageRejected(
+            f"--link needs a file only its owner may write; {source} is writable by its group or by others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}). Register it without --link to copy it, or chmod go-w it first."
+        )
+
+
+def _modified_since(path: Path, before: os.stat_result) -> bool:
+    after = path.stat()
+    return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _copy_boot_files(source: Path, folder: Path) -> list[str]:

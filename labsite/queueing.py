@@ -24,6 +24,11 @@ from rq.exceptions import DuplicateJobError
 log = logging.getLogger(__name__)
 
 EMBEDDED_WORKERS = 4
+# Keyword arguments that Queue.enqueue keeps for itself; the embedded pool must not pass them on.
+RQ_JOB_OPTIONS = frozenset({
+    "job_timeout", "result_ttl", "ttl", "failure_ttl", "description", "depends_on", "at_front", "meta",
+    "retry", "on_success", "on_failure", "on_stopped", "group_id",
+})
 
 _embedded_lock = threading.Lock()
 _embedded_connection: Any = None
@@ -92,7 +97,8 @@ def enqueue_now(func: Callable[..., Any], *args: Any, job_id: str | None = None,
                 **kwargs: Any) -> None:
     """Enqueue immediately; a job with the same id already queued or running is not added twice."""
     if not settings.REDIS_URL and settings.LAB_EMBEDDED_JOBS == "thread":
-        run_in_background(func, *args, job_id=job_id, **kwargs)
+        job_kwargs = {key: value for key, value in kwargs.items() if key not in RQ_JOB_OPTIONS}
+        run_in_background(func, *args, job_id=job_id, **job_kwargs)
         return
     q = get_queue(queue)
     try:

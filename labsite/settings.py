@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -297,12 +299,37 @@ LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=
 LAB_ACTIVITY_WRITE_SECONDS = env_int("LAB_ACTIVITY_WRITE_SECONDS", 30, minimum=0)
 LAB_START_TIMEOUT_SECONDS = env_int("LAB_START_TIMEOUT_SECONDS", 120, minimum=1)
 LAB_ALLOW_UNSANDBOXED_LOCAL = env_bool("LAB_ALLOW_UNSANDBOXED_LOCAL", False)
-# QEMU accelerator for VM labs when the qemu runner's OPTIONS name none ("tcg" where KVM cannot work).
-LAB_QEMU_ACCEL = env_str("LAB_QEMU_ACCEL", "kvm")
+# QEMU accelerator for VM labs when the qemu runner's OPTIONS name none: "auto" (KVM when a probe VM
+# really runs under it, else TCG), "kvm" or "tcg".
+LAB_QEMU_ACCEL = env_str("LAB_QEMU_ACCEL", "auto")
 # Largest asciinema cast kept per recorded terminal; recording stops (with a marker) past it.
 LAB_RECORDING_MAX_BYTES = env_int("LAB_RECORDING_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
 LAB_DEMO_CATALOG = BASE_DIR / "labs" / "demo_catalog"
 LAB_SHARE_MAX_MINUTES = env_int("LAB_SHARE_MAX_MINUTES", 24 * 60, minimum=1)
+
+
+def _preview_host(raw: str) -> str:
+    """LAB_PREVIEW_HOST: a host name (optionally host:port) of its own for web previews, or ""."""
+    value = raw.strip().lower()
+    if not value:
+        return ""
+    if not re.fullmatch(r"(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?", value):
+        raise ImproperlyConfigured(f"LAB_PREVIEW_HOST={raw!r} is not a host name or host:port (no scheme, no path)")
+    parts = urlsplit("//" + value)
+    host = parts.hostname or ""
+    # On the platform's own host every page would become a preview (and the platform unreachable).
+    if parts.port is None and value in [h.lower() for h in ALLOWED_HOSTS]:
+        raise ImproperlyConfigured("LAB_PREVIEW_HOST must be a host the platform is not served on (or another port)")
+    # A CSRF-trusted preview origin would let a previewed app post forms to the platform.
+    for origin in CSRF_TRUSTED_ORIGINS:
+        trusted = (urlsplit(origin).hostname or "").lower()
+        if trusted == host or (urlsplit(origin).netloc.startswith("*.") and host.endswith(trusted.lstrip("*"))):
+            raise ImproperlyConfigured(f"DJANGO_CSRF_TRUSTED_ORIGINS must not include the preview host ({origin})")
+    return value
+
+
+# The web previews' own origin; empty: they are served on the platform's origin (see README).
+LAB_PREVIEW_HOST = _preview_host(env_str("LAB_PREVIEW_HOST"))
 
 # VM images, learner ISOs and snapshots.
 LAB_VM_IMAGE_DIR = Path(env_str("LAB_VM_IMAGE_DIR", str(DATA_DIR / "vm-images")))

@@ -68,6 +68,15 @@ def test_a_failing_job_is_logged_and_the_pool_keeps_working(embedded, caplog):
     assert "background job broken failed" in caplog.text
 
 
+@pytest.mark.django_db(transaction=True)
+def test_rq_job_options_are_not_passed_to_the_job_on_the_embedded_pool(embedded):
+    seen: list[tuple] = []
+    queueing.enqueue_now(lambda *args, **kwargs: seen.append((args, kwargs)), 7, job_id="opts", job_timeout=600,
+                         queue="judge", colour="blue")
+    queueing.wait_for_background_jobs()
+    assert seen == [((7,), {"colour": "blue"})]
+
+
 RECORDED: list[str] = []
 
 

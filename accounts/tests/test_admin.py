@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
+import django_rq
+import django_rq.settings
 import pytest
+import rq
 from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.apps import apps
@@ -15,11 +20,12 @@ from django.contrib.messages import get_messages
 from django.contrib.sites.models import Site
 from django.db.models import Model
 from django.test import RequestFactory
-from django.urls import reverse
+from django.urls import URLResolver, get_resolver, reverse
+from django.urls.resolvers import RegexPattern
 from django.utils import timezone
 
 from accounts.models import GIB, SiteAppearance, UserQuota
-from judge.models import Attempt, HintRequest
+from judge.models import Attempt, HintRequest, StepRun
 from labs.models import Image, Lab, LabStep, Tag
 from sessions_app import jobs
 from sessions_app.models import (
@@ -98,6 +104,7 @@ def one_of_each(owner, staff_user, lab) -> dict[str, Model]:
         "sessions_app.Snapshot": Snapshot.objects.create(owner=owner, lab=lab, name="before exam"),
         "judge.Attempt": Attempt.objects.create(user=owner, session=session, lab=lab),
         "judge.HintRequest": HintRequest.objects.create(user=owner, session=session),
+        "judge.StepRun": StepRun.objects.create(session=session, step=lab.steps.get()),
     }
 
 
@@ -110,6 +117,138 @@ def test_a_learner_is_sent_to_the_admin_login_page(owner_client, url):
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+# Sample values for URL converters: a learner must be turned away before any lookup happens,
+# so the values need not name real objects.
+SAMPLE_BY_CONVERTER = {"int": "0", "str": "x", "slug": "x", "path": "0", "uuid": str(uuid4())}
+CONVERTER = re.compile(r"<(?:(?P<kind>\w+):)?\w+>")
+ADMIN_LOGIN_EXEMPT = {"login/"}  # the login page itself is, of course, open
+
+
+def concrete_paths(prefix: str, patterns: list[Any]) -> list[str]:
+    """One request path per URL pattern below ``prefix``, converters filled with sample values.
+
+    Regex patterns are spelled out here by hand, and an unknown one fails the test, so a new
+    dashboard or admin view cannot slip past unchecked."""
+    found: list[str] = []
+    for pattern in patterns:
+        route = str(pattern.pattern)
+        if isinstance(pattern.pattern, RegexPattern):
+            if pattern.name == "app_list":  # the admin's per-app index
+                parts = [f"{label}/" for label in sorted({m._meta.app_label for m in admin.site._registry})]
+            elif pattern.name is None and route == "(?P<url>.*)$":  # the admin's catch-all
+                parts = ["no-such-page/"]
+            elif (pattern.name or "").endswith("home_json"):  # django-rq's stats, open to bearer-token holders
+                parts = ["stats.json/", "stats.json/notthetoken/"]
+            else:
+                raise AssertionError(f"spell out sample paths for {prefix}{route} ({pattern.name})")
+        else:
+            parts = [CONVERTER.sub(lambda m: SAMPLE_BY_CONVERTER[m["kind"] or "str"], route)]
+        for part in parts:
+            if isinstance(pattern, URLResolver):
+                found += concrete_paths(prefix + part, pattern.url_patterns)
+            else:
+                found.append(prefix + part)
+    return sorted(set(found))
+
+
+def mounted(module: str) -> URLResolver:
+    [resolver] = [p for p in get_resolver().url_patterns
+                  if isinstance(p, URLResolver) and getattr(p.urlconf_module, "__name__", None) == module]
+    return resolver
+
+
+ADMIN_PATHS = [p for p in concrete_paths("/admin/", admin.site.get_urls()) if p[len("/admin/"):] not in
+               ADMIN_LOGIN_EXEMPT]
+RQ_PATHS = concrete_paths("/" + str(mounted("django_rq.urls").pattern), mounted("django_rq.urls").url_patterns)
+# django-rq's JSON stats answer 401 rather than redirecting (they also take an API token).
+TOKEN_PATHS = {p for p in ADMIN_PATHS + RQ_PATHS if "/stats.json/" in p}
+
+
+def test_the_learner_checks_cover_every_admin_and_dashboard_view():
+    assert "/admin/labs/lab/0/change/" in ADMIN_PATHS
+    assert "/admin/labs/" in ADMIN_PATHS
+    assert "/admin/sessions_app/session/" in ADMIN_PATHS
+    assert "/rq/" in RQ_PATHS
+    assert "/rq/queues/0/empty/" in RQ_PATHS
+    assert "/admin/django_rq/dashboard/" in ADMIN_PATHS  # django-rq's own admin entry
+    assert len(ADMIN_PATHS) > 5 * len(ADMIN_MODELS)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_learner_is_turned_away_from_every_admin_page(owner_client, method):
+    login = reverse("admin:login")
+    let_through = {}
+    for path in ADMIN_PATHS:
+        response = getattr(owner_client, method)(path)
+        if path in TOKEN_PATHS:
+            if response.status_code != 401:
+                let_through[path] = (response.status_code, None)
+            continue
+        if response.status_code != 302 or not response["Location"].startswith(login):
+            # logout sends a non-staff user to the index, which in turn sends them to the login page
+            if path == reverse("admin:logout") and response.get("Location") == reverse("admin:index"):
+                continue
+            let_through[path] = (response.status_code, response.get("Location"))
+
+    assert let_through == {}
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_learner_is_turned_away_from_every_rq_dashboard_page(owner_client, method):
+    login = reverse("admin:login")
+    let_through = {}
+    for path in RQ_PATHS:
+        response = getattr(owner_client, method)(path)
+        if path in TOKEN_PATHS:
+            ok = response.status_code == 401 and response.json()["error"] is True
+        else:
+            ok = response.status_code == 302 and response["Location"].startswith(login)
+        if not ok:
+            let_through[path] = response.status_code
+
+    assert let_through == {}
+
+
+def test_a_learner_cannot_delete_a_lab_or_empty_a_queue(owner_client, staff_user, lab, settings):
+    admin_post = owner_client.post(admin_url(Lab, "changelist"),
+                                   {"action": "delete_selected", "_selected_action": [lab.pk], "post": "yes"})
+    delete = owner_client.post(admin_url(lab, "delete", lab.pk), {"post": "yes"})
+
+    assert (admin_post.status_code, delete.status_code) == (302, 302)
+    assert Lab.objects.filter(pk=lab.pk).exists()
+
+    if not settings.REDIS_URL:
+        pytest.fail("the RQ half needs Redis: set REDIS_URL (deploy/scripts/test.sh does)")
+    # A job really waiting in Redis (enqueued without running it, whatever LAB_RQ_ASYNC says).
+    configured = django_rq.get_queue("default")
+    queue = rq.Queue("default", connection=configured.connection, is_async=True)
+    job = queue.enqueue("os.getpid")
+    try:
+        index = next(i for i, q in enumerate(django_rq.settings.get_queues_list()) if q["name"] == "default")
+        empty = reverse("django_rq:clear", args=[index])
+        for path in (empty, reverse("django_rq:delete_job", args=[index, job.id]),
+                     reverse("django_rq:actions", args=[index])):
+            owner_client.post(path, {"action": "delete", "job_ids": [job.id]})
+
+        assert job.id in queue.job_ids
+        # The same request from staff does empty it, so the refusal above is not a no-op.
+        owner_client.force_login(staff_user)
+        owner_client.post(empty)
+        assert job.id not in queue.job_ids
+    finally:
+        queue.remove(job.id)  # gone already when staff emptied the queue; this covers a failed assert
+        queue.connection.delete(job.key)
+
+
+def test_staff_do_reach_the_pages_learners_are_turned_away_from(client, staff_user, settings):
+    client.force_login(staff_user)
+
+    assert client.get(reverse("admin:index")).status_code == 200
+    if settings.REDIS_URL:  # the dashboard reads Redis
+        assert client.get(reverse("django_rq:home")).status_code == 200
+        assert client.get(reverse("django_rq:home_json")).status_code == 200
 
 
 def test_an_anonymous_visitor_is_sent_to_the_admin_login_page(client):
@@ -218,10 +357,13 @@ def test_staff_can_add_a_lab_with_its_steps_in_one_form(admin_client, container_
         "cpu": "1", "memory_mb": "512", "pids_limit": "256", "disk_mb": "2048",
         "ttl_minutes": "30", "max_extensions": "2", "extension_minutes": "15",
         "idle_timeout_minutes": "15", "auto_delete_minutes": "60", "judge": "[]",
+        "dind_images": '["python:3.12-slim"]', "assets": "[]", "finish_text": "Well done.",
+        "unlock_steps_in_order": "on",
         "steps-TOTAL_FORMS": "2", "steps-INITIAL_FORMS": "0", "steps-MIN_NUM_FORMS": "0",
         "steps-MAX_NUM_FORMS": "1000",
         "steps-0-order": "1", "steps-0-title": "Find", "steps-0-body": "Run `grep`.",
         "steps-0-verify": '[{"run": "true"}]', "steps-0-solution": "grep x f", "steps-0-hints": "[]",
+        "steps-0-background_script": "printf 'x\\ny\\n' > f", "steps-0-foreground_script": "cd ~",
         "steps-1-order": "2", "steps-1-title": "Count", "steps-1-body": "Use `-c`.",
         "steps-1-verify": "[]", "steps-1-solution": "", "steps-1-hints": "[]",
     }
@@ -232,6 +374,110 @@ def test_staff_can_add_a_lab_with_its_steps_in_one_form(admin_client, container_
     lab = Lab.objects.get(slug="grep-basics")
     assert list(lab.steps.values_list("order", "title")) == [(1, "Find"), (2, "Count")]
     assert LabStep.objects.get(lab=lab, order=1).verify == [{"run": "true"}]
+    assert LabStep.objects.get(lab=lab, order=1).background_script == "printf 'x\\ny\\n' > f"
+    assert (lab.dind_images, lab.finish_text, lab.unlock_steps_in_order) == (["python:3.12-slim"], "Well done.", True)
+
+
+def change_form_data(response: Any) -> dict[str, Any]:
+    """What the browser would post back unchanged from an admin change page: every field of the
+    form and of its inline formsets, with their management forms."""
+    forms = [response.context["adminform"].form]
+    for inline in response.context["inline_admin_formsets"]:
+        forms += [inline.formset.management_form, *inline.formset.forms]
+    data: dict[str, Any] = {}
+    for form in forms:
+        for bound in form:
+            value = bound.value()
+            if value is None or value is False:
+                continue  # an unticked checkbox is simply absent from a real post
+            data[bound.html_name] = "on" if value is True else value
+    return data
+
+
+def test_the_lab_form_offers_every_editable_lab_and_step_field(admin_client, lab):
+    response = admin_client.get(admin_url(lab, "change", lab.pk))
+
+    editable = {f.name for f in Lab._meta.get_fields() if getattr(f, "editable", False) and not f.auto_created}
+    editable -= {"id", "created_at", "updated_at"}
+    assert editable - set(response.context["adminform"].form.fields) == set()
+    [steps] = response.context["inline_admin_formsets"]
+    step_fields = {f.name for f in LabStep._meta.get_fields() if getattr(f, "editable", False)} - {"id", "lab"}
+    assert step_fields - set(steps.formset.forms[0].fields) == set()
+
+
+def test_staff_can_edit_preloaded_images_assets_finish_text_and_step_order(admin_client, lab):
+    page = admin_client.get(admin_url(lab, "change", lab.pk))
+    data = change_form_data(page)
+    data.update({
+        "dind_images": '["labs/tiny:test", "nginx:alpine"]',
+        "assets": '[{"file": "assets/app.py", "target": "/home/learner/app.py", "chmod": "0644"}]',
+        "finish_text": "## Done\n\nYou greeted the shell.",
+    })
+    data.pop("unlock_steps_in_order", None)  # untick: steps open in any order
+
+    response = admin_client.post(admin_url(lab, "change", lab.pk), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    lab.refresh_from_db()
+    assert lab.dind_images == ["labs/tiny:test", "nginx:alpine"]
+    assert lab.assets == [{"file": "assets/app.py", "target": "/home/learner/app.py", "chmod": "0644"}]
+    assert lab.finish_text == "## Done\n\nYou greeted the shell."
+    assert lab.unlock_steps_in_order is False
+
+
+def test_the_lab_form_refuses_preloaded_images_that_are_not_a_list_of_references(admin_client, lab):
+    data = change_form_data(admin_client.get(admin_url(lab, "change", lab.pk)))
+    data["dind_images"] = '[""]'
+
+    response = admin_client.post(admin_url(lab, "change", lab.pk), data)
+
+    assert response.status_code == 200
+    assert "dind_images" in response.context["adminform"].form.errors
+    lab.refresh_from_db()
+    assert lab.dind_images == []
+
+
+def test_staff_can_edit_step_scripts_inline_on_the_lab_page(admin_client, lab):
+    step = lab.steps.get()
+    data = change_form_data(admin_client.get(admin_url(lab, "change", lab.pk)))
+    data["steps-0-background_script"] = "mkdir -p /srv/app && touch /srv/app/ready"
+    data["steps-0-foreground_script"] = "cd /srv/app"
+
+    response = admin_client.post(admin_url(lab, "change", lab.pk), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    step.refresh_from_db()
+    assert step.background_script == "mkdir -p /srv/app && touch /srv/app/ready"
+    assert step.foreground_script == "cd /srv/app"
+
+
+def test_staff_can_edit_step_scripts_on_the_step_page(admin_client, lab):
+    step = lab.steps.get()
+    data = change_form_data(admin_client.get(admin_url(step, "change", step.pk)))
+    data["background_script"] = "apt-get install -y tree"
+    data["foreground_script"] = "clear"
+
+    response = admin_client.post(admin_url(step, "change", step.pk), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    step.refresh_from_db()
+    assert (step.background_script, step.foreground_script) == ("apt-get install -y tree", "clear")
+
+
+def test_the_source_format_is_shown_read_only(admin_client, lab):
+    Lab.objects.filter(pk=lab.pk).update(source_format="killercoda")
+    page = admin_client.get(admin_url(lab, "change", lab.pk))
+    data = change_form_data(page)
+    data["source_format"] = ""  # a crafted post cannot change it
+
+    response = admin_client.post(admin_url(lab, "change", lab.pk), data)
+
+    assert "source_format" in page.context["adminform"].readonly_fields
+    assert "source_format" not in page.context["adminform"].form.fields
+    assert "Killercoda scenario" in page.content.decode()
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    lab.refresh_from_db()
+    assert lab.source_format == "killercoda"
 
 
 def test_the_lab_page_lists_its_steps_inline(admin_client, lab):

@@ -6,6 +6,7 @@ from django.template import RequestContext, Template
 from django.test import RequestFactory
 from django.urls import reverse
 
+from judge import actions
 from judge.models import Attempt
 from judge.tests import judge_fixtures
 from judge.tests.judge_fixtures import put
@@ -34,10 +35,24 @@ def test_pressing_check_shows_the_queued_attempt_then_the_result(client, running
     assert f'id="judge-step-{attempt.step_id}"' in page
     # Rendered before the job ran: the partial polls the attempt every second.
     assert 'hx-trigger="every 1s"' in page and "Waiting for the judge" in page
+    assert "HX-Trigger-After-Settle" not in response  # the poll announces the end, not this response
     poll = client.get(reverse("judge:attempt", args=[running.pk, attempt.pk]) + "?poll=1", **HTMX)
     assert poll["HX-Trigger"] == "judge-progress"
     assert "Passed." in poll.content.decode()
     assert "every 1s" not in poll.content.decode()
+
+
+def test_a_check_that_finished_inside_the_request_tells_the_other_boxes(client, running, monkeypatch):
+    # Jobs run inside the request (LAB_RQ_ASYNC=false, LAB_EMBEDDED_JOBS=inline): the box comes back
+    # with the result and never polls, so this response must announce the progress itself.
+    monkeypatch.setattr(actions, "enqueue_on_commit", lambda func, *args, **kwargs: func(*args))
+    client.force_login(running.user)
+    put(running, "hello.txt", "hello\n")
+    response = client.post(step_url(running, 1), **HTMX)
+    assert "Passed." in response.content.decode() and "every 1s" not in response.content.decode()
+    assert response["HX-Trigger-After-Settle"] == "judge-progress"
+    final = client.post(reverse("judge:check_final", args=[running.pk]), **HTMX)
+    assert final["HX-Trigger-After-Settle"] == "judge-progress"
 
 
 def test_a_running_attempt_shows_its_streamed_log(client, running):

@@ -395,6 +395,67 @@ def test_a_bad_second_lab_means_nothing_from_either_is_imported(tmp_path):
     assert not Image.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the import's own transaction is the outermost one, as in production
+def test_a_write_failing_on_the_second_lab_leaves_nothing_from_either(tmp_path, monkeypatch):
+    import labs.labformat
+
+    first = write_lab(tmp_path, "first", MINIMAL.format(slug="first") + "tags: [alpha, beta]\n")
+    # Each lab brings its own new image, so images written before the failure are covered too.
+    second = write_lab(tmp_path, "second", MINIMAL.format(slug="second").replace("tiny-test", "other-image")
+                       .replace("labs/tiny:test", "labs/other:test") + "tags: [gamma]\n")
+    real_write = labs.labformat._write
+    written: list[str] = []
+
+    def write_then_fail(plan: labs.labformat._Plan) -> labs.labformat.ImportOutcome:
+        if written:
+            # The first lab really is in the database when the second one fails: its rows,
+            # image, tag links and steps must all go with the rollback.
+            assert Lab.objects.filter(slug=written[0]).exists()
+            assert LabStep.objects.filter(lab__slug=written[0]).exists()
+            assert Tag.objects.filter(name="alpha").exists()
+            raise OSError("disk full while writing the second lab")
+        written.append(plan.spec.slug)
+        return real_write(plan)
+
+    monkeypatch.setattr(labs.labformat, "_write", write_then_fail)
+
+    with pytest.raises(OSError, match="disk full"):
+        import_labs([first, second])
+
+    assert written == ["first"]
+    assert not Lab.objects.exists()
+    assert not LabStep.objects.exists()
+    assert not Image.objects.exists()
+    assert not Tag.objects.exists()
+
+
+def test_a_write_failing_part_way_keeps_an_earlier_import_as_it_was(tmp_path, monkeypatch):
+    import labs.labformat
+
+    first = write_lab(tmp_path, "kept", MINIMAL.format(slug="kept").replace("title: A small lab", "title: Before"))
+    second = write_lab(tmp_path, "never")
+    import_labs([first])
+    before = list(Lab.objects.values_list("slug", "title", "updated_at"))
+    (first / "lab.yaml").write_text(MINIMAL.format(slug="kept").replace("title: A small lab", "title: After"))
+    real_write = labs.labformat._write
+    calls: list[str] = []
+
+    def write_then_fail(plan: labs.labformat._Plan) -> labs.labformat.ImportOutcome:
+        calls.append(plan.spec.slug)
+        if len(calls) == 2:
+            raise RuntimeError("database went away")
+        return real_write(plan)
+
+    monkeypatch.setattr(labs.labformat, "_write", write_then_fail)
+
+    with pytest.raises(RuntimeError):
+        import_labs([first, second])
+
+    assert calls == ["kept", "never"]
+    assert list(Lab.objects.values_list("slug", "title", "updated_at")) == before
+    assert list(LabStep.objects.values_list("lab__slug", "order")) == [("kept", 1)]
+
+
 def test_two_labs_with_the_same_slug_are_refused(tmp_path):
     first = write_lab(tmp_path, "one", MINIMAL.format(slug="same"))
     second = write_lab(tmp_path, "two", MINIMAL.format(slug="same"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -303,14 +304,46 @@ def test_register_image_refuses_a_bad_file_and_keeps_nothing(settings, tmp_path)
     assert list(settings.LAB_VM_IMAGE_DIR.iterdir()) == []
 
 
-def test_register_image_with_link_hard_links_the_file(settings, tmp_path):
+def test_register_image_with_link_hard_links_a_file_of_the_platforms_own_user(settings, tmp_path):
     disk = make_qcow2(tmp_path / "linked.qcow2", "8M")
+    disk.chmod(0o644)
 
     call_command("register_image", "linked", str(disk), "--link")
 
-    stored = Path(Image.objects.get(name="linked").reference)
+    image = Image.objects.get(name="linked")
+    stored = Path(image.reference)
     assert stored.stat().st_ino == disk.stat().st_ino
     assert stat.S_IMODE(stored.stat().st_mode) == 0o444
+    assert image.sha256 == sha256_of(stored)
+
+
+@pytest.mark.parametrize("how", ["another user's file", "a file others may write", "a file its group may write"])
+def test_register_image_refuses_to_link_a_file_someone_else_could_change(settings, tmp_path, how):
+    """A hard link shares the inode: whoever may write the original could change the base after it
+    was checked and hashed (its owner by chmod-ing it back), so only the platform's own files link."""
+    nobody = pwd.getpwnam("nobody")
+    disk = make_qcow2(tmp_path / "theirs.qcow2", "8M")
+    if how == "another user's file":
+        os.chown(disk, nobody.pw_uid, nobody.pw_gid)
+        disk.chmod(0o644)
+        expected = "owned by the platform's user"
+    else:
+        disk.chmod(0o646 if how == "a file others may write" else 0o664)
+        expected = "writable by its group or by others"
+    before = disk.stat()
+
+    with pytest.raises(CommandError, match=expected):
+        call_command("register_image", "theirs", str(disk), "--link")
+
+    assert not Image.objects.filter(name="theirs").exists()
+    assert [p for p in settings.LAB_VM_IMAGE_DIR.rglob("*")] == []
+    after = disk.stat()
+    assert (after.st_nlink, after.st_mode, after.st_uid) == (1, before.st_mode, before.st_uid)  # left as it was
+    # Copying stays possible: the copy is the platform's, whatever happens to the original.
+    call_command("register_image", "theirs", str(disk))
+    stored = Path(Image.objects.get(name="theirs").reference)
+    assert stored.stat().st_ino != disk.stat().st_ino
+    assert stored.stat().st_uid == os.geteuid()
 
 
 def test_register_image_refuses_a_name_that_is_not_a_slug(tmp_path):

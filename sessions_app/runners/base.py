@@ -46,6 +46,9 @@ class SessionSpec:
     starter_dir: str | None = None
     dind_images: tuple[str, ...] = ()
     consoles: tuple[str, ...] = ()
+    # A VM image's stored format ("qcow2", "raw" or "iso", as validated on upload); "" when unknown,
+    # and runners then look at the file. Decides ISO boot, whatever the file is called.
+    disk_format: str = ""
 
     @classmethod
     def from_session(cls, session: Any) -> SessionSpec:
@@ -59,14 +62,18 @@ class SessionSpec:
             if Path(candidate).is_dir():
                 starter = candidate
         image_path = image.reference or (image.file.path if image.file else "")
-        image_kind = image.kind
+        disk_format = image.disk_format or ""
+        # An ISO is "iso" by its validated format, not by its file name (an upload may be called
+        # anything); runners that only know image_kind then boot it from the CD-ROM too.
+        image_kind = "iso" if disk_format == "iso" else image.kind
         # A VM session may boot a learner's snapshot or own ISO instead of the lab's disk.
         boot_snapshot = getattr(session, "boot_snapshot", None)
         boot_iso = getattr(session, "boot_iso", None)
         if boot_snapshot is not None and boot_snapshot.status == "ready" and boot_snapshot.path:
-            image_path = boot_snapshot.path
+            # Snapshots are always qcow2 disks (an ISO session's snapshot records its CD-ROM beside it).
+            image_path, image_kind, disk_format = boot_snapshot.path, "vm", "qcow2"
         elif boot_iso is not None and boot_iso.file:
-            image_path, image_kind = boot_iso.file.path, "iso"
+            image_path, image_kind, disk_format = boot_iso.file.path, "iso", "iso"
         return cls(
             session_id=str(session.pk),
             user_id=session.user_id,
@@ -84,6 +91,7 @@ class SessionSpec:
             starter_dir=starter,
             dind_images=tuple(lab.dind_images or ()),
             consoles=tuple(lab.consoles or ()),
+            disk_format=disk_format,
         )
 
 

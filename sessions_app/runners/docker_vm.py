@@ -65,7 +65,14 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from sessions_app.runners.base import ProgressCallback, RunnerError, SessionSpec, StartResult
-from sessions_app.runners.qemu import _OPTION_RE, DEFAULT_CMDLINE, DISK_NAMES, SANDBOX, STOPPED_STATUSES
+from sessions_app.runners.qemu import (
+    _OPTION_RE,
+    DEFAULT_CMDLINE,
+    DISK_NAMES,
+    SANDBOX,
+    STOPPED_STATUSES,
+    resolve_accel,
+)
 
 if TYPE_CHECKING:
     from sessions_app.runners.docker import DockerRunner, DockerTerminal
@@ -213,10 +220,11 @@ class DockerVM:
         return str(self.runner.options.get("vm_image") or DEFAULT_VM_IMAGE)
 
     def _accel(self) -> str:
-        accel = str(self.runner.options.get("vm_accel") or getattr(settings, "LAB_QEMU_ACCEL", "kvm") or "kvm")
+        accel = str(self.runner.options.get("vm_accel") or getattr(settings, "LAB_QEMU_ACCEL", "auto") or "auto")
         if not _OPTION_RE.match(accel):
             raise RunnerError(f"invalid QEMU accelerator {accel!r}", permanent=True)
-        return accel
+        # "auto" probes this host's QEMU: the container's QEMU uses the same /dev/kvm.
+        return resolve_accel(accel)
 
     def _vnc_port(self) -> int:
         port = int(self.runner.options.get("vnc_port", 5900))
@@ -278,7 +286,9 @@ class DockerVM:
         if image.with_name(image.name + ".json").exists():
             raise RunnerError("booting a VM snapshot needs the qemu runner, not the Docker runner", permanent=True)
         binds: dict[str, dict[str, str]] = {}
-        iso = spec.image_kind == "iso" or image.suffix.lower() == ".iso"
+        # The stored format decides; the file name only when none was stored.
+        iso = spec.image_kind == "iso" or spec.disk_format == "iso" or (
+            not spec.disk_format and image.suffix.lower() == ".iso")
         smp = max(1, math.ceil(spec.cpu))
         memory_mb = max(int(spec.memory_mb), 32)
         accel = self._accel()

@@ -1,8 +1,10 @@
 """QEMU runner: one virtual machine per session, on a copy-on-write overlay of a base disk.
 
 A session's VM boots from `spec.image`, the absolute path of a base disk (qcow2 or raw) or of an
-ISO (`.iso`, or image kind "iso"). The base is never written: every session gets its own qcow2
-overlay backed by it, so starting costs the same for a 10 MB and a 100 GB base.
+ISO. `spec.disk_format` (the image's stored, validated format) says which; only when it is empty
+does an image kind "iso" or a name ending in `.iso` mean an ISO, and qemu-img probe a disk's format.
+The base is never written: every session gets its own qcow2 overlay backed by it, so starting
+costs the same for a 10 MB and a 100 GB base.
 
 Image convention (what `spec.image` may point at):
     any disk file       boots from the disk alone (its bootloader, through SeaBIOS), like real images.
@@ -44,8 +46,10 @@ a zombie; after a platform restart its parent is init, which reaps it.
 
 OPTIONS (all optional):
     root                where session directories live (default DATA_DIR/vm-sessions)
-    accel               QEMU accelerator (default settings.LAB_QEMU_ACCEL: env LAB_QEMU_ACCEL, "kvm";
-                        "tcg" where KVM does not work, as in CI)
+    accel               QEMU accelerator (default settings.LAB_QEMU_ACCEL: env LAB_QEMU_ACCEL, "auto"):
+                        "auto" is KVM when a probe VM really runs under KVM on this host, else TCG
+                        (see kvm_usable: /dev/kvm can exist while KVM guests hang); "kvm" or "tcg"
+                        force one; any other -accel value is passed through
     instance            prefix of the VM name, `-name <instance>-<session_id>` (default "labs")
     qemu, qemu_img      binaries (default qemu-system-x86_64 and qemu-img on PATH)
     machine             machine type (default "pc"; snapshots record the concrete version)
@@ -94,6 +98,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import pwd
@@ -102,6 +107,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -147,8 +153,16 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # `qemu-img info` answers by (path, inode, size, mtime): a changed file is looked at again.
-_info_cache: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+_info_cache: dict[tuple[str, int, int, int, str], dict[str, Any]] = {}
 _info_lock = threading.Lock()
+
+logger = logging.getLogger(__name__)
+
+# "auto" accelerator: whether KVM really runs guests, probed once per QEMU binary and process.
+_kvm_usable: dict[str, bool] = {}
+_kvm_lock = threading.Lock()
+KVM_PROBE_TIMEOUT = 5.0
+KVM_PROBE_EXIT = (0x2A << 1) | 1  # isa-debug-exit turns the byte 0x2a the probe writes into status 85
 
 # QEMU processes this process started: a watcher thread waits for each, so none stays a zombie.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -241,6 +255,86 @@ def _exit_status(pid: int) -> str:
         with contextlib.suppress(ValueError):
             return f" (signal {signal.Signals(-code).name})"
     return f" (status {code})"
+
+
+# accelerator ------------------------------------------------------------------------------------
+def _kvm_probe_rom() -> bytes:
+    """A 64 KiB BIOS that switches to 32-bit protected mode and writes 0x2a to isa-debug-exit.
+
+    Real-mode code alone is not enough of a test: on some hosts (nested virtualisation) /dev/kvm
+    opens and real-mode code runs, but a guest hangs at its first switch to protected mode, which
+    every OS makes. Layout: the reset vector (0xFFFF0) jumps to F000:0000; there cli, lgdt, set
+    CR0.PE, far jump into a flat 32-bit code segment that does `out 0x501, al`.
+    """
+    rom = bytearray(b"\xf4" * 0x10000)  # hlt everywhere else
+    base = 0xF0000  # where a 64 KiB BIOS appears below 1 MiB
+    real_mode = bytes([
+        0xFA,                                # cli
+        0x2E, 0x0F, 0x01, 0x16, 0x40, 0x00,  # lgdt cs:[0x0040]
+        0x0F, 0x20, 0xC0,                    # mov eax, cr0
+        0x0C, 0x01,                          # or al, 1 (PE)
+        0x0F, 0x22, 0xC0,                    # mov cr0, eax
+        0x66, 0xEA,                          # jmp far dword 0x08:base+0x20
+    ]) + (base + 0x20).to_bytes(4, "little") + (0x08).to_bytes(2, "little")
+    protected_mode = bytes([
+        0x66, 0xBA, 0x01, 0x05,  # mov dx, 0x501 (isa-debug-exit)
+        0xB0, 0x2A,              # mov al, 0x2a
+        0xEE,                    # out dx, al: QEMU exits with status 85
+        0xF4, 0xEB, 0xFD,        # hlt; jmp back
+    ])
+    gdtr = (23).to_bytes(2, "little") + (base + 0x48).to_bytes(4, "little")
+    gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
+    for offset, code in ((0x00, real_mode), (0x20, protected_mode), (0x40, gdtr), (0x48, gdt),
+                         (0xFFF0, bytes([0xEA, 0x00, 0x00, 0x00, 0xF0]))):  # jmp far F000:0000
+        rom[offset : offset + len(code)] = code
+    return bytes(rom)
+
+
+def kvm_usable(qemu: str = "qemu-system-x86_64", timeout: float = KVM_PROBE_TIMEOUT) -> bool:
+    """Whether a guest really runs under KVM here: a probe VM (see _kvm_probe_rom) must exit by
+    itself within `timeout`. Remembered per QEMU binary for the life of the process."""
+    with _kvm_lock:  # concurrent starts wait for one probe rather than each running their own
+        known = _kvm_usable.get(qemu)
+        if known is not None:
+            return known
+        usable, why = _probe_kvm(qemu, timeout)
+        _kvm_usable[qemu] = usable
+    if not usable:
+        logger.warning("KVM is not usable on this host (%s); VM labs with accel \"auto\" use TCG", why)
+    return usable
+
+
+def _probe_kvm(qemu: str, timeout: float) -> tuple[bool, str]:
+    if not os.path.exists("/dev/kvm"):
+        return False, "no /dev/kvm"
+    return _probe_vm(qemu, "kvm", timeout)
+
+
+def _probe_vm(qemu: str, accel: str, timeout: float) -> tuple[bool, str]:
+    """Run the probe VM under `accel`: (True, "") when it exits by itself in time, else (False, why)."""
+    with tempfile.NamedTemporaryFile(prefix="labs-kvm-probe-", suffix=".rom") as rom:
+        rom.write(_kvm_probe_rom())
+        rom.flush()
+        argv = [qemu, "-accel", accel, "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config",
+                "-display", "none", "-bios", rom.name, "-device", "isa-debug-exit"]
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                                    env={"PATH": HOST_PATH, "LANG": "C.UTF-8"})
+        except OSError as exc:
+            return False, f"cannot run {qemu}: {exc.strerror or exc}"
+        except subprocess.TimeoutExpired:
+            return False, f"a {accel} guest did not finish within {timeout:g} s"
+    if result.returncode != KVM_PROBE_EXIT:
+        message = " ".join(result.stderr.decode("utf-8", "replace").split())[:300]
+        return False, f"exit status {result.returncode}: {message or 'no message'}"
+    return True, ""
+
+
+def resolve_accel(accel: str, qemu: str = "qemu-system-x86_64") -> str:
+    """The -accel value to use for a configured one: "auto" becomes "kvm" or "tcg" (kvm_usable)."""
+    if accel == "auto":
+        return "kvm" if kvm_usable(qemu) else "tcg"
+    return accel
 
 
 # files and locks ---------------------------------------------------------------------------------
@@ -353,10 +447,10 @@ class QemuRunner(Runner):
         return str(self.options.get("qemu_img", "qemu-img"))
 
     def _accel(self) -> str:
-        accel = str(self.options.get("accel") or getattr(settings, "LAB_QEMU_ACCEL", "kvm") or "kvm")
+        accel = str(self.options.get("accel") or getattr(settings, "LAB_QEMU_ACCEL", "auto") or "auto")
         if not _OPTION_RE.match(accel):
             raise RunnerError(f"invalid QEMU accelerator {accel!r}", permanent=True)
-        return accel
+        return resolve_accel(accel, self.qemu)
 
     def _run_as(self) -> pwd.struct_passwd | None:
         """The user QEMU drops to, or None when it keeps the platform's user."""
@@ -542,10 +636,14 @@ class QemuRunner(Runner):
             "disk_mb": max(int(spec.disk_mb), 1),
             "run_as": user.pw_name if user else None,
         }
-        if spec.image_kind == "iso" or image.suffix.lower() == ".iso":
+        declared = spec.disk_format or ""
+        if declared and declared not in (*BASE_FORMATS, "iso"):
+            raise RunnerError(f"{image}: unknown image format {declared!r}", permanent=True)
+        # The stored, validated format decides; only an image of unknown format goes by kind and name.
+        if declared == "iso" or (not declared and (spec.image_kind == "iso" or image.suffix.lower() == ".iso")):
             plan.update(iso=True, cdrom=str(image), boot="order=cd,once=d")
             return plan
-        info = self._image_info(image)
+        info = self._image_info(image, declared or None)
         plan["base_format"] = info["format"]
         described = _read_json(image.with_name(image.name + ".json"))
         backing = info.get("backing-filename")
@@ -598,15 +696,17 @@ class QemuRunner(Runner):
             nic=bool(hardware.get("nic", plan["nic"])),
         )
 
-    def _image_info(self, image: Path) -> dict[str, Any]:
-        """`qemu-img info` of a base, remembered while the file stays the same (every start needs it)."""
+    def _image_info(self, image: Path, disk_format: str | None = None) -> dict[str, Any]:
+        """`qemu-img info` of a base, remembered while the file stays the same (every start needs it).
+        With `disk_format` the file is opened as that format, never probed."""
         stat = image.stat()
-        key = (str(image), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = (str(image), stat.st_ino, stat.st_size, stat.st_mtime_ns, disk_format or "")
         with _info_lock:
             cached = _info_cache.get(key)
         if cached is not None:
             return dict(cached)
-        result = self._qemu_img(["info", "--output=json", str(image)], timeout=30, what=f"reading {image}")
+        forced = ["-f", disk_format] if disk_format else []
+        result = self._qemu_img(["info", "--output=json", *forced, str(image)], timeout=30, what=f"reading {image}")
         try:
             info = json.loads(result.stdout)
         except ValueError as exc:

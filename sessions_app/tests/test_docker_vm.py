@@ -229,7 +229,7 @@ def test_unusable_images_fail_with_a_reason_and_leave_nothing(engine, runner, vm
 
 def test_a_vm_lab_on_the_docker_runner_runs_as_a_session(engine, settings, vm_image, owner,
                                                           django_capture_on_commit_callbacks):
-    settings.LAB_QEMU_ACCEL = "tcg"
+    settings.LAB_QEMU_ACCEL = "auto"  # the shipped default: probes KVM, falls back to TCG where it hangs
     settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT
     reset_cache()
     runner = get_runner("docker")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import os
 import pwd
+import random
+import re
+import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -175,6 +178,70 @@ def test_an_iso_boots_from_the_cdrom_with_an_empty_disk_of_the_labs_size(make_ru
     runner.stop(state, timeout=0)
 
 
+@pytest.mark.django_db
+def test_a_staff_uploaded_iso_boots_from_the_cdrom_whatever_its_file_is_called(
+    settings, tmp_path, client, staff_user, owner, django_capture_on_commit_callbacks
+):
+    """The stored, validated format decides, not the name: an ISO uploaded as installer.img is
+    still a CD-ROM (booted as a raw disk it would find no boot sector)."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "upload-tmp")
+    (tmp_path / "upload-tmp").mkdir()
+    settings.LAB_RUNNERS = {
+        **settings.LAB_RUNNERS,
+        "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner",
+                 "OPTIONS": {"root": str(tmp_path / "vms"), "accel": "tcg", "run_as": "", "powerdown_timeout": 0}},
+    }
+    settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT
+    reset_cache()
+    iso = build_boot_iso(tmp_path / "installer.img", message=b"BOOTED FROM THE CDROM\r\n")
+    client.force_login(staff_user)
+    with open(iso, "rb") as fh:
+        response = client.post("/admin/labs/image/add/", {
+            "name": "installer", "kind": "vm", "active": "on", "description": "", "reference": "",
+            "disk_format": "iso", "file": fh})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    image = Image.objects.get(name="installer")
+    assert (image.disk_format, Path(image.file.path).suffix) == ("iso", ".img")
+    lab = Lab.objects.create(slug="installer-lab", title="Install", image=image, runner="qemu", memory_mb=128,
+                             network_mode="none", consoles=["vnc", "terminal"], published=True, disk_mb=64)
+    runner = get_runner("qemu")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            session = actions.start_session(owner, lab)
+        session.refresh_from_db()
+        assert session.state == State.RUNNING, session.error
+        state = session.runner_state
+        argv = [part.decode() for part in Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")]
+        assert f"file={image.file.path},format=raw,media=cdrom,readonly=on,if=ide,index=2" in argv
+        terminal = runner.open_terminal(state)
+        try:
+            console_until(terminal, b"BOOTED FROM THE CDROM", timeout=BOOT_TIMEOUT)
+        finally:
+            terminal.close()
+        with django_capture_on_commit_callbacks(execute=True):
+            actions.stop_session(session)
+        assert gone(state["pid"])
+    finally:
+        for env in runner.list_managed():
+            runner.remove_managed(env)
+        reset_cache()
+
+
+def test_a_disk_whose_name_ends_in_iso_boots_as_the_disk_its_format_says(make_runner, vm_image, tmp_path):
+    runner = make_runner()
+    disk = tmp_path / "not-a-cd.iso"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(vm_image.disk), str(disk)], check=True)
+    state = runner.start(vm_spec(disk, disk_format="raw"), timeout=BOOT_TIMEOUT).state
+    argv = [part.decode() for part in Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")]
+    assert not any("media=cdrom" in arg for arg in argv)
+    assert "-boot" not in argv
+    info = subprocess.run(["qemu-img", "info", "-U", state["overlay"]], capture_output=True, text=True).stdout
+    assert f"backing file: {disk}" in info
+    assert "backing file format: raw" in info
+    runner.stop(state, timeout=0)
+
+
 def test_a_memory_snapshot_starts_a_new_session_where_the_old_one_was(make_runner, vm_image, tmp_path):
     runner = make_runner()
     source = runner.start(vm_spec(vm_image.disk), timeout=BOOT_TIMEOUT).state
@@ -323,59 +390,178 @@ def test_bridge_mode_needs_qemu_to_run_as_a_user_of_its_own(make_runner, vm_imag
     assert runner.list_managed() == []
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"host-service-reached"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _serve(body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
+        def log_message(self, *args):
+            pass
+
+    return Handler
 
 
-def test_bridge_mode_fences_the_vm_off_the_hosts_own_services(make_runner, vm_image):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+@pytest.fixture(scope="module")
+def host_service():
+    """An HTTP server on the host's loopback, like PostgreSQL and Redis: (slirp address, port)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _serve(b"loopback-service-reached"))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    nobody = pwd.getpwnam("nobody").pw_uid
-    rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(nobody), "-j", "REJECT"]
-    rule_was_there = subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True).returncode == 0
-    # slirp's 10.0.2.2 is the host's loopback. (busybox nc: this static busybox's wget crashes.)
-    fetch = (b"ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; "
-             b"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 10.0.2.2 %d 2>&1 | tail -c 40; echo ' E''ND'" % port)
+    yield "10.0.2.2", server.server_address[1]  # slirp's 10.0.2.2 is the host's 127.0.0.1
+    server.shutdown()
+
+
+OUTSIDE_SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "23"); self.end_headers()
+        self.wfile.write(b"outside-service-reached")
+    def log_message(self, *a): pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def outside_service():
+    """An HTTP server that is not one of the host's own addresses: in a network namespace behind a
+    veth pair, like a machine elsewhere on the network (the host reaches it through an interface,
+    not lo). Addresses from 198.18.0.0/15, which is reserved for tests. Yields (address, port)."""
+    tag = uuid.uuid4().hex[:6]
+    namespace, outer, inner = f"labs-hq-{tag}", f"lhq{tag}a", f"lhq{tag}b"
+    net = f"198.18.{random.randrange(256)}.{random.randrange(64) * 4}"
+    prefix = net.rsplit(".", 1)[0]
+    last = int(net.rsplit(".", 1)[1])
+    host_ip, server_ip, port = f"{prefix}.{last + 1}", f"{prefix}.{last + 2}", 8080
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", namespace)
+    server = None
     try:
-        # Unguarded (staff's "unrestricted", QEMU as the platform's user): the host service answers...
-        open_runner = make_runner(run_as="")
-        unguarded = open_runner.start(vm_spec(vm_image.disk, network_mode="unrestricted"), timeout=BOOT_TIMEOUT)
-        assert b"host-service-reached END" in shell(open_runner, unguarded.state, fetch, b" END")
-        open_runner.stop(unguarded.state, timeout=0)
-        # ...but not from a learner's bridge-mode VM, whose QEMU runs as its own user.
-        fenced_runner = make_runner(run_as="nobody")
-        fenced = fenced_runner.start(vm_spec(vm_image.disk, network_mode="bridge"), timeout=BOOT_TIMEOUT)
-        assert subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True).returncode == 0
-        output = shell(fenced_runner, fenced.state, fetch, b" END")
-        assert b"host-service-reached" not in output
-        fenced_runner.stop(fenced.state, timeout=0)
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", namespace)
+        ip("addr", "add", f"{host_ip}/30", "dev", outer)
+        ip("link", "set", outer, "up")
+        ip("-n", namespace, "addr", "add", f"{server_ip}/30", "dev", inner)
+        ip("-n", namespace, "link", "set", inner, "up")
+        server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", OUTSIDE_SERVER,
+                                   server_ip, str(port)])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((server_ip, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() >= deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield server_ip, port
     finally:
-        server.shutdown()
-        if not rule_was_there:
-            subprocess.run(["iptables", "-w", "10", "-D", *rule], capture_output=True, check=True)
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)  # takes the veth pair along
+        subprocess.run(["ip", "link", "del", outer], capture_output=True)
 
 
-def test_commands_files_and_ports_are_refused_permanently(make_runner):
+@pytest.fixture
+def host_guard_rule():
+    """The iptables rule bridge mode adds for QEMU's user (nobody here); removed afterwards if the
+    test added it."""
+    rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(pwd.getpwnam("nobody").pw_uid), "-j", "REJECT"]
+    was_there = subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True).returncode == 0
+    yield rule
+    if not was_there:
+        subprocess.run(["iptables", "-w", "10", "-D", *rule], capture_output=True)
+
+
+# mode: (QEMU's user, the -nic QEMU gets, reaches the host's loopback, reaches a server outside the host)
+NETWORK_MODES = {
+    "none": ("", "none", False, False),
+    "isolated": ("", "user,model=virtio-net-pci,ipv6=off,restrict=on", False, False),
+    # NAT to the outside, fenced off the host's own services (guard_host needs a user of QEMU's own).
+    "bridge": ("nobody", "user,model=virtio-net-pci,ipv6=off", False, True),
+    # staff's trusted labs: NAT and no fence, so the host's loopback answers (the control for the others).
+    "unrestricted": ("", "user,model=virtio-net-pci,ipv6=off", True, True),
+}
+
+
+@pytest.mark.parametrize("mode", list(NETWORK_MODES))
+def test_each_network_mode_gives_the_guest_the_network_the_lab_asks_for(
+    mode, make_runner, vm_image, host_service, outside_service, host_guard_rule
+):
+    run_as, nic, reaches_host, reaches_outside = NETWORK_MODES[mode]
+    runner = make_runner(run_as=run_as)
+    state = runner.start(vm_spec(vm_image.disk, network_mode=mode), timeout=BOOT_TIMEOUT).state
+    argv = [part.decode() for part in Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")]
+    assert argv[argv.index("-nic") + 1] == nic
+
+    # The guest's own view of its network interfaces.
+    listing = shell(runner, state, b"echo NI''CS=$(ls /sys/class/net | tr '\\n' ,) E''ND", b" END")
+    found = re.search(rb"NICS=([a-z0-9,]*) END", listing)
+    assert found, listing[-400:]
+    assert found[1].decode().strip(",").split(",") == (["lo"] if mode == "none" else ["eth0", "lo"])
+    if mode == "none":
+        runner.stop(state, timeout=0)
+        return
+
+    # Static addressing (the test VM runs no DHCP client), then one HTTP GET to each server.
+    (host_addr, host_port), (outside_addr, outside_port) = host_service, outside_service
+    get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {} {} 2>&1 | tail -c 40; echo ' <-{}'"
+    fetch = ("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; "
+             "ip route add default via 10.0.2.2 2>/dev/null; "
+             + get.format(host_addr, host_port, "host") + "; "
+             + get.format(outside_addr, outside_port, "outside") + "; echo ' E''ND'")
+    if mode == "bridge":
+        assert subprocess.run(["iptables", "-w", "10", "-C", *host_guard_rule], capture_output=True).returncode == 0
+    output = shell(runner, state, fetch.encode(), b" END")
+    assert (b"loopback-service-reached" in output) is reaches_host, output[-600:]
+    assert (b"outside-service-reached" in output) is reaches_outside, output[-600:]
+    runner.stop(state, timeout=0)
+    assert gone(state["pid"])
+
+
+def test_the_labs_cpus_and_memory_reach_qemu_and_the_guest(make_runner, vm_image):
     runner = make_runner()
-    state = {"session_id": str(uuid.uuid4())}
+    state = runner.start(vm_spec(vm_image.disk, cpu=1.5, memory_mb=200), timeout=BOOT_TIMEOUT).state
+    argv = [part.decode() for part in Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")]
+    assert argv[argv.index("-smp") + 1] == "2"  # whole vCPUs: 1.5 CPUs round up
+    assert argv[argv.index("-m") + 1] == "200"
+
+    output = shell(runner, state, b"echo CPUS=$(nproc) MEM=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo) E''ND",
+                   b" END")
+    found = re.search(rb"CPUS=(\d+) MEM=(\d+) END", output)
+    assert found, output[-400:]
+    assert int(found[1]) == 2
+    # MemTotal is the RAM less what the firmware and the kernel image keep: most of 200 MiB, never more.
+    assert 0.8 * 200 * 1024 < int(found[2]) <= 200 * 1024
+    assert runner.stats(state).memory_limit_bytes == 200 << 20
+    runner.stop(state, timeout=0)
+
+
+def test_commands_files_and_ports_are_refused_permanently(make_runner, vm_image):
+    """Even with the VM up: there is no guest agent and no port forwarding, so retrying cannot help,
+    and refusing leaves the running VM alone."""
+    runner = make_runner()
+    state = runner.start(vm_spec(vm_image.disk), timeout=BOOT_TIMEOUT).state
     calls = [
-        lambda: runner.exec(state, ["true"]),
-        lambda: runner.list_files(state),
-        lambda: runner.read_file(state, "a"),
-        lambda: runner.write_file(state, "a", b""),
-        lambda: runner.endpoint(state, 80),
+        ("guest agent", lambda: runner.exec(state, ["true"])),
+        ("no file access", lambda: runner.list_files(state)),
+        ("no file access", lambda: runner.read_file(state, "a")),
+        ("no file access", lambda: runner.write_file(state, "a", b"")),
+        ("cannot be reached", lambda: runner.endpoint(state, 80)),
     ]
-    for call in calls:
+    for reason, call in calls:
         with pytest.raises(RunnerError) as refused:
             call()
         assert refused.value.permanent
-    assert os.path.isdir("/proc")
+        assert reason in str(refused.value)
+    assert runner.poll(state) is PollStatus.RUNNING
+    assert sorted(p.name for p in Path(state["dir"]).iterdir() if not p.name.endswith(".lock")) == [
+        "overlay.qcow2", "qemu.log", "qemu.pid", "qmp.sock", "serial.sock", "session.json", "vnc.sock",
+    ]  # nothing written for the refused calls
+    runner.stop(state, timeout=0)

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 # The WebSocket-capable live server; imported here so every browser test can ask for it.
-from tests.e2e.live_server import asgi_live_server, collected_static, extra_lab_runners  # noqa: F401
+from tests.e2e.live_server import (  # noqa: F401
+    asgi_live_server,
+    collected_static,
+    extra_lab_runners,
+    extra_server_env,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")

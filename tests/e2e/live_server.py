@@ -10,7 +10,9 @@ dropping every connection, for tests of reconnecting consoles.
 
 Runners: the server gets the test's LAB_RUNNERS plus whatever the `extra_lab_runners` fixture
 returns; a test module overrides that fixture to add, say, a Docker runner with its own
-instance label (and cleans it up).
+instance label (and cleans it up). Other settings: a test module overrides `extra_server_env`
+(environment variables; `{port}` in a value becomes the server's port, e.g.
+`LAB_PREVIEW_HOST=localhost:{port}`).
 
 PostgreSQL works as is. SQLite works only with a file-based test database (DATABASE_URL=
 sqlite:///… and DATABASE_TEST_NAME=/path/test.sqlite3): an in-memory one cannot be shared with
@@ -149,6 +151,12 @@ def extra_lab_runners() -> dict[str, Any]:
     return {}
 
 
+@pytest.fixture
+def extra_server_env() -> dict[str, str]:
+    """Environment variables the server needs beyond the defaults; override in a test module."""
+    return {}
+
+
 def _wait_until_serving(server: AsgiServer) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     last_error = ""
@@ -168,7 +176,7 @@ def _wait_until_serving(server: AsgiServer) -> None:
 
 @pytest.fixture
 def asgi_live_server(
-    transactional_db, settings, collected_static, extra_lab_runners, tmp_path, request
+    transactional_db, settings, collected_static, extra_lab_runners, extra_server_env, tmp_path, request
 ) -> Iterator[AsgiServer]:
     from sessions_app.runners import reset_cache
 
@@ -194,6 +202,7 @@ def asgi_live_server(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update({name: value.replace("{port}", str(port)) for name, value in extra_server_env.items()})
     server = AsgiServer(host=host, port=port, env=env, log_path=tmp_path / "daphne.log")
     try:
         server.start()

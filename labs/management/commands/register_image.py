@@ -30,8 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--description", default=None, help="Shown to staff in the admin.")
         parser.add_argument(
             "--link", action="store_true",
-            help="Hard-link instead of copying (same filesystem only). The link shares the original's inode, "
-                 "so the original becomes read-only too and must not be modified afterwards.",
+            help="Hard-link instead of copying (same filesystem only). Only for a file owned by the platform's "
+                 "user and writable by nobody else (anyone who could write it could change the base after it is "
+                 "checked). The link shares the original's inode, so the original becomes read-only too.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
