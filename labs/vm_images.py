@@ -428,7 +428,9 @@ def register_file(
         info = inspect_file(incoming, fmt, sha256=sha256)
 
         existing = Image.objects.filter(name=name).first()
-        if existing is not None:
+        # A row without contents (a lab imported before its disk was built) is filled in, not refused.
+        placeholder = existing is not None and not existing.sha256 and not existing.file
+        if existing is not None and not placeholder:
             if existing.sha256 != info.sha256:
                 raise ImageRejected(
                     f"An image named {name} already exists with other contents (sha256 {existing.sha256[:12] or '—'}). "
@@ -456,8 +458,11 @@ def register_file(
                 raise ImageRejected(f"{source} changed while it was being registered; register it again.")
             copied = _copy_boot_files(source, folder) if info.disk_format != "iso" else []
             with transaction.atomic():
-                image = Image(name=name, kind=Image.Kind.VM, reference=str(final), description=description or "",
-                              active=True)
+                image = existing if placeholder and existing is not None else Image(name=name)
+                image.kind = Image.Kind.VM
+                image.reference = str(final)
+                image.description = description or image.description
+                image.active = True
                 apply_info(image, info)
                 image.full_clean(exclude=["file"])
                 image.save()

@@ -15,6 +15,13 @@ say "preparing the database and static files"
 "$PY" manage.py collectstatic --noinput -v0
 say "importing the demo labs"
 "$PY" manage.py import_lab labs/demo_catalog
+if [ "${LAB_SKIP_VM:-false}" != "true" ]; then
+  # The demo VM lab's disk: a Debian kernel and a busybox initramfs, built once and cached.
+  apt_install qemu-system-x86 qemu-utils busybox-static cpio
+  say "building the demo VM disk (cached after the first run)"
+  VM_DIR="$(bash deploy/images/vm/build-test-vm.sh --print-dir | tail -n 1)"
+  "$PY" manage.py register_image tiny-linux-vm "$VM_DIR/disk.qcow2"
+fi
 "$PY" manage.py ensure_admin --username admin
 
 # Reap expired and idle sessions while the server runs.

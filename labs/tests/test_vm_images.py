@@ -292,6 +292,23 @@ def test_register_image_refuses_other_contents_under_a_taken_name(settings, tmp_
     assert len(list(settings.LAB_VM_IMAGE_DIR.iterdir())) == 1
 
 
+def test_register_image_fills_in_the_image_a_lab_import_left_waiting_for_its_disk(settings, tmp_path):
+    # import_lab creates a VM lab's image as an inactive row with no disk (the demo VM lab).
+    waiting = Image.objects.create(name="tiny-vm", kind=Image.Kind.VM, description="From lab.yaml", active=False)
+    disk = make_qcow2(tmp_path / "disk.qcow2", "8M")
+
+    call_command("register_image", "tiny-vm", str(disk))
+
+    image = Image.objects.get(name="tiny-vm")
+    assert image.pk == waiting.pk
+    assert (image.active, image.disk_format, image.sha256) == (True, "qcow2", sha256_of(disk))
+    assert image.description == "From lab.yaml"
+    assert Path(image.reference).read_bytes() == disk.read_bytes()
+    # Once filled in, it is a base like any other: other contents are refused.
+    with pytest.raises(CommandError, match="already exists with other contents"):
+        call_command("register_image", "tiny-vm", str(make_qcow2(tmp_path / "other.qcow2", "16M")))
+
+
 def test_register_image_refuses_a_bad_file_and_keeps_nothing(settings, tmp_path):
     base = make_qcow2(tmp_path / "base.qcow2")
     overlay = tmp_path / "overlay.qcow2"
