@@ -3,6 +3,11 @@
 HTTP goes to Django, except the web preview (`/sessions/<id>/preview/<port>/...`), which a
 streaming Channels consumer proxies. WebSockets (terminal, VNC, preview upgrades) go through
 Channels with the session cookie authenticated and the Origin checked against ALLOWED_HOSTS.
+
+With LAB_PREVIEW_HOST set (sessions_app/preview_origin.py), requests to that host reach only the
+preview (HTTP and WebSocket, authorized by its own grant cookie, never by the platform's session)
+and everything else there is 404; on the platform's host, preview paths go to Django, which
+redirects them to the preview host, and the preview WebSocket is refused.
 """
 
 import os
@@ -14,20 +19,52 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import WebsocketDenier  # noqa: E402
+from channels.sessions import CookieMiddleware  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from sessions_app.consumers.preview import PREVIEW_PATH, PreviewHttpConsumer  # noqa: E402
+from sessions_app.consumers import hosts  # noqa: E402
+from sessions_app.consumers.preview import PREVIEW_PATH, PreviewHttpConsumer, PreviewWebSocketConsumer  # noqa: E402
 from sessions_app.routing import websocket_urlpatterns  # noqa: E402
+
+# The platform's host. The preview route is skipped (left to Django's redirect) when a preview host is set.
+platform_http = URLRouter(
+    [
+        re_path(PREVIEW_PATH, AuthMiddlewareStack(PreviewHttpConsumer.as_asgi())),
+        re_path(r"", django_asgi_app),  # type: ignore[arg-type]  # Channels routes to ASGI apps
+    ]
+)
+
+
+# The preview host: preview routes only, with cookies parsed but no platform session or user.
+preview_http = hosts.https_only(
+    URLRouter(
+        [
+            re_path(PREVIEW_PATH, CookieMiddleware(PreviewHttpConsumer.as_asgi())),
+            re_path(r"", hosts.not_found),  # type: ignore[arg-type]
+        ]
+    )
+)
+preview_websocket = hosts.preview_origin_validator(
+    CookieMiddleware(
+        URLRouter(
+            [
+                re_path(PREVIEW_PATH, PreviewWebSocketConsumer.as_asgi()),
+                re_path(r"", WebsocketDenier.as_asgi()),
+            ]
+        )
+    )
+)
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter(
-            [
-                re_path(PREVIEW_PATH, AuthMiddlewareStack(PreviewHttpConsumer.as_asgi())),
-                re_path(r"", django_asgi_app),  # type: ignore[arg-type]  # Channels routes to ASGI apps
-            ]
+        "http": hosts.by_host(
+            hosts.unless_preview_host(platform_http, django_asgi_app),  # type: ignore[arg-type]  # an ASGI app
+            preview_http,
         ),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": hosts.by_host(
+            hosts.platform_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            preview_websocket,
+        ),
     }
 )

@@ -39,6 +39,8 @@ from sessions_app.runners.base import Endpoint
 SHARE_SALT = "sessions_app.preview.share"
 SHARE_PARAM = "share"
 SHARE_COOKIE = "lab_preview_share"
+# The owner's or staff's grant on a separate preview host (sessions_app/preview_origin.py).
+GRANT_COOKIE = "lab_preview_grant"
 SHARE_DEFAULT_MINUTES = 60
 SHARE_MAX_MINUTES_DEFAULT = 24 * 60
 
@@ -79,6 +81,9 @@ _ORIGIN_WIDE_RESPONSE_HEADERS = frozenset(
 )
 FRAME_OPTIONS = "SAMEORIGIN"
 FRAME_POLICY = "frame-ancestors 'self'"
+# The CSP source list of frame-ancestors, when the preview has an origin of its own: the platform's
+# origin (only that page may frame the app), 'none', or * for our own harmless message pages.
+FrameAncestors = str
 
 
 class PreviewNotFound(Http404):
@@ -101,6 +106,10 @@ class PreviewGrant:
     port: int
     share: PreviewShare | None = None
     share_token: str | None = None
+    # On a separate preview host (LAB_PREVIEW_HOST) only: a fresh signed grant to store in the
+    # grant cookie, and who may frame the app (None: the same-origin defaults).
+    new_host_grant: str | None = None
+    frame_ancestors: FrameAncestors | None = None
 
     @property
     def prefix(self) -> str:
@@ -241,11 +250,16 @@ def share_cookie_header(grant: PreviewGrant) -> str:
 
 def split_share_param(query_string: bytes) -> tuple[str | None, bytes]:
     """Take `share=` out of a raw query string; the rest is kept byte for byte."""
+    return split_param(query_string, SHARE_PARAM)
+
+
+def split_param(query_string: bytes, param: str) -> tuple[str | None, bytes]:
+    """Take `param=` out of a raw query string; the rest is kept byte for byte."""
     token = None
     kept = []
     for piece in query_string.split(b"&"):
         name, _, value = piece.partition(b"=")
-        if name == SHARE_PARAM.encode():
+        if name == param.encode():
             token = unquote_plus(value.decode("ascii", "replace"))
         elif piece:
             kept.append(piece)
@@ -312,6 +326,7 @@ def platform_cookie_names() -> frozenset[str]:
             settings.LANGUAGE_COOKIE_NAME,
             "messages",
             SHARE_COOKIE,
+            GRANT_COOKIE,
         }
     )
 
@@ -517,12 +532,15 @@ def rewrite_response_headers(
     app_hosts: frozenset[str],
     public_host: str | None,
     app_request_path: str,
+    frame_ancestors: FrameAncestors | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The app's response headers as the browser gets them.
 
     Hop-by-hop and origin-wide headers are dropped; Location/Content-Location and Set-Cookie
     are moved under the prefix; the app's own frame-ancestors is replaced by ours, and
     X-Frame-Options is SAMEORIGIN, so the preview frames on the platform's pages and nowhere else.
+    On a separate preview host (`frame_ancestors` given) the platform is another origin: only
+    CSP frame-ancestors names it, X-Frame-Options (which cannot name an origin) is left out.
     """
     items = [
         (n.decode("latin-1") if isinstance(n, bytes) else n, v.decode("latin-1") if isinstance(v, bytes) else v)
@@ -545,8 +563,11 @@ def rewrite_response_headers(
             if not value:
                 continue
         out.append((lowered, value))
-    out.append(("x-frame-options", FRAME_OPTIONS))
-    out.append(("content-security-policy", FRAME_POLICY))
+    if frame_ancestors is None:
+        out.append(("x-frame-options", FRAME_OPTIONS))
+        out.append(("content-security-policy", FRAME_POLICY))
+    else:
+        out.append(("content-security-policy", f"frame-ancestors {frame_ancestors}"))
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in out]
 
 
@@ -554,7 +575,8 @@ def rewrite_response_headers(
 
 
 def message_page(
-    status: int, title: str, message: str, *, retry_seconds: int | None = None
+    status: int, title: str, message: str, *, retry_seconds: int | None = None,
+    frame_ancestors: FrameAncestors | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A small self-contained page for answers the proxy gives itself (shown inside the iframe)."""
     refresh = f'<meta http-equiv="refresh" content="{int(retry_seconds)}">' if retry_seconds else ""
@@ -570,12 +592,14 @@ def message_page(
         + ("<p>This page tries again every few seconds.</p>" if retry_seconds else "")
         + "</main></body></html>"
     ).encode()
+    frame_policy = FRAME_POLICY if frame_ancestors is None else f"frame-ancestors {frame_ancestors}"
     headers = [
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        (b"x-frame-options", FRAME_OPTIONS.encode()),
-        (b"content-security-policy", f"default-src 'none'; style-src 'unsafe-inline'; {FRAME_POLICY}".encode()),
+        (b"content-security-policy", f"default-src 'none'; style-src 'unsafe-inline'; {frame_policy}".encode()),
         (b"x-content-type-options", b"nosniff"),
     ]
+    if frame_ancestors is None:
+        headers.insert(3, (b"x-frame-options", FRAME_OPTIONS.encode()))
     return status, headers, body

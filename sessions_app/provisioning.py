@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,11 @@ from sessions_app.runners import get_runner, resolve_alias
 from sessions_app.runners.base import Runner, RunnerError, SessionSpec
 
 log = logging.getLogger(__name__)
+
+# A temporary runner error (an engine restarting, a timeout talking to it) gets another try while
+# the start budget lasts; runners adopt what a failed try left, so a retry never doubles anything.
+START_ATTEMPTS = 3
+RETRY_DELAY_SECONDS = 2.0
 
 
 def _load(session_id: str) -> Session | None:
@@ -73,8 +79,9 @@ def provision(session_id: str) -> None:
     def progress(message: str) -> None:
         session.log(message)
 
+    deadline = time.monotonic() + settings.LAB_START_TIMEOUT_SECONDS
     try:
-        result = runner.start(spec, progress=progress, timeout=settings.LAB_START_TIMEOUT_SECONDS)
+        result = _start_with_retries(session, runner, spec, progress, deadline)
     except RunnerError as exc:
         try:
             remove_leftovers(runner, spec.session_id)
@@ -122,6 +129,20 @@ def provision(session_id: str) -> None:
         start_open_steps(session)  # the first step's background script, as an RQ job of its own
     except Exception:
         log.exception("starting the first step of session %s", session.pk)
+
+
+def _start_with_retries(session: Session, runner: Runner, spec: SessionSpec, progress: Any, deadline: float) -> Any:
+    attempt = 1
+    while True:
+        try:
+            return runner.start(spec, progress=progress, timeout=max(1.0, deadline - time.monotonic()))
+        except RunnerError as exc:
+            left = deadline - time.monotonic()
+            if exc.permanent or attempt >= START_ATTEMPTS or left < RETRY_DELAY_SECONDS * 2:
+                raise
+            session.log(f"Temporary problem: {exc}. Trying again.", level="warning")
+            attempt += 1
+            time.sleep(RETRY_DELAY_SECONDS)
 
 
 def _discard(runner: Runner, state: dict[str, Any], session_id: str) -> None:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from labsite.http import AuthenticatedHttpRequest, HtmxHttpRequest
-from sessions_app import preview
+from sessions_app import preview, preview_origin
 from sessions_app.access import _get_session_for_user
 from sessions_app.models import PreviewShare, Session, State
 
@@ -61,7 +61,7 @@ def share_panel_context(request: HtmxHttpRequest, session: Session, *, new_share
     links = [
         ShareLink(
             share=share,
-            url=request.build_absolute_uri(preview.share_path(share)),
+            url=preview_origin.public_url(request, preview.share_path(share)),
             active=share.revoked_at is None and share.expires_at > now,
         )
         for share in session.preview_shares.select_related("created_by")[:LISTED]
@@ -119,7 +119,7 @@ def create(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     if share is None:
         messages.error(request, f"No share link made: {error}")
     else:
-        url = request.build_absolute_uri(preview.share_path(share))
+        url = preview_origin.public_url(request, preview.share_path(share))
         messages.success(request, f"Share link for port {share.port}, valid until "
                                   f"{timezone.localtime(share.expires_at):%H:%M}: {url}")
     return _back_to_session(session)

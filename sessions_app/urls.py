@@ -1,6 +1,6 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 
-from sessions_app import views
+from sessions_app import preview_views, views
 
 app_name = "sessions"
 
@@ -16,4 +16,7 @@ urlpatterns = [
     path("isos/", include("sessions_app.iso_urls")),
     path("<uuid:pk>/files/", include("sessions_app.files_urls")),
     path("recordings/", include("sessions_app.recording_views")),
+    # Only with LAB_PREVIEW_HOST set: otherwise labsite/asgi.py sends these paths to the proxy.
+    re_path(r"^(?P<pk>[0-9a-f-]{36})/preview/(?P<port>[0-9]{1,5})(?:/(?P<path>.*))?$", preview_views.open_preview,
+            name="preview"),
 ]

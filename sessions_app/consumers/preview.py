@@ -3,7 +3,8 @@
 labsite/asgi.py sends matching HTTP requests to PreviewHttpConsumer (behind
 AuthMiddlewareStack) and sessions_app/routing.py matching WebSockets to
 PreviewWebSocketConsumer. Who may look, where the app is and what is rewritten is decided
-in sessions_app/preview.py; this module moves the bytes.
+in sessions_app/preview.py; this module moves the bytes. With a separate preview host
+(LAB_PREVIEW_HOST) the same consumers serve it, authorized by sessions_app/preview_origin.py.
 
 HTTP is streamed both ways: request body chunks go up as they arrive, response chunks come
 down as the app writes them, so neither a large upload nor a large download is held in memory
@@ -34,7 +35,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from sessions_app import preview
+from sessions_app import preview, preview_origin
 from sessions_app.consumers.flow import ClientFlow, find_daphne_protocol
 from sessions_app.preview import PreviewGrant, PreviewNotFound, SessionNotRunning, UndeclaredPort
 from sessions_app.runners.base import Endpoint, RunnerError
@@ -200,11 +201,33 @@ def _forward_context(scope: Scope, grant: PreviewGrant, websocket: bool = False)
 
 async def _authorize(scope: Scope) -> PreviewGrant:
     kwargs = scope["url_route"]["kwargs"]
-    query_token, _ = preview.split_share_param(scope.get("query_string", b""))
-    cookie_token = (scope.get("cookies") or {}).get(preview.SHARE_COOKIE)
+    query = scope.get("query_string", b"")
+    query_token, _ = preview.split_share_param(query)
+    cookies = scope.get("cookies") or {}
+    cookie_token = cookies.get(preview.SHARE_COOKIE)
+    if preview_origin.is_preview_host(scope):
+        # Its own grants only: the platform's session (which a browser would not send here anyway) counts for nothing.
+        embed, _ = preview.split_param(query, preview_origin.EMBED_PARAM)
+        return await database_sync_to_async(preview_origin.authorize)(
+            kwargs["pk"], int(kwargs["port"]), embed=embed if scope["type"] == "http" else None,
+            grant_cookie=cookies.get(preview.GRANT_COOKIE), query_token=query_token, cookie_token=cookie_token,
+        )
     return await database_sync_to_async(preview.authorize)(
         scope.get("user"), kwargs["pk"], int(kwargs["port"]), query_token=query_token, cookie_token=cookie_token
     )
+
+
+def _app_query(scope: Scope, grant: PreviewGrant) -> tuple[bytes, bool]:
+    """The query string the app sees (our own tokens taken out), and whether a token was taken out."""
+    query = scope.get("query_string", b"")
+    stripped = False
+    if grant.share_token is not None:
+        _, query = preview.split_share_param(query)
+        stripped = True
+    if preview_origin.is_preview_host(scope):
+        embed, query = preview.split_param(query, preview_origin.EMBED_PARAM)
+        stripped = stripped or embed is not None
+    return query, stripped
 
 
 class PreviewHttpConsumer:
@@ -215,6 +238,11 @@ class PreviewHttpConsumer:
         self.scope = scope
         self.receive = receive
         self.send = send
+        # Who may frame our answers: None on the platform's origin (SAMEORIGIN); on a preview host
+        # our own pages may be framed anywhere until a grant names the platform's origin.
+        self.frame_ancestors: str | None = (
+            preview_origin.MESSAGE_FRAME_ANCESTORS if preview_origin.is_preview_host(scope) else None
+        )
 
     @classmethod
     def as_asgi(cls) -> ASGIApp:
@@ -244,17 +272,21 @@ class PreviewHttpConsumer:
         except SessionNotRunning:
             await self._page(503, "The session is not running", "The preview works only while the session is running.")
             return
+        if grant.frame_ancestors is not None:
+            self.frame_ancestors = grant.frame_ancestors
         target = _app_target(self.scope)
         # Forwarded as it came: a `share` parameter that named no share (owner, staff) is the app's.
-        query = self.scope.get("query_string", b"")
-        if grant.share_token is not None:
-            # First use of a share link: keep the token in a cookie only this port's preview sees,
-            # and take it out of the address (and so out of what the app and its Referers see).
-            _, query = preview.split_share_param(query)
-            location = _with_query(prefix.encode() + target, query)
-            cookie = preview.share_cookie_header(grant).encode("latin-1")
-            headers = [(b"location", location), (b"set-cookie", cookie), (b"cache-control", b"no-store"),
+        query, stripped = _app_query(self.scope, grant)
+        if stripped:
+            # First use of a share link or an embed token: keep the grant in a cookie only this
+            # port's preview sees, and take the token out of the address (and so out of what the
+            # app and its Referers see).
+            headers = [(b"location", _with_query(prefix.encode() + target, query)), (b"cache-control", b"no-store"),
                        (b"referrer-policy", b"no-referrer")]
+            if grant.share_token is not None:
+                headers.append((b"set-cookie", preview.share_cookie_header(grant).encode("latin-1")))
+            if grant.new_host_grant is not None:
+                headers.append((b"set-cookie", preview_origin.grant_cookie_header(grant, self.scope).encode("latin-1")))
             await self._respond(302, headers)
             return
         try:
@@ -362,6 +394,7 @@ class PreviewHttpConsumer:
                 app_hosts=preview.app_netlocs(endpoint, port),
                 public_host=_header(self.scope, b"host"),
                 app_request_path=app_path,
+                frame_ancestors=grant.frame_ancestors,
             )
             await self.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             window = _WriteWindow.attach(self.send)
@@ -388,7 +421,8 @@ class PreviewHttpConsumer:
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _page(self, status: int, title: str, message: str, retry: bool = False) -> None:
-        status, headers, body = preview.message_page(status, title, message, retry_seconds=5 if retry else None)
+        status, headers, body = preview.message_page(status, title, message, retry_seconds=5 if retry else None,
+                                                     frame_ancestors=self.frame_ancestors)
         await self._respond(status, headers, body)
 
 
@@ -439,6 +473,10 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
 
     async def connect(self) -> None:
+        if preview_origin.configured_host() and not preview_origin.is_preview_host(self.scope):
+            # The app's pages live on the preview host; its WebSockets go there too.
+            await self._refuse(CLOSE_FORBIDDEN)
+            return
         try:
             grant = await _authorize(self.scope)
         except UndeclaredPort:
@@ -468,9 +506,7 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def _open_upstream(self, grant: PreviewGrant, endpoint: Endpoint) -> ClientConnection:
-        query = self.scope.get("query_string", b"")
-        if grant.share_token is not None:
-            _, query = preview.split_share_param(query)
+        query, _ = _app_query(self.scope, grant)
         target = _with_query(_app_target(self.scope), query).decode("ascii")
         headers = preview.upstream_request_headers(
             self.scope["headers"], _forward_context(self.scope, grant, websocket=True)

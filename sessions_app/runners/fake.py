@@ -1,6 +1,7 @@
 """An in-memory runner for fast tests of the layers above the real backends.
 
-OPTIONS: "start_delay" (seconds), "fail_on" ("start" | "stop" | "exec"), "permanent" (bool).
+OPTIONS: "start_delay" (seconds), "fail_on" ("start" | "stop" | "exec"), "permanent" (bool),
+"fail_times" (with fail_on: fail only that many times in this process, then work).
 Environments live in a process-wide dict so tests can inspect and break them.
 """
 
@@ -70,6 +71,12 @@ class FakeRunner(Runner):
 
     def _maybe_fail(self, operation: str) -> None:
         if self.options.get("fail_on") == operation:
+            if "fail_times" in self.options:
+                with _lock:
+                    failed = self.options.setdefault("_failed", 0)
+                    if failed >= int(self.options["fail_times"]):
+                        return
+                    self.options["_failed"] = failed + 1
             raise RunnerError(f"fake runner told to fail on {operation}", permanent=self.options.get("permanent", True))
 
     def start(

@@ -52,6 +52,45 @@ def test_a_failing_start_fails_the_session_with_the_reason_and_leaves_nothing(st
     assert fake.ENVIRONMENTS == {}
 
 
+@pytest.fixture
+def flaky_runner(settings, monkeypatch):
+    """A runner whose first starts fail with a temporary error (an engine restarting)."""
+    from sessions_app import provisioning
+    from sessions_app.runners import reset_cache
+
+    monkeypatch.setattr(provisioning, "RETRY_DELAY_SECONDS", 0.01)
+
+    def make(fail_times: int) -> str:
+        settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "fake-flaky": {
+            "BACKEND": "sessions_app.runners.fake.FakeRunner",
+            "OPTIONS": {"fail_on": "start", "permanent": False, "fail_times": fail_times}}}
+        reset_cache()
+        return "fake-flaky"
+
+    return make
+
+
+def test_a_temporary_start_error_is_retried_and_the_session_runs(start, flaky_runner):
+    session = start(flaky_runner(fail_times=1))
+    assert session.state == State.RUNNING
+    assert session.events.filter(level="warning", message__startswith="Temporary problem").count() == 1
+    assert len(fake.ENVIRONMENTS) == 1
+
+
+def test_a_temporary_error_that_persists_fails_after_the_last_try(start, flaky_runner):
+    from sessions_app.provisioning import START_ATTEMPTS
+
+    session = start(flaky_runner(fail_times=99))
+    assert session.state == State.FAILED
+    assert session.events.filter(message__startswith="Temporary problem").count() == START_ATTEMPTS - 1
+    assert fake.ENVIRONMENTS == {}
+
+
+def test_a_permanent_start_error_is_not_retried(start):
+    session = start("fake-failing")
+    assert not session.events.filter(message__startswith="Temporary problem").exists()
+
+
 def test_a_start_past_the_timeout_fails_and_leaves_nothing(start, settings):
     settings.LAB_START_TIMEOUT_SECONDS = 1
     session = start("fake-slow")

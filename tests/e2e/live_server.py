@@ -21,6 +21,7 @@ another process, and the fixture fails saying so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -217,3 +218,24 @@ def asgi_live_server(
             ARTIFACTS.mkdir(exist_ok=True)
             shutil.copy(server.log_path, ARTIFACTS / f"{request.node.name}-daphne.log")
         reset_cache()
+
+
+@contextlib.contextmanager
+def docker_runner_for_server(instance: str) -> Iterator[dict[str, Any]]:
+    """LAB_RUNNERS entries for a live server: a Docker runner whose containers carry their own
+    `instance` label, every one of them removed afterwards. A missing engine fails the test."""
+    import docker
+
+    from sessions_app.runners.docker import DockerRunner
+
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        pytest.fail(f"the Docker engine is required for these tests: {exc}")
+    options = {"instance": instance}
+    try:
+        yield {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": options}}
+    finally:
+        runner = DockerRunner("docker", options)
+        for env in runner.list_managed():
+            runner.remove_managed(env)

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
-from sessions_app.runners.docker import LABEL_MANAGED, DockerRunner
+from sessions_app.runners.docker import LABEL_MANAGED
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
-from tests.e2e.live_server import set_server_password
+from tests.e2e.live_server import docker_runner_for_server, set_server_password
 
 pytestmark = pytest.mark.browser
 
@@ -42,17 +42,8 @@ def extra_lab_runners(request):
     if "docker_instance" not in request.fixturenames:
         yield {}
         return
-    docker_instance = request.getfixturevalue("docker_instance")
-    engine = docker.from_env()
-    try:
-        engine.ping()
-    except Exception as exc:
-        pytest.fail(f"the Docker engine is required for these tests: {exc}")
-    options = {"instance": docker_instance}
-    yield {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": options}}
-    runner = DockerRunner("docker", options)
-    for env in runner.list_managed():
-        runner.remove_managed(env)
+    with docker_runner_for_server(request.getfixturevalue("docker_instance")) as runners:
+        yield runners
 
 
 def make_lab(reference: str, **fields) -> Lab:

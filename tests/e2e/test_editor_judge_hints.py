@@ -23,7 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
@@ -32,9 +31,8 @@ from judge.models import Attempt, HintRequest
 from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
 from sessions_app.runners import get_runner
-from sessions_app.runners.docker import DockerRunner
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
-from tests.e2e.live_server import set_server_password
+from tests.e2e.live_server import docker_runner_for_server, set_server_password
 from tests.gemini_double import GeminiDouble
 
 pytestmark = pytest.mark.browser
@@ -92,16 +90,8 @@ def extra_lab_runners(request, hint_environment) -> Iterator[dict[str, Any]]:
     if "docker_instance" not in request.fixturenames:
         yield {}
         return
-    docker_instance = request.getfixturevalue("docker_instance")
-    try:
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.fail(f"the Docker engine is required for these tests: {exc}")
-    options = {"instance": docker_instance}
-    yield {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": options}}
-    runner = DockerRunner("docker", options)
-    for env in runner.list_managed():
-        runner.remove_managed(env)
+    with docker_runner_for_server(request.getfixturevalue("docker_instance")) as runners:
+        yield runners
 
 
 @pytest.fixture
