@@ -57,6 +57,12 @@ ensure_docker() {
   fi
 }
 
+ensure_qemu_user() {
+  # The QEMU runner drops each VM to this user (-runas) when the platform runs as root; bridge-mode
+  # VM labs need it, since the host's firewall fence matches the VM's traffic by this user.
+  id labs-qemu >/dev/null 2>&1 || $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin labs-qemu
+}
+
 ensure_images() {
   say "building lab images (cached after the first run)"
   bash "$ROOT/deploy/scripts/build-images.sh" "$@"

@@ -18,6 +18,7 @@ say "importing the demo labs"
 if [ "${LAB_SKIP_VM:-false}" != "true" ]; then
   # The demo VM lab's disk: a Debian kernel and a busybox initramfs, built once and cached.
   apt_install qemu-system-x86 qemu-utils busybox-static cpio
+  ensure_qemu_user
   say "building the demo VM disk (cached after the first run)"
   VM_DIR="$(bash deploy/images/vm/build-test-vm.sh --print-dir | tail -n 1)"
   "$PY" manage.py register_image tiny-linux-vm "$VM_DIR/disk.qcow2"

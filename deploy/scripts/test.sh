@@ -33,8 +33,9 @@ ensure_services() {
 
 ensure_python requirements-dev.txt
 ensure_sandbox_tools
-apt_install chromium qemu-system-x86 qemu-utils busybox-static cpio xvfb x11vnc x11-xserver-utils
+apt_install chromium qemu-system-x86 qemu-utils busybox-static cpio xvfb x11vnc x11-xserver-utils x11-utils
 ensure_services
+ensure_qemu_user
 ensure_docker
 ensure_images
 
@@ -42,7 +43,7 @@ export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export LAB_RQ_ASYNC=false
 export LAB_DATA_DIR="${LAB_DATA_DIR:-$ROOT/var/test}"
-mkdir -p "$LAB_DATA_DIR" "$ROOT/artifacts"
+mkdir -p "$LAB_DATA_DIR" "$LAB_DATA_DIR/staticfiles" "$ROOT/artifacts"  # whitenoise expects STATIC_ROOT
 
 say "ruff"
 "$VENV/bin/ruff" check .
