@@ -9,8 +9,8 @@ ways of starting the same image are measured in the same run, interleaved:
     raw QEMU    qemu-system-x86_64 on the base with -drive ...,snapshot=on (QEMU's own throwaway
                 overlay), polling its VNC socket: the floor any runner pays
 
-for three bases that differ only in size: the test VM's own disk (64 MiB qcow2), a 10 MB raw disk
-full of data and a sparse 10 GiB raw disk, each booted with the test kernel and initramfs. The
+for three bases that differ only in size: the test VM's own disk (64 MiB qcow2), a 10 MiB raw disk
+(whole sectors, as registration requires) full of data and a sparse 10 GiB raw disk, each booted with the test kernel and initramfs. The
 runner's start must not grow with the base: it never copies it. Prints medians and the runner's
 ratio to raw QEMU.
 
@@ -74,7 +74,7 @@ def make_bases(work: Path, test_vm: Path) -> dict[str, Path]:
     """Image directories (disk + the test kernel files) for each base size."""
     bases = {"test VM disk (64 MiB qcow2)": test_vm / "disk.qcow2"}
     for label, name, make in (
-        ("10 MB raw, full of data", "small", lambda disk: disk.write_bytes(os.urandom(10 * 1000 * 1000))),
+        ("10 MiB raw, full of data", "small", lambda disk: disk.write_bytes(os.urandom(10 * 1024 * 1024))),
         ("10 GiB raw, sparse", "big", lambda disk: subprocess.run(
             ["qemu-img", "create", "-q", "-f", "raw", str(disk), "10G"], check=True)),
     ):
