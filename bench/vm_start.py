@@ -10,9 +10,9 @@ ways of starting the same image are measured in the same run, interleaved:
                 overlay), polling its VNC socket: the floor any runner pays
 
 for three bases that differ only in size: the test VM's own disk (64 MiB qcow2), a 10 MiB raw disk
-(whole sectors, as registration requires) full of data and a sparse 10 GiB raw disk, each booted with the test kernel and initramfs. The
-runner's start must not grow with the base: it never copies it. Prints medians and the runner's
-ratio to raw QEMU.
+(whole sectors, as registration requires) full of data and a sparse 10 GiB raw disk, each booted
+with the test kernel and initramfs. The runner's start must not grow with the base: it never
+copies it. Prints medians and the runner's ratio to raw QEMU.
 
     .venv/bin/python bench/vm_start.py [--rounds 5] [--accel tcg]
 """
