@@ -60,6 +60,26 @@ def attempt_context(attempt: Attempt, *, poll: bool = True) -> dict[str, Any]:
     }
 
 
+def history_row(attempt: Attempt) -> dict[str, Any]:
+    """One line of a learner's history across labs (judge.views.my_attempts annotates ``failure_list``)."""
+    failures = getattr(attempt, "failure_list", None) or []
+    codes = [str(f.get("code", "")) for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
+    if attempt.status == Attempt.Status.DONE:
+        verdict = "passed" if attempt.passed else "not passed"
+    elif attempt.status == Attempt.Status.ERROR:
+        verdict = "could not run"
+    else:
+        verdict = attempt.get_status_display().lower()
+    return {
+        "attempt": attempt,
+        "verdict": verdict,
+        "codes": codes,
+        "target": f"Step {attempt.step.order}: {attempt.step.title}" if attempt.step_id and attempt.step
+        else "Final check",
+        "duration": _duration(attempt.duration_ms),
+    }
+
+
 def _duration(ms: int | None) -> str:
     if ms is None:
         return ""

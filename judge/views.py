@@ -12,6 +12,8 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models.fields.json import KeyTransform
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
@@ -133,4 +135,30 @@ def attempt_history(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse
         "session": session,
         "attempts": [pages.attempt_context(attempt, poll=False) for attempt in attempts],
         "single": False,
+    })
+
+
+HISTORY_PAGE_SIZE = 25
+
+
+@login_required
+@require_GET
+def my_attempts(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The signed-in user's own attempts in every session and lab, newest first, a page at a time.
+
+    Only their own, staff included: everyone else's are in the admin. The log (up to 200,000
+    characters) and the notes are never loaded; the failures come out of the JSON in the query.
+    """
+    attempts = (
+        Attempt.objects.filter(user=request.user)
+        .select_related("lab", "step")
+        .only("status", "passed", "created_at", "duration_ms", "session", "lab__slug", "lab__title", "step__order",
+              "step__title")
+        .annotate(failure_list=KeyTransform("failures", "result"))
+        .order_by("-created_at", "-pk")
+    )
+    page = Paginator(attempts, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "judge/my_attempts.html", {
+        "page": page,
+        "rows": [pages.history_row(attempt) for attempt in page],
     })

@@ -8,6 +8,7 @@ urlpatterns = [
     path("sessions/<uuid:pk>/hints/", include("judge.hint_urls")),
     path("sessions/<uuid:pk>/judge/", include("judge.urls")),
     path("sessions/", include("sessions_app.urls")),
+    path("attempts/", include("judge.history_urls")),
     path("", include("labs.urls")),
 ]
 

@@ -9,6 +9,7 @@ so a learner's shell settings cannot change what a check runs.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from judge.checks.options import Option, Problem, validate
 from judge.results import Failure
-from sessions_app.runners.base import ExecResult, Runner, RunnerError, clean_workspace_path
+from sessions_app.runners.base import ExecResult, FileStat, Runner, RunnerError, clean_workspace_path
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 JUDGE_USER = "judge"
@@ -115,39 +116,50 @@ class CheckContext:
         return posixpath.join(self.runner.workspace, clean_workspace_path(relative))
 
     # files ------------------------------------------------------------------------------
+    # Read through the runner's judge calls (stat_file, read_file_untrusted): on the Docker runner
+    # the engine reads the container's filesystem itself, so no program in the session, which a
+    # learner with root there could replace, takes part.
+    def stat(self, path: str) -> FileStat | None:
+        """A workspace path (symlinks followed inside the workspace only), or None when absent."""
+        try:
+            return self.runner.stat_file(self.state, clean_workspace_path(path))
+        except RunnerError as exc:
+            raise JudgeError(f"cannot read the session's workspace: {exc}") from exc
+
     def file_exists(self, path: str) -> tuple[bool, bool]:
-        """(exists, is_dir) for a workspace path, found by listing its parents from the root."""
-        parts = [p for p in clean_workspace_path(path).split("/") if p]
-        if not parts:
-            return True, True
-        current = ""
-        for index, part in enumerate(parts):
-            try:
-                entries = self.runner.list_files(self.state, current)
-            except RunnerError:
-                return False, False
-            name = f"{current}/{part}" if current else part
-            match = next((entry for entry in entries if entry.path == name), None)
-            if match is None:
-                return False, False
-            if index == len(parts) - 1:
-                return True, match.is_dir
-            if not match.is_dir:
-                return False, False
-            current = name
-        return False, False
+        """(exists, is_dir) for a workspace path."""
+        found = self.stat(path)
+        return found is not None, bool(found and found.is_dir)
 
     def read_file(self, path: str, max_bytes: int = 1_048_576) -> bytes | None:
         """A workspace file's bytes, read by the platform; None when there is no such file."""
-        exists, is_dir = self.file_exists(path)
-        if not exists or is_dir:
+        found = self.stat(path)
+        if found is None or found.is_dir:
             return None
         try:
-            return self.runner.read_file(self.state, path, max_bytes=max_bytes)
+            return self.runner.read_file_untrusted(self.state, path, max_bytes=max_bytes)
         except RunnerError as exc:
             if "larger than" in str(exc):
                 raise
             return None
+
+    def file_mode(self, path: str) -> int | None:
+        """A workspace path's permission bits (0o7777); None when they cannot be read.
+
+        From the runner where it reads them itself (Docker: the engine); otherwise with ``stat``
+        in the session, as before (the local sandbox's programs are the host's, read-only). Not
+        ``stat -L``: there a symlink counts as a file of its own, and one leading out of the
+        workspace must not report its target's mode.
+        """
+        found = self.stat(path)
+        if found is None:
+            return None
+        if found.mode is not None:
+            return found.mode
+        target = posixpath.join(self.runner.workspace, clean_workspace_path(path))
+        result = self.exec(["stat", "-c", "%a", "--", target], timeout=10)
+        text = result.stdout.decode(errors="replace").strip()
+        return int(text, 8) & 0o7777 if result.ok and re.fullmatch(r"[0-7]{1,4}", text) else None
 
     def run_cleanups(self) -> None:
         while self.cleanups:

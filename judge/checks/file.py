@@ -8,13 +8,13 @@
       not_contains: 'SECRET'        # ... that must not match
       mode: "0755"                  # permission bits, octal, as a quoted string
 
-Existence and contents are read by the platform through the runner (nothing runs in the
-session); the mode is read with ``stat`` as the judge user.
+Existence, contents and (on the Docker runner) the mode are read by the platform through the
+runner's judge calls, with no program in the session involved; symlinks are followed only while
+they stay inside the workspace. Elsewhere the mode is read with ``stat`` as the judge user.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from typing import Any
 
@@ -95,12 +95,9 @@ class FileCheck(CheckKind):
                                                            "which it should not.")
         if "mode" in spec:
             wanted = int(spec["mode"], 8)
-            target = posixpath.join(ctx.runner.workspace, path)
-            result = ctx.exec(["stat", "-c", "%a", "--", target], timeout=10)
-            actual_text = text_of(result.stdout).strip()
-            if not result.ok or not re.fullmatch(r"[0-7]{1,4}", actual_text):
+            actual = ctx.file_mode(path)
+            if actual is None:
                 outcome.fail("file_mode_mismatch", f"The mode of {path} cannot be read.")
-            elif int(actual_text, 8) & 0o7777 != wanted:
-                outcome.fail("file_mode_mismatch", f"{path} has mode {int(actual_text, 8):04o}, "
-                                                   f"not {wanted:04o}.")
+            elif actual != wanted:
+                outcome.fail("file_mode_mismatch", f"{path} has mode {actual:04o}, not {wanted:04o}.")
         return outcome

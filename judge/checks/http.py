@@ -74,9 +74,11 @@ status=000; secs=-1; alive=1
 while :; do
     : > "$body"
     if command -v curl >/dev/null 2>&1; then
-        out=$(curl -s -o "$body" -w '%{http_code} %{time_total}' --max-time "$each" "$url" 2>/dev/null)
+        # -q first: never read a ~/.curlrc (a learner's could send the probe to a proxy of theirs);
+        # python3 -I: no user site-packages (a learner's .pth file runs code at start-up).
+        out=$(curl -q -s -o "$body" -w '%{http_code} %{time_total}' --max-time "$each" "$url" 2>/dev/null)
     elif command -v python3 >/dev/null 2>&1; then
-        out=$(python3 -c "$pyprobe" "$url" "$body" "$each" 2>/dev/null)
+        out=$(python3 -I -c "$pyprobe" "$url" "$body" "$each" 2>/dev/null)
     else
         wget -q -S -O "$body" -T "$each" "$url" 2> "$body.h"
         code=$(grep -o 'HTTP/[0-9.]* [0-9][0-9][0-9]' "$body.h" | tail -n 1 | cut -d' ' -f2)
@@ -249,14 +251,16 @@ class HttpCheck(CheckKind):
         run.append(image)
         if "command" in spec:
             run += spec["command"] if isinstance(spec["command"], list) else ["sh", "-c", spec["command"]]
+
+        def remove() -> None:
+            ctx.exec(["docker", "rm", "-f", name], timeout=30, user=user, resolved=True)
+
         started = ctx.exec(run, timeout=60, user=user, resolved=True)
         if not started.ok:
             outcome.fail("container_start_failed", f"docker run {image} failed: "
                                                    f"{text_of(started.stderr).strip()[-300:]}")
+            remove()  # a container whose start failed is still created: it would keep its name and layer
             return outcome
-
-        def remove() -> None:
-            ctx.exec(["docker", "rm", "-f", name], timeout=30, user=user, resolved=True)
 
         ctx.cleanups.append(remove)
         try:

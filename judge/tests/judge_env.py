@@ -74,7 +74,7 @@ def use_runner(settings_fixture, instance: str) -> None:
 
 def reset_workspace(runner: Runner, state: dict, files: dict[str, bytes]) -> None:
     """Empty the workspace and write ``files`` (relative path -> bytes) as the session's user."""
-    result = runner.exec(state, ["sh", "-c", "find /workspace -mindepth 1 -delete"], timeout=30)
+    result = runner.exec(state, ["sh", "-c", "find /workspace -mindepth 1 -maxdepth 1 -exec rm -rf {} +"], timeout=30)
     assert result.ok, result.stderr
     for path, data in files.items():
         runner.write_file(state, path, data)

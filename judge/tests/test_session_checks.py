@@ -86,12 +86,65 @@ def test_commands_run_as_the_judge_who_cannot_change_the_workspace(ctx):
     assert codes(ctx, {"kind": "command", "run": "id -un", "stdout": "^learner$", "user": "learner"}) == []
 
 
-def test_the_judge_ignores_the_learners_path(ctx):
-    # A learner cannot shadow `test` with a script in the workspace: the judge's PATH is fixed.
-    ctx.runner.write_file(ctx.state, "bin/test", b"#!/bin/sh\nexit 0\n")
-    ctx.runner.exec(ctx.state, ["chmod", "+x", "/workspace/bin/test"])
-    spec = {"kind": "command", "run": "test -f /workspace/Dockerfile", "env": {"HOME": "/tmp"}}
-    assert codes(ctx, spec) == ["command_failed"]
+# A learner's trap: tools named like the ones checks call, in directories the learner owns, put
+# first on the PATH by the learner's shell profile (Debian's ~/.profile already adds ~/bin), and a
+# ~/.curlrc that sends curl through the learner's own "proxy", which answers 200 to everything.
+FAKES = {
+    "grep": "#!/bin/sh\nexit 0\n",
+    "bash": "#!/bin/sh\nexit 0\n",
+    "curl": "#!/bin/sh\nprintf '200 0.001'\n",  # the probe's "-w '%{http_code} %{time_total}'"
+}
+LEARNER_PATH = 'export PATH="/workspace/bin:$HOME/bin:$HOME/.local/bin:$PATH"\n'
+ANSWER_OK = """\
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", 18098), H).serve_forever()
+"""
+NOTHING_THERE = "http://127.0.0.1:18099/"
+
+
+@pytest.fixture
+def learner_path_trap(ctx):
+    for name, text in FAKES.items():
+        ctx.runner.write_file(ctx.state, f"bin/{name}", text.encode())
+    ctx.runner.write_file(ctx.state, "trap/answer.py", ANSWER_OK.encode())
+    setup = ctx.runner.exec(ctx.state, ["sh", "-c", (
+        "set -e; chmod 0755 /workspace/bin/*; mkdir -p ~/bin ~/.local/bin; "
+        "cp -p /workspace/bin/* ~/bin/; cp -p /workspace/bin/* ~/.local/bin/; "
+        f"printf '%s' '{LEARNER_PATH}' | tee -a ~/.profile >> ~/.bashrc; "
+        "echo 'proxy = \"http://127.0.0.1:18098\"' > ~/.curlrc; "
+        "setsid python3 /workspace/trap/answer.py > /dev/null 2>&1 < /dev/null & echo $! > ~/.answer.pid")],
+        timeout=15)
+    assert setup.ok, setup.stderr
+    # Armed: the learner's own login shell runs the fakes, and a plain curl "reaches" a port where
+    # nothing listens.
+    naive = ctx.runner.exec(ctx.state, ["bash", "-lc", (
+        "grep -q no-such-text /workspace/app.py && type -p curl && for i in $(seq 50); do "
+        f"c=$(/usr/bin/curl -s -o /dev/null -w '%{{http_code}}' --max-time 1 {NOTHING_THERE}); "
+        '[ "$c" = 200 ] && break; sleep 0.1; done; echo "$c"')])
+    assert naive.ok and naive.stdout.split() == [b"/workspace/bin/curl", b"200"], naive
+    yield
+    ctx.runner.exec(ctx.state, ["sh", "-c", "kill $(cat ~/.answer.pid); rm -rf ~/bin ~/.local/bin ~/.curlrc "
+                                "~/.answer.pid; sed -i '\\#/workspace/bin#d' ~/.profile ~/.bashrc"], timeout=15)
+
+
+def test_the_judge_ignores_the_learners_path_and_programs(ctx, learner_path_trap):
+    for user in ("judge", "learner"):
+        # Whoever the check runs as, its PATH is the judge's, and no profile of the learner is read.
+        assert codes(ctx, {"kind": "command", "run": "grep -q no-such-text /workspace/app.py",
+                           "user": user}) == ["command_failed"]
+        assert codes(ctx, {"kind": "command", "run": ["grep", "-q", "no-such-text", "app.py"],
+                           "user": user}) == ["command_failed"]
+        script = "#!/usr/bin/env bash\ngrep -q no-such-text /workspace/app.py\n"
+        assert codes(ctx, {"kind": "script", "script": script, "user": user}) == ["script_failed"]
+    # The HTTP probe runs the real curl and never reads a ~/.curlrc, also as the learner.
+    assert codes(ctx, {"kind": "http", "port": 18099, "wait_seconds": 1}) == ["http_unreachable"]
+    as_learner = {"kind": "http", "start": "sleep 5", "user": "learner", "port": 18099, "wait_seconds": 1}
+    assert codes(ctx, as_learner) == ["http_unreachable"]
 
 
 def test_a_session_without_a_judge_user_runs_checks_as_its_own_user(busybox_env):
@@ -193,6 +246,60 @@ def test_http_failures_have_their_codes(ctx):
     crash = {"kind": "http", "start": "python3 -c 'raise SystemExit(1)'", "port": 18092, "wait_seconds": 5}
     assert codes(ctx, crash) == ["app_exited"]
     assert codes(ctx, {"kind": "http", "port": 18093, "wait_seconds": 1}) == ["http_unreachable"]
+
+
+# http against the learner's own running app --------------------------------------------------
+
+OWN_APP = """\
+import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(0.6)
+        self.send_response(200 if self.path in ("/health", "/slow") else 404)
+        self.end_headers(); self.wfile.write(b'{"status": "ok"}')
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("0.0.0.0", 18094), H).serve_forever()
+"""
+
+
+@pytest.fixture
+def learners_app(ctx):
+    """The learner started their app in their own terminal: it runs as them, the judge only probes it."""
+    ctx.runner.write_file(ctx.state, "own_app.py", OWN_APP.encode())
+    started = ctx.runner.exec(ctx.state, ["sh", "-c", "setsid python3 own_app.py > /dev/null 2>&1 < /dev/null & "
+                                          "echo $! > /tmp/own_app.pid"])
+    assert started.ok, started.stderr
+    yield
+    ctx.runner.exec(ctx.state, ["sh", "-c", "kill $(cat /tmp/own_app.pid) 2>/dev/null; rm -f /tmp/own_app.pid"])
+
+
+def test_an_http_check_probes_the_learners_own_running_app(ctx, learners_app):
+    outcome = run(ctx, {"kind": "http", "port": 18094, "path": "/health", "body": '"ok"', "wait_seconds": 10})
+    assert outcome.failures == []
+    assert outcome.metrics["http.status"] == 200
+    assert "app output" not in outcome.notes  # the judge started nothing
+    assert codes(ctx, {"kind": "http", "port": 18094, "path": "/nope"}) == ["http_status_mismatch"]
+    # The app is still the learner's, running after the checks.
+    alive = ctx.runner.exec(ctx.state, ["sh", "-c", "kill -0 $(cat /tmp/own_app.pid)"])
+    assert alive.ok
+
+
+def test_a_slow_answer_fails_with_http_too_slow(ctx, learners_app):
+    outcome = run(ctx, {"kind": "http", "port": 18094, "path": "/slow", "max_latency_ms": 200, "wait_seconds": 10})
+    assert [f.code for f in outcome.failures] == ["http_too_slow"]
+    assert outcome.metrics["http.latency_ms"] >= 600
+    assert "the limit is 200 ms" in outcome.failures[0].message
+    assert codes(ctx, {"kind": "http", "port": 18094, "path": "/health", "max_latency_ms": 2000}) == []
+
+
+def test_when_the_learners_app_is_stopped_nothing_answers(ctx, learners_app):
+    assert codes(ctx, {"kind": "http", "port": 18094, "path": "/health", "wait_seconds": 10}) == []
+    ctx.runner.exec(ctx.state, ["sh", "-c", "kill $(cat /tmp/own_app.pid)"])
+    outcome = run(ctx, {"kind": "http", "port": 18094, "path": "/health", "wait_seconds": 1})
+    assert [f.code for f in outcome.failures] == ["http_unreachable"]
+    assert outcome.failures[0].message == "Nothing answered on http://127.0.0.1:18094/health within 1 s."
 
 
 # streamed commands ----------------------------------------------------------------------

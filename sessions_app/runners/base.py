@@ -130,6 +130,19 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class FileStat:
+    """A workspace path as the judge sees it (``Runner.stat_file``)."""
+
+    path: str  # relative to the workspace, after following symlinks where the runner does
+    is_dir: bool
+    is_file: bool  # a regular file (not a directory, FIFO, device or socket)
+    size: int
+    #: Permission bits with setuid/setgid/sticky (0o7777), or None where the runner cannot read
+    #: them without running a program in the session (the judge then asks ``stat`` there).
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """Where the platform reaches a session port: a TCP address or a unix socket."""
 
@@ -262,6 +275,42 @@ class Runner:
     def write_file(self, state: dict[str, Any], path: str, data: bytes) -> None:
         """Create or replace a workspace file (parent directories are created)."""
         raise NotImplementedError
+
+    # files the judge reads -----------------------------------------------------------------
+    # The judge's `file` and `dockerfile` checks read the workspace through these two. A runner
+    # that can read its environment's files without running a program inside it (which a learner
+    # with root there could replace) overrides them; the defaults use the calls above.
+
+    def stat_file(self, state: dict[str, Any], path: str) -> FileStat | None:
+        """What a workspace path is, or None when there is none. RunnerError when the
+        environment cannot be reached (a missing path is not an error)."""
+        parts = [p for p in clean_workspace_path(path).split("/") if p]
+        if not parts:
+            return FileStat(path="", is_dir=True, is_file=False, size=0)
+        current = ""
+        for index, part in enumerate(parts):
+            try:
+                entries = self.list_files(state, current)
+            except RunnerError as exc:
+                if exc.permanent and current:  # not a directory, outside the workspace, ...
+                    return None
+                raise  # the workspace itself cannot be read: not a missing file
+            name = f"{current}/{part}" if current else part
+            match = next((entry for entry in entries if entry.path == name), None)
+            if match is None:
+                return None
+            if index == len(parts) - 1:
+                return FileStat(path=name, is_dir=match.is_dir, is_file=not match.is_dir, size=match.size)
+            if not match.is_dir:
+                return None
+            current = name
+        return None
+
+    def read_file_untrusted(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
+        """``read_file`` for the judge. Runners that can read the file without any program in the
+        environment (whose programs a learner may have replaced) do so; the default is ``read_file``.
+        Same errors as ``read_file``."""
+        return self.read_file(state, path, max_bytes=max_bytes)
 
     # reaching the session ----------------------------------------------------------------
     def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 import select
 import socket
 import struct
@@ -45,12 +46,14 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
 from django.conf import settings
 
 from sessions_app.runners.base import (
     Endpoint,
     ExecResult,
     FileEntry,
+    FileStat,
     ManagedEnvironment,
     PollStatus,
     ProgressCallback,
@@ -92,6 +95,13 @@ BRIDGE_PREFIX = "labs"
 HOST_GUARD_RULE = ["INPUT", "-i", f"{BRIDGE_PREFIX}+", "-m", "conntrack", "--ctstate", "NEW,INVALID",
                    "-j", "DROP"]
 _STORAGE_LIMIT_DRIVERS = {"devicemapper", "btrfs", "zfs"}
+# Go's os.FileMode bits, in which the engine reports a path's mode (archive API).
+_GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27
+_GO_SETUID, _GO_SETGID, _GO_STICKY = 1 << 23, 1 << 22, 1 << 20
+# Everything that makes a path not a regular file: dir, symlink, device, pipe, socket, char device, irregular.
+_GO_TYPE = _GO_DIR | _GO_SYMLINK | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
+MAX_SYMLINKS = 40  # as Linux's ELOOP limit
+TAR_OVERHEAD = 64 * 1024  # headers (PAX, xattrs) and padding around one file in the engine's tar
 
 
 def _short(exc: Exception) -> str:
@@ -617,6 +627,127 @@ class DockerRunner(Runner):
         if result.exit_code != 0:
             raise RunnerError(f"{path}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
 
+    # files the judge reads: through the engine's archive API --------------------------------
+    # No program in the container takes part: a learner who is root there (Docker-in-Docker)
+    # could replace sh, stat or cat, but not what the engine reads from the container's
+    # filesystem. The engine confines every path to the container's own root (never the host);
+    # the walk below also refuses symlinks that lead out of the workspace.
+
+    def _engine_lstat(self, state: dict[str, Any], absolute: str) -> dict[str, Any] | None:
+        """The engine's lstat of a container path (the last component is not followed); None if absent."""
+        if is_vm_state(state):
+            raise RunnerError("VM labs have no file access", permanent=True)
+        url = self.api._url("/containers/{0}/archive", state.get("container_id", ""))
+        try:
+            response = self.api.head(url, params={"path": absolute}, timeout=self.api.timeout)
+        except Exception as exc:
+            raise self._translate("reading the workspace", exc) from exc
+        if response.status_code == 404:
+            return None
+        header = response.headers.get("X-Docker-Container-Path-Stat")
+        if response.status_code != 200 or not header:
+            raise RunnerError(f"reading the workspace: the engine answered {response.status_code} for {absolute}")
+        stat: dict[str, Any] = docker.utils.decode_json_header(header)
+        return stat
+
+    def _resolve_in_workspace(self, state: dict[str, Any], path: str) -> tuple[str, dict[str, Any]] | None:
+        """Follow ``path`` from the workspace one component at a time; (resolved relative path, stat).
+
+        A symlink is followed only when the engine's resolution of it (scoped to the container's
+        root) lands inside the workspace, and its target is walked again the same way. None when
+        the path is missing, passes through a non-directory, or leads outside.
+        """
+        root = self._engine_lstat(state, self.workspace)
+        if root is None:
+            raise RunnerError("the session's container or its workspace is gone")
+        if not int(root.get("mode", 0)) & _GO_DIR:
+            return None  # the workspace itself replaced (by a symlink, say): nothing in it to read
+        pending = [part for part in clean_workspace_path(path).split("/") if part]
+        pending.reverse()  # a stack: the next component is last
+        current, found, links = "", root, 0
+        while pending:
+            part = pending.pop()
+            candidate = f"{current}/{part}" if current else part
+            try:
+                stat = self._engine_lstat(state, f"{self.workspace}/{candidate}")
+            except RunnerError:
+                # The engine refuses what it cannot resolve (a symlink loop: a bare 500). If the
+                # workspace still answers, the fault is this path's: it cannot be followed.
+                self._engine_lstat(state, self.workspace)
+                return None
+            if stat is None:
+                return None
+            mode = int(stat.get("mode", 0))
+            if mode & _GO_SYMLINK:
+                links += 1
+                inside = _inside(self.workspace, str(stat.get("linkTarget") or ""))
+                if inside is None or links > MAX_SYMLINKS:
+                    return None
+                pending.extend(reversed([p for p in inside.split("/") if p]))
+                current, found = "", root
+                continue
+            if pending and not mode & _GO_DIR:
+                return None
+            current, found = candidate, stat
+        return current, found
+
+    def stat_file(self, state: dict[str, Any], path: str) -> FileStat | None:
+        resolved = self._resolve_in_workspace(state, path)
+        if resolved is None:
+            return None
+        relative, stat = resolved
+        mode = int(stat.get("mode", 0))
+        return FileStat(path=relative, is_dir=bool(mode & _GO_DIR), is_file=not mode & _GO_TYPE,
+                        size=int(stat.get("size") or 0), mode=_unix_mode(mode))
+
+    def read_file_untrusted(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
+        shown = clean_workspace_path(path)
+        found = self.stat_file(state, shown)
+        if found is None or not found.is_file:
+            raise RunnerError(f"{shown}: no such file", permanent=True)
+        if found.size > max_bytes:
+            raise RunnerError(f"{shown}: larger than {int(max_bytes)} bytes", permanent=True)
+        data = self._engine_read(state, f"{self.workspace}/{found.path}", shown, max_bytes)
+        # The engine follows symlinks in the directories above the file; resolving again catches
+        # a directory swapped for a symlink while the file was being read.
+        again = self.stat_file(state, shown)
+        if again is None or again.path != found.path or not again.is_file:
+            raise RunnerError(f"{shown}: changed while it was read", permanent=True)
+        return data
+
+    def _engine_read(self, state: dict[str, Any], absolute: str, shown: str, max_bytes: int) -> bytes:
+        """One regular file's bytes, from the engine's tar of it (streamed, at most ``max_bytes``)."""
+        url = self.api._url("/containers/{0}/archive", state.get("container_id", ""))
+        try:
+            response = self.api._get(url, params={"path": absolute}, stream=True,
+                                     headers={"Accept-Encoding": "identity"})
+            self.api._raise_for_status(response)
+        except Exception as exc:
+            raise self._translate(f"reading {shown}", exc) from exc
+        buffer = bytearray()
+        try:
+            for chunk in response.iter_content(65536):
+                buffer.extend(chunk)
+                if len(buffer) > max_bytes + TAR_OVERHEAD:  # grown since it was measured
+                    raise RunnerError(f"{shown}: larger than {int(max_bytes)} bytes", permanent=True)
+        except RunnerError:
+            raise
+        except Exception as exc:
+            raise self._translate(f"reading {shown}", exc) from exc
+        finally:
+            response.close()
+        try:
+            with tarfile.open(fileobj=io.BytesIO(bytes(buffer)), mode="r:") as archive:
+                member = archive.next()
+                if member is None or not member.isreg():
+                    raise RunnerError(f"{shown}: no such file", permanent=True)
+                if member.size > max_bytes:
+                    raise RunnerError(f"{shown}: larger than {int(max_bytes)} bytes", permanent=True)
+                extracted = archive.extractfile(member)
+                return extracted.read() if extracted is not None else b""
+        except tarfile.TarError as exc:
+            raise RunnerError(f"{shown}: the engine sent an unreadable archive ({exc})") from exc
+
     # reaching the session ---------------------------------------------------------------------
     def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
         if is_vm_state(state):
@@ -729,6 +860,23 @@ class DockerRunner(Runner):
             memory_limit_bytes=int(memory.get("limit", 0)),
             pids=int(raw.get("pids_stats", {}).get("current", 0)),
         )
+
+
+def _unix_mode(go_mode: int) -> int:
+    """Permission bits (0o7777) from a Go FileMode."""
+    mode = go_mode & 0o777
+    for go_bit, bit in ((_GO_SETUID, 0o4000), (_GO_SETGID, 0o2000), (_GO_STICKY, 0o1000)):
+        if go_mode & go_bit:
+            mode |= bit
+    return mode
+
+
+def _inside(workspace: str, target: str) -> str | None:
+    """``target`` (an absolute container path) relative to the workspace, or None if it is outside."""
+    target = posixpath.normpath(target) if target.startswith("/") else ""
+    if target == workspace:
+        return ""
+    return target[len(workspace) + 1:] if target.startswith(workspace + "/") else None
 
 
 def _read_multiplexed(raw: socket.socket, deadline: float) -> tuple[bytes, bytes]:
