@@ -2,19 +2,25 @@
 
 - an environment a runner holds that no live session owns is removed;
 - a running session whose environment vanished is marked failed.
+
+Two passes at once (two `reconcile_runners` processes) are safe: on PostgreSQL a pass takes an
+advisory lock per runner and skips a runner another pass is reconciling, so an orphan is removed,
+and counted, once; failing a session takes its row lock with SKIP LOCKED.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
 from sessions_app.models import LIVE_STATES, EndReason, Session, State
-from sessions_app.provisioning import remove_leftovers
 from sessions_app.runners import all_runners
-from sessions_app.runners.base import PollStatus, Runner, RunnerError
+from sessions_app.runners.base import ManagedEnvironment, PollStatus, Runner, RunnerError
 
 log = logging.getLogger(__name__)
 CHUNK = 500
@@ -31,9 +37,9 @@ def _live_ids(candidates: list[str]) -> set[str]:
     live: set[str] = set()
     for start in range(0, len(candidates), CHUNK):
         chunk = candidates[start:start + CHUNK]
-        live.update(
-            str(pk) for pk in Session.objects.filter(pk__in=chunk, state__in=LIVE_STATES).values_list("pk", flat=True)
-        )
+        # order_by(): the model's default ordering would only add a sort.
+        rows = Session.objects.filter(pk__in=chunk, state__in=LIVE_STATES).order_by().values_list("pk", flat=True)
+        live.update(str(pk) for pk in rows)
     return live
 
 
@@ -47,33 +53,43 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def remove_orphans(runner: Runner, report: ReconcileReport) -> set[str]:
-    """Remove environments without a live session; return the live sessions whose environment runs."""
+@dataclass
+class LiveEnvironments:
+    """What one listing found for live sessions: those with a running environment, and every
+    environment of each live session (removed from this list, not a new one, if it has vanished)."""
+
+    present: set[str] = field(default_factory=set)
+    by_session: dict[str, list[ManagedEnvironment]] = field(default_factory=dict)
+
+
+def remove_orphans(runner: Runner, report: ReconcileReport) -> LiveEnvironments:
+    """Remove environments without a live session; return what the live sessions have."""
     managed = runner.list_managed()
     ids = [env.session_id for env in managed if _is_uuid(env.session_id)]
     live = _live_ids(ids)
-    present: set[str] = set()
+    found = LiveEnvironments()
     for env in managed:
         if env.session_id in live:
+            found.by_session.setdefault(env.session_id, []).append(env)
             if env.running:
-                present.add(env.session_id)
+                found.present.add(env.session_id)
             continue
         try:
             runner.remove_managed(env)
             report.orphans_removed += 1
         except RunnerError as exc:
             report.errors.append(f"{runner.name}: removing {env.ref}: {exc}")
-    return present
+    return found
 
 
-def fail_vanished(runner: Runner, present: set[str], report: ReconcileReport) -> None:
+def fail_vanished(runner: Runner, found: LiveEnvironments, report: ReconcileReport) -> None:
     running = (
         Session.objects.filter(runner_name=runner.name, state=State.RUNNING)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
     for pk in running.iterator(chunk_size=CHUNK):
-        if str(pk) in present:
+        if str(pk) in found.present:
             continue
         with transaction.atomic():
             session = Session.objects.select_for_update(skip_locked=True).filter(pk=pk, state=State.RUNNING).first()
@@ -94,10 +110,45 @@ def fail_vanished(runner: Runner, present: set[str], report: ReconcileReport) ->
             )
             session.log("Your environment disappeared; the session has ended.", level="error")
             report.sessions_failed += 1
-        try:
-            remove_leftovers(runner, str(pk))
-        except RunnerError as exc:
-            report.errors.append(f"{runner.name}: cleaning up after {pk}: {exc}")
+        # What is left of it (a stopped container, a network, a volume) was in the pass's one
+        # listing: listing again per session would make a pass over n vanished sessions cost n².
+        for env in found.by_session.get(str(pk), []):
+            try:
+                runner.remove_managed(env)
+            except RunnerError as exc:
+                report.errors.append(f"{runner.name}: cleaning up after {pk}: {exc}")
+
+
+def _lock_key(runner: Runner) -> int:
+    digest = hashlib.blake2b(f"labs:reconcile:{runner.name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)  # PostgreSQL advisory keys are bigint
+
+
+@contextmanager
+def _runner_claim(runner: Runner) -> Iterator[bool]:
+    """Yield whether this pass may reconcile `runner` now.
+
+    On PostgreSQL a session-level advisory lock (held across the pass's own transactions) keeps a
+    second pass off the runner while one is at work: both would otherwise list the same orphans
+    and remove, and count, each twice. Other databases serve one process and need no claim.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = _lock_key(runner)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        claimed = bool(cursor.fetchone()[0])
+    try:
+        yield claimed
+    finally:
+        if claimed:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except DatabaseError:
+                log.warning("could not release the reconcile lock of %s (a lost connection releases it)",
+                            runner.name)
 
 
 def reconcile() -> ReconcileReport:
@@ -105,9 +156,13 @@ def reconcile() -> ReconcileReport:
     for runner in all_runners():
         if not runner.available():
             continue
-        try:
-            present = remove_orphans(runner, report)
-            fail_vanished(runner, present, report)
-        except RunnerError as exc:
-            report.errors.append(f"{runner.name}: {exc}")
+        with _runner_claim(runner) as claimed:
+            if not claimed:
+                log.info("another reconcile pass is at work on %s; skipping it this time", runner.name)
+                continue
+            try:
+                found = remove_orphans(runner, report)
+                fail_vanished(runner, found, report)
+            except RunnerError as exc:
+                report.errors.append(f"{runner.name}: {exc}")
     return report

@@ -188,17 +188,33 @@ def _gateway(engine, state) -> str:
     return next(iter(networks.values()))["Gateway"]
 
 
+def _network_of(engine, state) -> dict:
+    """`docker network inspect` of the network the session's container is attached to."""
+    attrs = engine.containers.get(state["container_id"]).attrs
+    (name,) = attrs["NetworkSettings"]["Networks"]
+    return engine.api.inspect_network(name)
+
+
 def test_an_isolated_session_reaches_neither_the_host_nor_other_sessions(runner, started, engine):
     server, port = _host_listener()
     try:
         _, bridged = started(network_mode="bridge")
-        _, isolated = started(network_mode="isolated")
+        isolated_spec, isolated = started(network_mode="isolated")
         _, neighbour = started(network_mode="bridge")
         _, unrestricted = started(network_mode="unrestricted")
         for session in (neighbour, isolated):
             runner.exec(session.state, ["sh", "-c", SERVE_HI])
         time.sleep(0.3)
         neighbour_ip = neighbour.endpoints["host"]
+        # The engine itself enforces "no egress" for isolated: its network is Docker-internal (no
+        # route out, no NAT), each session on a network of its own; bridge sessions keep egress.
+        isolated_net, bridged_net = _network_of(engine, isolated.state), _network_of(engine, bridged.state)
+        assert isolated_net["Internal"] is True
+        assert bridged_net["Internal"] is False
+        assert _network_of(engine, neighbour.state)["Internal"] is False
+        assert _network_of(engine, unrestricted.state)["Name"] == "bridge"  # Docker's default, staff-only
+        assert len({isolated_net["Id"], bridged_net["Id"], _network_of(engine, neighbour.state)["Id"]}) == 3
+        assert isolated_net["Labels"][LABEL_SESSION] == isolated_spec.session_id  # found again and removed with it
         # Controls: the probe does detect an open port (a session reaches itself; the staff-only
         # unrestricted mode reaches the host listener through docker0).
         assert _can_connect(runner, isolated.state, "127.0.0.1", 8080)

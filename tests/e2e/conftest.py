@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -85,13 +86,28 @@ def assert_no_error_page(page) -> None:
 # ---- consoles: a real ASGI server (tests/e2e/live_server.py) and a real VNC desktop --------
 
 
+@dataclass(frozen=True)
+class VncDesktop:
+    host: str
+    port: int
+    display: int  # the X display x11vnc serves, for looking at the desktop's side (xprop, xev)
+
+    @property
+    def endpoint(self) -> dict[str, object]:
+        """What a session's endpoints["vnc"] holds."""
+        return {"host": self.host, "port": self.port}
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DISPLAY": f":{self.display}"}
+
+
 @pytest.fixture
-def vnc_desktop(tmp_path) -> Iterator[tuple[str, int]]:
+def vnc_desktop(tmp_path) -> Iterator[VncDesktop]:
     """A real X display served by x11vnc on 127.0.0.1 (tests/vnc_server.py), painted with a
     checkerboard so that what reaches the browser is neither black nor one flat colour.
 
-    Yields (host, port) for a session's endpoints["vnc"]. Needs Debian's xvfb, x11vnc and
-    x11-xserver-utils (the test script installs them); missing ones fail the test.
+    Needs Debian's xvfb, x11vnc, x11-xserver-utils and x11-utils (the test script installs them);
+    missing ones fail the test.
     """
     import subprocess
 
@@ -102,6 +118,6 @@ def vnc_desktop(tmp_path) -> Iterator[tuple[str, int]]:
             env = {**os.environ, "DISPLAY": f":{server.display}"}
             subprocess.run(["xsetroot", "-mod", "16", "16", "-fg", "#f97316", "-bg", "#1d4ed8"],
                            env=env, check=True, timeout=15)
-            yield server.endpoint["host"], server.endpoint["port"]
+            yield VncDesktop(server.endpoint["host"], server.endpoint["port"], server.display)
     except VncServerUnavailable as exc:
         pytest.fail(f"the VNC test server could not start: {exc}")

@@ -5,9 +5,15 @@ and the graphical console on a real VNC server (Xvfb + x11vnc)."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shutil
+import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import docker
 import pytest
@@ -16,7 +22,7 @@ from django.utils import timezone
 from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
 from sessions_app.runners.docker import LABEL_MANAGED
-from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
+from tests.e2e.conftest import ARTIFACTS, VncDesktop, assert_no_error_page, sign_in
 from tests.e2e.live_server import docker_runner_for_server, set_server_password
 
 pytestmark = pytest.mark.browser
@@ -78,6 +84,18 @@ def wait_for_text(page, tab: str, text: str, timeout: float = 20) -> str:
 
 def wait_connected(page, tab: str) -> None:
     page.locator(f'[data-terminal-panel="{tab}"] [data-terminal-state="connected"]').wait_for(timeout=30_000)
+
+
+def select_word(page, tab: str, word: str) -> None:
+    """Double-click the last terminal row that reads exactly `word`, as a learner selects it."""
+    rows = page.locator(f'[data-terminal-panel="{tab}"] .xterm-rows > div')
+    index = rows.evaluate_all("(rows, word) => rows.map(r => r.textContent.trim()).lastIndexOf(word)", word)
+    assert index >= 0, f"no row reads {word!r}"
+    box = rows.nth(index).bounding_box()
+    assert box is not None
+    page.mouse.dblclick(box["x"] + 4, box["y"] + box["height"] / 2)
+    selected = page.locator(f'[data-terminal-panel="{tab}"] .xterm-selection div')
+    selected.first.wait_for(state="attached", timeout=5_000)
 
 
 def type_command(page, tab: str, command: str) -> None:
@@ -144,6 +162,17 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     page.locator('[data-terminal-screen="1"]').click()  # Enter must reach the shell, not the Paste button
     page.keyboard.press("Enter")
     wait_for_text(page, "1", "\npasted-2")
+
+    # The Copy button copies what is selected in the terminal (a double-click selects a word).
+    page.evaluate("navigator.clipboard.writeText('')")
+    page.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == ""  # nothing selected: nothing copied
+    select_word(page, "1", "pasted-2")
+    page.get_by_role("button", name="Copy").click()
+    deadline = time.monotonic() + 10
+    while (copied := page.evaluate("navigator.clipboard.readText()")) != "pasted-2":
+        assert time.monotonic() < deadline, f"the clipboard holds {copied!r}"
+        page.wait_for_timeout(200)
     page.get_by_role("button", name="Larger text").click()
     page.reload()
     assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
@@ -211,8 +240,54 @@ def test_a_terminal_the_runner_cannot_open_says_so_and_offers_to_reconnect(asgi_
     assert_no_error_page(page)
 
 
-def test_the_desktop_console_shows_a_real_vnc_screen(asgi_live_server, page, learner, password, vnc_desktop):
-    host, port = vnc_desktop
+def _x_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is required to look at the test desktop: apt-get install -y x11-utils")
+    return path
+
+
+def desktop_cut_buffer(desktop: VncDesktop) -> str:
+    """CUT_BUFFER0 on the desktop's root window, read from the X server itself: x11vnc stores
+    there the text a viewer sends. (It also claims PRIMARY, but on this Xvfb `xclip -o` got no
+    answer from it for PRIMARY or CLIPBOARD in our trials; the cut buffer is reliable.)"""
+    result = subprocess.run([_x_tool("xprop"), "-root", "CUT_BUFFER0"], env=desktop.env(),
+                            capture_output=True, text=True, timeout=10, check=False)
+    match = re.search(r'CUT_BUFFER0\(\w+\) = "(.*)"$', result.stdout.strip())
+    return match.group(1) if match else ""
+
+
+@contextlib.contextmanager
+def watching_keys(desktop: VncDesktop, log_path: Path) -> Iterator[Callable[[], list[tuple[str, str]]]]:
+    """xev on the desktop's root window: every key the X server delivers there. Yields a function
+    returning what it saw so far as (KeyPress|KeyRelease, keysym name) pairs, in order."""
+    with log_path.open("wb") as log:
+        # stdbuf: xev's stdout is a file here, which libc would otherwise buffer until exit.
+        watcher = subprocess.Popen(["stdbuf", "-oL", _x_tool("xev"), "-root", "-event", "keyboard"],
+                                   env=desktop.env(), stdout=log, stderr=subprocess.STDOUT)
+
+    def seen() -> list[tuple[str, str]]:
+        text = log_path.read_text(errors="replace")
+        return re.findall(r"^(KeyPress|KeyRelease) event.*?\(keysym 0x[0-9a-f]+, (\w+)\)", text, re.M | re.S)
+
+    try:
+        yield seen
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+
+
+CTRL_ALT_DEL = [("KeyPress", "Control_L"), ("KeyPress", "Alt_L"), ("KeyPress", "Delete"),
+                ("KeyRelease", "Delete"), ("KeyRelease", "Alt_L"), ("KeyRelease", "Control_L")]
+
+
+def contains_run(events: list[tuple[str, str]], run: list[tuple[str, str]]) -> bool:
+    return any(events[i:i + len(run)] == run for i in range(len(events) - len(run) + 1))
+
+
+def test_the_desktop_console_shows_a_real_vnc_screen(
+    asgi_live_server, page, learner, password, vnc_desktop, tmp_path
+):
     lab = make_lab("labs/tiny:test", runner="fake", consoles=["vnc"])
     session = Session.objects.create(user=learner, lab=lab, state=State.PROVISIONING, runner_name="fake")
     sign_in(page, asgi_live_server.url, learner.username, password)
@@ -223,7 +298,7 @@ def test_the_desktop_console_shows_a_real_vnc_screen(asgi_live_server, page, lea
     now = timezone.now()
     Session.objects.filter(pk=session.pk).update(
         state=State.RUNNING, started_at=now, expires_at=now + timedelta(minutes=30), last_active_at=now,
-        endpoints={"vnc": {"host": host, "port": port}},
+        endpoints={"vnc": vnc_desktop.endpoint},
     )
     page.locator('[data-vnc-state="connected"]').wait_for(timeout=30_000)
     assert page.get_by_role("button", name="Ctrl+Alt+Del").is_enabled()
@@ -250,11 +325,39 @@ def test_the_desktop_console_shows_a_real_vnc_screen(asgi_live_server, page, lea
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "vnc-console.png"), full_page=True)
 
-    # Text typed into the clipboard box goes to the desktop without breaking the connection.
+    # Text typed into the clipboard box reaches the desktop's X server, without breaking the connection.
+    assert desktop_cut_buffer(vnc_desktop) == ""
     page.locator("details.vnc-clipboard > summary").click()
     page.get_by_label("Text for the desktop").fill("hello desktop")
     page.get_by_role("button", name="Send clipboard text").click()
-    page.wait_for_timeout(500)
+    deadline = time.monotonic() + 10
+    while desktop_cut_buffer(vnc_desktop) != "hello desktop":
+        assert time.monotonic() < deadline, f"the desktop never got the text: {desktop_cut_buffer(vnc_desktop)!r}"
+        page.wait_for_timeout(200)
+    assert page.locator('[data-vnc-state="connected"]').is_visible()
+
+    # Ctrl+Alt+Del: the X server delivers Control, Alt and Delete down, then up in reverse order.
+    with watching_keys(vnc_desktop, tmp_path / "xev.log") as keys_seen:
+        deadline = time.monotonic() + 15
+        while not contains_run(keys_seen(), CTRL_ALT_DEL):  # retried: xev may not be listening yet
+            assert time.monotonic() < deadline, f"the desktop never saw Ctrl+Alt+Del: {keys_seen()}"
+            page.get_by_role("button", name="Ctrl+Alt+Del").click()
+            page.wait_for_timeout(500)
+        # Only that: nothing else was pressed, nothing left held down.
+        assert {name for _, name in keys_seen()} == {"Control_L", "Alt_L", "Delete"}
+        assert keys_seen()[-3:] == CTRL_ALT_DEL[-3:]
+
+    # Full screen puts the console (toolbar and screen) in full screen, and the button says so.
+    fullscreen = page.get_by_role("button", name="Full screen")
+    assert fullscreen.get_attribute("aria-pressed") == "false"
+    fullscreen.click()
+    page.wait_for_function("document.fullscreenElement !== null", timeout=10_000)
+    assert page.evaluate("document.fullscreenElement.classList.contains('vnc-console')")
+    assert fullscreen.get_attribute("aria-pressed") == "true"
+    page.screenshot(path=str(ARTIFACTS / "vnc-console-fullscreen.png"))
+    fullscreen.click()
+    page.wait_for_function("document.fullscreenElement === null", timeout=10_000)
+    assert fullscreen.get_attribute("aria-pressed") == "false"
     assert page.locator('[data-vnc-state="connected"]').is_visible()
     assert_no_error_page(page)
 
