@@ -53,6 +53,11 @@ MAX_CONTROL_FRAME = 4096  # larger JSON control frames are dropped
 MAX_PENDING_INPUT = 1024 * 1024  # input queued behind a slow shell; beyond this it is dropped
 DIRECT_WRITE_BYTES = 1024  # input up to this size is written on the event loop when writable
 ACTIVITY_SECONDS = 10.0  # at most one activity write per terminal in this interval
+# Keys typed before a new shell has printed anything wait for its first output (at most this long):
+# tmux and readline flush pending input when they put the terminal in raw mode, so keys sent
+# while they start would be lost. A console that stays silent until spoken to (a VM's serial
+# line) gets the keys after this grace.
+FIRST_OUTPUT_GRACE_SECONDS = 1.5
 MAX_COLS, MAX_ROWS = 500, 200
 DEFAULT_COLS, DEFAULT_ROWS = 80, 24
 NAME_RE = re.compile(r"[a-z0-9-]{1,16}")
@@ -356,12 +361,14 @@ class TerminalBridge:
         self._can_write.register(self._fd, select.POLLOUT)
         self._readable: asyncio.Future[None] | None = None
         self._resumed = asyncio.Event()
+        self._shell_spoke = asyncio.Event()
         self._input: deque[bytes] = deque()
         self._input_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._size: tuple[int, int] | None = None
         self._resizer: asyncio.Task[None] | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._closing = False
         self.closed = False
 
     def start(self) -> None:
@@ -409,6 +416,7 @@ class TerminalBridge:
                 await self._wait_readable()
                 data, ended = self._drain()
                 if data:
+                    self._shell_spoke.set()
                     self.flow.record_sent(len(data))
                     if self.recorder is not None:
                         self.recorder.output(data)
@@ -433,7 +441,8 @@ class TerminalBridge:
         """Send keystrokes to the shell without ever blocking the event loop."""
         if self.closed or not data:
             return
-        if self._input or len(data) > DIRECT_WRITE_BYTES or not self._can_write.poll(0):
+        shell_ready = self._shell_spoke.is_set()
+        if not shell_ready or self._input or len(data) > DIRECT_WRITE_BYTES or not self._can_write.poll(0):
             if self._input_bytes + len(data) > MAX_PENDING_INPUT:
                 log.info("terminal input dropped: %d bytes already waiting for the shell", self._input_bytes)
                 return
@@ -448,6 +457,11 @@ class TerminalBridge:
             log.info("terminal write failed: %s", exc)  # the shell is gone; the pump reports the end
 
     async def _write_queued(self) -> None:
+        if not self._shell_spoke.is_set():
+            try:
+                await asyncio.wait_for(self._shell_spoke.wait(), FIRST_OUTPUT_GRACE_SECONDS)
+            except TimeoutError:
+                self._shell_spoke.set()  # a silent console: stop holding keys back from now on
         while self._input and not self.closed:
             chunk = b"".join(self._input)
             self._input.clear()
@@ -482,8 +496,14 @@ class TerminalBridge:
     # closing ------------------------------------------------------------------------------------
     async def close(self) -> int | None:
         """Stop everything and close the stream; returns the recording's size, if recording."""
-        if self.closed:
+        if self.closed or self._closing:
             return None
+        self._closing = True
+        if self._writer is not None and not self._writer.done() and self._input:
+            # Keys typed just before the tab closed (perhaps held for the shell's first output)
+            # still reach the shell: a tmux session lives on after the tab.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), FIRST_OUTPUT_GRACE_SECONDS + 2)
         self.closed = True
         tasks = [t for t in (self._pump, self._writer, self._resizer) if t is not None and not t.done()]
         for task in tasks:

@@ -53,9 +53,11 @@ cp "$NM/@xterm/xterm/LICENSE" "$OUT/xterm/LICENSE"
 copy_without_map "$NM/@xterm/addon-fit/lib/addon-fit.js" "$OUT/xterm-addon-fit/addon-fit.js"
 cp "$NM/@xterm/addon-fit/LICENSE" "$OUT/xterm-addon-fit/LICENSE"
 
-# noVNC: ES modules; core/ imports ../vendor/pako, so both keep their relative layout.
-cp -R "$NM/@novnc/novnc/core" "$OUT/novnc/core"
-cp -R "$NM/@novnc/novnc/vendor" "$OUT/novnc/vendor"
+# noVNC: its RFB client and everything it imports (pako included) bundled by esbuild into one
+# ES module: the page loads one file, not ~40 modules one after another. es2022 for noVNC's
+# top-level await.
+"$NM/.bin/esbuild" "$ROOT/deploy/assets/novnc-entry.js" --bundle --format=esm --minify --target=es2022 \
+    --legal-comments=none --charset=utf8 --log-level=warning --outfile="$OUT/novnc/rfb.bundle.js"
 cp "$NM/@novnc/novnc/LICENSE.txt" "$OUT/novnc/LICENSE.txt"
 
 # asciinema-player: the self-contained bundle (window.AsciinemaPlayer, WASM inlined) and its

@@ -23,7 +23,7 @@ VENDORED = {
     "htmx.org": ["htmx/htmx.min.js"],
     "@xterm/xterm": ["xterm/xterm.js", "xterm/xterm.css"],
     "@xterm/addon-fit": ["xterm-addon-fit/addon-fit.js"],
-    "@novnc/novnc": ["novnc/core/rfb.js", "novnc/vendor/pako/lib/zlib/inflate.js"],
+    "@novnc/novnc": ["novnc/rfb.bundle.js", "novnc/LICENSE.txt"],
     "asciinema-player": ["asciinema-player/asciinema-player.min.js", "asciinema-player/asciinema-player.css"],
     # CodeMirror 6 is ES modules, bundled into one file by deploy/scripts/vendor-assets.sh.
     **{

@@ -42,6 +42,7 @@
   const wsPath = mount.dataset.wsPath;
   const encoder = new TextEncoder();
   const INPUT_CHUNK = 32 * 1024;
+  const HELD_INPUT_LIMIT = 64 * 1024; // typed before the shell is attached; more is dropped
 
   // ---- small helpers -------------------------------------------------------------------
 
@@ -230,6 +231,10 @@
       this.setState(this.attempts ? "reconnecting" : "connecting", this.attempts ? "connecting…" : "");
       const ws = new WebSocket(socketUrl(this.name, this.term.cols, this.term.rows));
       ws.binaryType = "arraybuffer";
+      // The server attaches the shell before it says "ready"; keys typed until then wait here.
+      this.attached = false;
+      this.heldInput = [];
+      this.heldBytes = 0;
       this.ws = ws;
       ws.addEventListener("message", (event) => this.onMessage(event));
       ws.addEventListener("close", (event) => this.onClose(ws, event));
@@ -269,6 +274,11 @@
         this.attempts = 0;
         this.setState("connected", message.reattached ? "reattached" : "");
         this.sendResize(this.term.cols, this.term.rows, true);
+        this.attached = true;
+        const held = this.heldInput;
+        this.heldInput = [];
+        this.heldBytes = 0;
+        for (const bytes of held) this.sendBytes(bytes);
         if (this.console.active === this) LabSite.announce(`Terminal ${this.name} connected.`);
       } else if (message.type === "pong") {
         this.awaitingPong = false;
@@ -362,6 +372,13 @@
 
     sendBytes(bytes) {
       if (this.ws?.readyState !== WebSocket.OPEN) return;
+      if (!this.attached) {
+        if (this.heldBytes + bytes.length <= HELD_INPUT_LIMIT) {
+          this.heldInput.push(bytes);
+          this.heldBytes += bytes.length;
+        }
+        return;
+      }
       // The server drops input frames over 64 KiB, so a big paste goes in pieces.
       for (let start = 0; start < bytes.length; start += INPUT_CHUNK) {
         this.ws.send(bytes.subarray(start, start + INPUT_CHUNK));

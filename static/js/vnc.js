@@ -6,7 +6,7 @@
  * authentication wait for "Reconnect now"; anything else (4502 the VNC server does not answer
  * yet, 1000 it closed, a dropped network) is retried with backoff (1 s, 2 s, 4 s … 15 s).
  */
-import RFB from "../vendor/novnc/core/rfb.js";
+import RFB from "../vendor/novnc/rfb.bundle.js";
 
 const page = document.getElementById("session-page");
 const mount = page?.querySelector('[data-console-mount="vnc"]');

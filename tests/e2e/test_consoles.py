@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
@@ -179,7 +180,7 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     wait_connected(page, "1")
     assert page.evaluate("localStorage.getItem('labs:terminal-font-size')") == "15"
     rows = page.locator('[data-terminal-screen="1"] .xterm-rows')
-    assert rows.evaluate("e => getComputedStyle(e).fontSize") == "15px"
+    expect(rows).to_have_css("font-size", "15px")
 
     # The server goes away for a moment (a redeploy): the tab says it is reconnecting, then it is
     # back on the same shell by itself.
@@ -222,6 +223,53 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     assert page.get_by_text("The terminal connects here when the session is running.").is_visible()
     engine = docker.from_env()
     assert engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={docker_instance}"}) == []
+
+
+@pytest.mark.docker
+def test_keys_typed_before_the_terminal_says_connected_reach_the_shell(asgi_live_server, page, learner, password,
+                                                              docker_instance):
+    url = asgi_live_server.url
+    lab = make_lab("labs/base:bookworm")
+    sign_in(page, url, learner.username, password)
+    page.goto(f"{url}{lab.get_absolute_url()}")
+    page.get_by_role("button", name="Start lab").click()
+    page.wait_for_url("**/sessions/*/", timeout=STARTUP_MS)
+    page.locator('#session-status[data-state="running"]').wait_for(timeout=STARTUP_MS)
+    # The server's first messages ("ready" among them) are held back while the learner types, as
+    # on a slow link: keys typed before the shell is attached must reach it once it is.
+    held: list[str | bytes] = []
+    released: list[bool] = []
+    sockets: list = []
+
+    def delay_ready(ws) -> None:
+        sockets.append(ws)
+        server = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            if released:
+                ws.send(message)
+            else:
+                held.append(message)
+
+        server.on_message(from_server)
+
+    page.route_web_socket(re.compile(r".*/terminal/.*"), delay_ready)
+    page.reload()
+    page.locator('[data-terminal-screen="1"] .xterm-helper-textarea').wait_for(state="attached")
+    page.locator('[data-terminal-screen="1"]').click()
+    page.keyboard.type("echo early-$((3*3))")
+    page.keyboard.press("Enter")
+    deadline = time.monotonic() + 30
+    while not held:  # the server has attached the shell and said so; the page does not know yet
+        assert time.monotonic() < deadline, "the terminal never answered"
+        page.wait_for_timeout(100)
+    assert page.locator('[data-terminal-panel="1"] [data-terminal-state="connected"]').count() == 0
+    # Playwright runs the handler only inside Playwright calls: drain in order, then let through.
+    while held:
+        sockets[-1].send(held.pop(0))
+    released.append(True)
+    wait_connected(page, "1")
+    wait_for_text(page, "1", "\nearly-9", timeout=30)
 
 
 def test_a_terminal_the_runner_cannot_open_says_so_and_offers_to_reconnect(asgi_live_server, page, learner, password):
