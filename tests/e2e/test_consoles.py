@@ -121,7 +121,7 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     assert session.state == State.RUNNING, session.error
 
     # Tab 1: the first shell answers.
-    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
+    expect(page.locator("[data-terminal-tab]")).to_have_text(["Terminal 1"])
     wait_connected(page, "1")
     type_command(page, "1", "echo $((6*7))")
     assert "\n42" in wait_for_text(page, "1", "\n42")
@@ -131,17 +131,17 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     # Tab 2: a second, separate shell.
     page.get_by_role("button", name="New terminal").click()
     wait_connected(page, "2")
-    assert page.get_by_role("tab", name="Terminal 2").get_attribute("aria-selected") == "true"
-    assert page.locator('[data-terminal-panel="1"]').is_hidden()
+    expect(page.get_by_role("tab", name="Terminal 2")).to_have_attribute("aria-selected", "true")
+    expect(page.locator('[data-terminal-panel="1"]')).to_be_hidden()
     type_command(page, "2", "echo second-$((20+3))")
     wait_for_text(page, "2", "\nsecond-23")
 
     # A reload reconnects both tabs to the same shells (tmux keeps them), tab 2 still in front.
     page.reload()
-    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1", "Terminal 2"]
+    expect(page.locator("[data-terminal-tab]")).to_have_text(["Terminal 1", "Terminal 2"])
     wait_connected(page, "2")
-    assert page.get_by_role("tab", name="Terminal 2").get_attribute("aria-selected") == "true"
-    assert page.locator('[data-terminal-panel="2"] .conn-detail').inner_text() == "reattached"
+    expect(page.get_by_role("tab", name="Terminal 2")).to_have_attribute("aria-selected", "true")
+    expect(page.locator('[data-terminal-panel="2"] .conn-detail')).to_have_text("reattached")
     wait_for_text(page, "2", "second-23")
     page.get_by_role("tab", name="Terminal 1").click()
     wait_connected(page, "1")
@@ -150,10 +150,10 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     # Keyboard: arrows move between tabs, Delete closes one; the closed tab stays closed on reload.
     page.get_by_role("tab", name="Terminal 1").focus()
     page.keyboard.press("ArrowRight")
-    assert page.get_by_role("tab", name="Terminal 2").get_attribute("aria-selected") == "true"
+    expect(page.get_by_role("tab", name="Terminal 2")).to_have_attribute("aria-selected", "true")
     page.keyboard.press("Delete")
-    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
-    assert page.get_by_role("tab", name="Terminal 1").get_attribute("aria-selected") == "true"
+    expect(page.locator("[data-terminal-tab]")).to_have_text(["Terminal 1"])
+    expect(page.get_by_role("tab", name="Terminal 1")).to_have_attribute("aria-selected", "true")
 
     # The Paste button types the clipboard into the shell; the text size is remembered.
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
@@ -176,7 +176,7 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
         page.wait_for_timeout(200)
     page.get_by_role("button", name="Larger text").click()
     page.reload()
-    assert page.locator("[data-terminal-tab]").all_text_contents() == ["Terminal 1"]
+    expect(page.locator("[data-terminal-tab]")).to_have_text(["Terminal 1"])
     wait_connected(page, "1")
     assert page.evaluate("localStorage.getItem('labs:terminal-font-size')") == "15"
     rows = page.locator('[data-terminal-screen="1"] .xterm-rows')
@@ -220,7 +220,7 @@ def test_a_learner_runs_commands_in_terminal_tabs_reconnects_and_previews_a_web_
     page.locator('#session-status[data-state="stopped"]').wait_for(timeout=STARTUP_MS)
     assert page.locator(".xterm").count() == 0
     page.get_by_role("tab", name="Terminal", exact=True).click()
-    assert page.get_by_text("The terminal connects here when the session is running.").is_visible()
+    expect(page.get_by_text("The terminal connects here when the session is running.")).to_be_visible()
     engine = docker.from_env()
     assert engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={docker_instance}"}) == []
 
@@ -282,7 +282,7 @@ def test_a_terminal_the_runner_cannot_open_says_so_and_offers_to_reconnect(asgi_
     badge = page.locator('[data-terminal-panel="1"] [data-terminal-state="disconnected"]')
     badge.wait_for(timeout=20_000)
     assert "Cannot open a terminal" in page.locator('[data-terminal-panel="1"] .conn-detail').inner_text()
-    assert page.locator('[data-terminal-panel="1"] [data-reconnect]').is_visible()
+    expect(page.locator('[data-terminal-panel="1"] [data-reconnect]')).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "terminal-error.png"))
     assert_no_error_page(page)
@@ -340,7 +340,7 @@ def test_the_desktop_console_shows_a_real_vnc_screen(
     session = Session.objects.create(user=learner, lab=lab, state=State.PROVISIONING, runner_name="fake")
     sign_in(page, asgi_live_server.url, learner.username, password)
     page.goto(f"{asgi_live_server.url}{session.get_absolute_url()}")
-    assert page.get_by_text("The graphical desktop connects here when the session is running.").is_visible()
+    expect(page.get_by_text("The graphical desktop connects here when the session is running.")).to_be_visible()
 
     # The page notices the session is ready (it polls the status) and connects without a reload.
     now = timezone.now()
@@ -382,7 +382,7 @@ def test_the_desktop_console_shows_a_real_vnc_screen(
     while desktop_cut_buffer(vnc_desktop) != "hello desktop":
         assert time.monotonic() < deadline, f"the desktop never got the text: {desktop_cut_buffer(vnc_desktop)!r}"
         page.wait_for_timeout(200)
-    assert page.locator('[data-vnc-state="connected"]').is_visible()
+    expect(page.locator('[data-vnc-state="connected"]')).to_be_visible()
 
     # Ctrl+Alt+Del: the X server delivers Control, Alt and Delete down, then up in reverse order.
     with watching_keys(vnc_desktop, tmp_path / "xev.log") as keys_seen:
@@ -397,16 +397,16 @@ def test_the_desktop_console_shows_a_real_vnc_screen(
 
     # Full screen puts the console (toolbar and screen) in full screen, and the button says so.
     fullscreen = page.get_by_role("button", name="Full screen")
-    assert fullscreen.get_attribute("aria-pressed") == "false"
+    expect(fullscreen).to_have_attribute("aria-pressed", "false")
     fullscreen.click()
     page.wait_for_function("document.fullscreenElement !== null", timeout=10_000)
     assert page.evaluate("document.fullscreenElement.classList.contains('vnc-console')")
-    assert fullscreen.get_attribute("aria-pressed") == "true"
+    expect(fullscreen).to_have_attribute("aria-pressed", "true")  # set by the fullscreenchange event
     page.screenshot(path=str(ARTIFACTS / "vnc-console-fullscreen.png"))
     fullscreen.click()
     page.wait_for_function("document.fullscreenElement === null", timeout=10_000)
-    assert fullscreen.get_attribute("aria-pressed") == "false"
-    assert page.locator('[data-vnc-state="connected"]').is_visible()
+    expect(fullscreen).to_have_attribute("aria-pressed", "false")
+    expect(page.locator('[data-vnc-state="connected"]')).to_be_visible()
     assert_no_error_page(page)
 
 
