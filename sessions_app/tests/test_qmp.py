@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 
 import pytest
 
 from sessions_app.qmp import QMPClient, QMPCommandError, QMPError, QMPTimeout
+
+
+def _accepts(path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
 
 
 @pytest.fixture
@@ -23,7 +33,7 @@ def qemu_socket(tmp_path):
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
-    while not path.exists():
+    while not _accepts(path):  # the file appears at bind(), a moment before QEMU listens
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"QEMU did not open its QMP socket: {process.stderr.read().decode() if process.stderr else ''}")
