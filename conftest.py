@@ -10,6 +10,9 @@ import os
 
 import pytest
 
+# Fixtures shared across apps: `vm_image`, the tiny bootable test VM (built once per run).
+pytest_plugins = ["tests.vm_image"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("CI", "").lower() == "true":
@@ -34,6 +37,19 @@ def _plain_static_storage(settings, tmp_path_factory):
 def _fast_password_hashing(settings):
     """Users are created in nearly every test; a full-strength hash would dominate the run time."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The machine's real Docker engine; a missing one fails the test (never a skip)."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"the Docker engine is required for these tests: {exc}")
+    return client
 
 
 @pytest.fixture

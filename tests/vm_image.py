@@ -12,11 +12,13 @@ the serial console of a running VM until some output appears).
 
 from __future__ import annotations
 
+import hashlib
 import select
 import shutil
 import struct
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,20 @@ def build_vm_image() -> VMImage:
 @pytest.fixture(scope="session")
 def vm_image() -> VMImage:
     return build_vm_image()
+
+
+def vm_spec(image, **fields):
+    """A SessionSpec for a VM of `image` (a disk or ISO path): 128 MiB, no network, a new session id."""
+    from sessions_app.runners.base import SessionSpec
+
+    values = {"session_id": str(uuid.uuid4()), "user_id": 1, "username": "olivia", "lab_slug": "vm-lab",
+              "image": str(image), "image_kind": "vm", "memory_mb": 128, "network_mode": "none"}
+    values.update(fields)
+    return SessionSpec(**values)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def console_until(terminal, needle: bytes, send: bytes | None = None, timeout: float = 120.0,

@@ -8,6 +8,8 @@ Session row pointing at it, with a workspace reset to the files the test needs.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -55,6 +57,19 @@ def start_environment(instance: str, image: str, *, docker_access: bool = False,
                        pids_limit=2048 if docker_access else 256, cpu=2.0 if docker_access else 1.0)
     started = runner.start(spec, timeout=240)
     return runner, started.state
+
+
+@contextmanager
+def environment(image: str, *, preload: tuple[str, ...] = (), **options) -> Iterator[tuple[DockerRunner, dict]]:
+    """A running environment of `image` on a label of its own (the engine and images are required,
+    with `preload` copied into a DinD engine); removed on exit."""
+    require_engine()
+    require_images(image, *preload)
+    runner, state = start_environment(f"labst{uuid.uuid4().hex[:6]}", image, dind_images=preload, **options)
+    try:
+        yield runner, state
+    finally:
+        stop_environment(runner, state)
 
 
 def stop_environment(runner: Runner, state: dict) -> None:

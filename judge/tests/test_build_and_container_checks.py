@@ -7,14 +7,16 @@ builds take about a second. The checks run as the judge lent the engine socket's
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from judge.checks import CheckContext, get_kind
 from judge.engine import run_checks
 from judge.results import NOTE_LIMIT
-from judge.tests.judge_env import require_engine, require_images, reset_workspace, start_environment, stop_environment
+from judge.tests.judge_env import (
+    environment,
+    reset_workspace,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -23,12 +25,8 @@ BUSYBOX = "labs/busybox:latest"
 
 @pytest.fixture(scope="module")
 def dind_env():
-    require_engine()
-    require_images("labs/dind:bookworm", BUSYBOX)
-    runner, state = start_environment(f"labst{uuid.uuid4().hex[:6]}", "labs/dind:bookworm", docker_access=True,
-                                      dind_images=(BUSYBOX,), memory_mb=768)
-    yield runner, state
-    stop_environment(runner, state)
+    with environment("labs/dind:bookworm", preload=(BUSYBOX,), docker_access=True, memory_mb=768) as env:
+        yield env
 
 
 class Log:

@@ -14,7 +14,10 @@ import uuid
 import pytest
 
 from judge.checks import CheckContext, get_kind
-from judge.tests.judge_env import require_engine, require_images, reset_workspace, start_environment, stop_environment
+from judge.tests.judge_env import (
+    environment,
+    reset_workspace,
+)
 from sessions_app.runners.base import RunnerError, SessionSpec
 from sessions_app.runners.local import LocalRunner
 
@@ -23,11 +26,8 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def busybox_env():
-    require_engine()
-    require_images("labs/busybox:latest")
-    runner, state = start_environment(f"labst{uuid.uuid4().hex[:6]}", "labs/busybox:latest")
-    yield runner, state
-    stop_environment(runner, state)
+    with environment("labs/busybox:latest") as env:
+        yield env
 
 
 @pytest.fixture

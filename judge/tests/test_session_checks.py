@@ -6,33 +6,28 @@ checks fall back to the session's own user.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from judge.checks import CheckContext, JudgeError, get_kind
 from judge.checks.background import run_streaming
-from judge.tests.judge_env import require_engine, require_images, reset_workspace, start_environment, stop_environment
+from judge.tests.judge_env import (
+    environment,
+    reset_workspace,
+)
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def base_env():
-    require_engine()
-    require_images("labs/base:bookworm")
-    runner, state = start_environment(f"labst{uuid.uuid4().hex[:6]}", "labs/base:bookworm")
-    yield runner, state
-    stop_environment(runner, state)
+    with environment("labs/base:bookworm") as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
 def busybox_env():
-    require_engine()
-    require_images("labs/busybox:latest")
-    runner, state = start_environment(f"labst{uuid.uuid4().hex[:6]}", "labs/busybox:latest")
-    yield runner, state
-    stop_environment(runner, state)
+    with environment("labs/busybox:latest") as env:
+        yield env
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import docker
 import pytest
 from django.urls import reverse
 
@@ -34,16 +33,6 @@ from sessions_app.runners import get_runner
 from sessions_app.runners.docker import LABEL_SESSION
 
 SCENARIO = Path(__file__).resolve().parent / "killercoda_scenarios" / "tool-report"
-
-
-@pytest.fixture
-def engine():
-    client = docker.from_env()
-    try:
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"the Docker engine is required for these tests: {exc}")
-    return client
 
 
 @pytest.fixture

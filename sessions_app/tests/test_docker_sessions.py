@@ -19,16 +19,6 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def engine():
-    client = docker.from_env()
-    try:
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"the Docker engine is required for these tests: {exc}")
-    return client
-
-
-@pytest.fixture
 def docker_runners(settings, tmp_path):
     instance = f"labst{uuid.uuid4().hex[:6]}"
     settings.DATA_DIR = tmp_path

@@ -7,13 +7,11 @@ runner image or QEMU fails these tests; they never skip.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import docker
 import pytest
@@ -22,10 +20,10 @@ from labs.models import Image, Lab
 from sessions_app import actions
 from sessions_app.models import State
 from sessions_app.runners import docker_vm, get_runner, reset_cache
-from sessions_app.runners.base import PollStatus, RunnerError, SessionSpec
+from sessions_app.runners.base import PollStatus, RunnerError
 from sessions_app.runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
 from sessions_app.runners.docker_vm import DEFAULT_VM_IMAGE
-from tests.vm_image import VMImage, build_boot_iso, build_vm_image, console_until
+from tests.vm_image import build_boot_iso, console_until, sha256, vm_spec
 
 pytestmark = pytest.mark.docker
 BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
@@ -46,11 +44,6 @@ def engine() -> docker.DockerClient:
     return client
 
 
-@pytest.fixture(scope="module")
-def vm_image() -> VMImage:
-    return build_vm_image()
-
-
 @pytest.fixture
 def runner(engine, settings, tmp_path):
     """A Docker runner on a label of its own; whatever a test leaves is removed afterwards."""
@@ -60,17 +53,6 @@ def runner(engine, settings, tmp_path):
     yield made
     for env in made.list_managed():
         made.remove_managed(env)
-
-
-def vm_spec(image, **fields) -> SessionSpec:
-    values = {"session_id": str(uuid.uuid4()), "user_id": 1, "username": "olivia", "lab_slug": "vm-lab",
-              "image": str(image), "image_kind": "vm", "memory_mb": 128, "network_mode": "none"}
-    values.update(fields)
-    return SessionSpec(**values)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shell(runner, state, command: bytes, expect: bytes, timeout: float = BOOT_TIMEOUT) -> bytes:

@@ -7,7 +7,6 @@ ttyS0 whose prompt is "labvm# ", acpid powering off on the ACPI power button.
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import pwd
 import random
@@ -28,16 +27,11 @@ from sessions_app.models import State
 from sessions_app.qmp import QMPClient, connect_unix
 from sessions_app.reconcile import reconcile
 from sessions_app.runners import get_runner, reset_cache
-from sessions_app.runners.base import PollStatus, RunnerError, SessionSpec
+from sessions_app.runners.base import PollStatus, RunnerError
 from sessions_app.runners.qemu import QemuRunner
-from tests.vm_image import VMImage, build_boot_iso, build_vm_image, console_until
+from tests.vm_image import build_boot_iso, console_until, sha256, vm_spec
 
 BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
-
-
-@pytest.fixture(scope="module")
-def vm_image() -> VMImage:
-    return build_vm_image()
 
 
 @pytest.fixture
@@ -55,17 +49,6 @@ def make_runner(tmp_path):
     for runner in made:
         for env in runner.list_managed():
             runner.remove_managed(env)
-
-
-def vm_spec(image, **fields) -> SessionSpec:
-    values = {"session_id": str(uuid.uuid4()), "user_id": 1, "username": "olivia", "lab_slug": "vm-lab",
-              "image": str(image), "image_kind": "vm", "memory_mb": 128, "network_mode": "none"}
-    values.update(fields)
-    return SessionSpec(**values)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def gone(pid: int) -> bool:

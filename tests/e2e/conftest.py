@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +123,44 @@ def vnc_desktop(tmp_path) -> Iterator[VncDesktop]:
             yield VncDesktop(server.endpoint["host"], server.endpoint["port"], server.display)
     except VncServerUnavailable as exc:
         pytest.fail(f"the VNC test server could not start: {exc}")
+
+
+@pytest.fixture
+def learner(owner, password):
+    """The fixed learner, with a password the live server (another process) accepts."""
+    from tests.e2e.live_server import set_server_password
+
+    set_server_password(owner, password)
+    return owner
+
+
+@pytest.fixture
+def docker_instance() -> str:
+    """A Docker label of the test's own, under the run's (LAB_TEST_DOCKER_INSTANCE): concurrent runs never meet."""
+    return f"{os.environ.get('LAB_TEST_DOCKER_INSTANCE', 'labstest')}e2e{uuid.uuid4().hex[:6]}"
+
+
+_CANVAS_PAINT = """() => {
+    const canvas = document.querySelector('[data-vnc-screen] canvas');
+    if (!canvas || !canvas.width || !canvas.height) return {colours: 0, lit: 0};
+    const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    const colours = new Set();
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4 * 13) {
+        if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
+        colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    }
+    return {colours: colours.size, lit};
+}"""
+
+
+def wait_for_painted_vnc_screen(page, timeout: float) -> dict[str, int]:
+    """Wait until the noVNC canvas shows at least two colours and something lit; fail if it stays blank."""
+    deadline = time.monotonic() + timeout
+    seen = {"colours": 0, "lit": 0}
+    while time.monotonic() < deadline:
+        seen = page.evaluate(_CANVAS_PAINT)
+        if seen["colours"] >= 2 and seen["lit"] > 0:
+            return seen
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the VNC screen stayed blank: {seen}")

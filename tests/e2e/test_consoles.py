@@ -23,23 +23,12 @@ from playwright.sync_api import expect
 from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
 from sessions_app.runners.docker import LABEL_MANAGED
-from tests.e2e.conftest import ARTIFACTS, VncDesktop, assert_no_error_page, sign_in
-from tests.e2e.live_server import docker_runner_for_server, set_server_password
+from tests.e2e.conftest import ARTIFACTS, VncDesktop, assert_no_error_page, sign_in, wait_for_painted_vnc_screen
+from tests.e2e.live_server import docker_runner_for_server
 
 pytestmark = pytest.mark.browser
 
 STARTUP_MS = 90_000
-
-
-@pytest.fixture
-def learner(owner, password):
-    set_server_password(owner, password)
-    return owner
-
-
-@pytest.fixture
-def docker_instance() -> str:
-    return f"labse2e{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture
@@ -350,26 +339,7 @@ def test_the_desktop_console_shows_a_real_vnc_screen(
     )
     page.locator('[data-vnc-state="connected"]').wait_for(timeout=30_000)
     assert page.get_by_role("button", name="Ctrl+Alt+Del").is_enabled()
-    canvas_check = """() => {
-        const canvas = document.querySelector('[data-vnc-screen] canvas');
-        if (!canvas || !canvas.width || !canvas.height) return {colours: 0, lit: 0};
-        const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
-        const colours = new Set();
-        let lit = 0;
-        for (let i = 0; i < data.length; i += 4 * 97) {
-            if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
-            colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-        }
-        return {colours: colours.size, lit};
-    }"""
-    deadline = time.monotonic() + 20
-    seen = {"colours": 0, "lit": 0}
-    while time.monotonic() < deadline:
-        seen = page.evaluate(canvas_check)
-        if seen["colours"] >= 2 and seen["lit"] > 0:
-            break
-        page.wait_for_timeout(250)
-    assert seen["colours"] >= 2 and seen["lit"] > 0, f"the desktop canvas stayed blank: {seen}"
+    wait_for_painted_vnc_screen(page, timeout=20)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "vnc-console.png"), full_page=True)
 

@@ -15,7 +15,6 @@ The server runs jobs inside its requests (LAB_RQ_ASYNC=false, live_server.py), a
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from labs.models import Image, Lab, LabStep
 from sessions_app.models import Session, State
 from sessions_app.runners import get_runner
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
-from tests.e2e.live_server import docker_runner_for_server, set_server_password
+from tests.e2e.live_server import docker_runner_for_server
 from tests.gemini_double import GeminiDouble
 
 pytestmark = pytest.mark.browser
@@ -49,18 +48,6 @@ STARTER_FILES = {
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def learner(owner, password):
-    set_server_password(owner, password)
-    return owner
-
-
-@pytest.fixture
-def docker_instance() -> str:
-    # Under the run's own label (LAB_TEST_DOCKER_INSTANCE), and unique, so concurrent runs never meet.
-    return f"{os.environ.get('LAB_TEST_DOCKER_INSTANCE', 'labstest')}ejh{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture

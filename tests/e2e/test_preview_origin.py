@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 
 import docker
 import pytest
@@ -91,11 +90,6 @@ APP_PAGE = """<!doctype html><title>Learner app</title><h1>Hello from the previe
 })();
 </script>
 """
-
-
-@pytest.fixture
-def docker_instance() -> str:
-    return f"labse2e{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from playwright.sync_api import expect
 from labs.models import Image, Lab
 from sessions_app.models import Session, State
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
-from tests.e2e.live_server import set_server_password
 
 pytestmark = pytest.mark.browser
 
@@ -31,12 +30,6 @@ WARNING_MINUTES = 8  # not the default (5): a page that ignored the setting woul
 @pytest.fixture
 def extra_server_env() -> dict[str, str]:
     return {"LAB_SESSION_WARNING_MINUTES": str(WARNING_MINUTES), "LAB_ACTIVITY_WRITE_SECONDS": "30"}
-
-
-@pytest.fixture
-def learner(owner, password):
-    set_server_password(owner, password)
-    return owner
 
 
 def make_lab(**fields) -> Lab:

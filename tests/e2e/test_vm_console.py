@@ -15,25 +15,11 @@ from labs.vm_images import register_file
 from sessions_app import actions
 from sessions_app.models import State
 from sessions_app.runners.qemu import QemuRunner
-from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
+from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in, wait_for_painted_vnc_screen
 from tests.e2e.live_server import set_server_password
 from tests.vm_image import vm_image  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.browser
-
-CANVAS_CHECK = """() => {
-    const canvas = document.querySelector('[data-vnc-screen] canvas');
-    if (!canvas || !canvas.width || !canvas.height) return {colours: 0, lit: 0};
-    const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
-    const colours = new Set();
-    let lit = 0;
-    for (let i = 0; i < data.length; i += 4 * 13) {
-        if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
-        colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-    }
-    return {colours: colours.size, lit};
-}"""
-
 
 @pytest.fixture
 def extra_lab_runners():
@@ -63,14 +49,7 @@ def test_a_learner_sees_the_vms_screen_and_its_serial_console(
     page.goto(f"{asgi_live_server.url}{session.get_absolute_url()}")
     page.get_by_role("tab", name="Desktop").click()
     page.locator('[data-vnc-state="connected"]').wait_for(timeout=60_000)
-    deadline = time.monotonic() + 60
-    seen = {"colours": 0, "lit": 0}
-    while time.monotonic() < deadline:
-        seen = page.evaluate(CANVAS_CHECK)
-        if seen["colours"] >= 2 and seen["lit"] > 0:
-            break
-        page.wait_for_timeout(500)
-    assert seen["colours"] >= 2 and seen["lit"] > 0, f"the VM's screen stayed blank: {seen}"
+    wait_for_painted_vnc_screen(page, timeout=60)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "vm-console.png"), full_page=True)
 
