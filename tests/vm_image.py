@@ -74,6 +74,18 @@ def vm_spec(image, **fields):
     return SessionSpec(**values)
 
 
+def serial_shell(runner, state, command: bytes, expect: bytes, timeout: float = 240) -> bytes:
+    """Wait for the guest's shell on the serial console (a short probe, repeated until answered),
+    then type `command` once: typing a long line again while the shell is busy would interleave."""
+    terminal = runner.open_terminal(state)
+    try:
+        console_until(terminal, b"READY-42", send=b"echo READY-$((6*7))\n", timeout=timeout)
+        terminal.write(command + b"\n")
+        return console_until(terminal, expect, timeout=60)
+    finally:
+        terminal.close()
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

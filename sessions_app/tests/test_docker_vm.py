@@ -23,7 +23,7 @@ from sessions_app.runners import docker_vm, get_runner, reset_cache
 from sessions_app.runners.base import PollStatus, RunnerError
 from sessions_app.runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
 from sessions_app.runners.docker_vm import DEFAULT_VM_IMAGE
-from tests.vm_image import build_boot_iso, console_until, sha256, vm_spec
+from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
 
 pytestmark = pytest.mark.docker
 BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
@@ -56,14 +56,7 @@ def runner(engine, settings, tmp_path):
 
 
 def shell(runner, state, command: bytes, expect: bytes, timeout: float = BOOT_TIMEOUT) -> bytes:
-    """Wait for the guest's shell on the serial console, then type `command` once."""
-    terminal = runner.open_terminal(state)
-    try:
-        console_until(terminal, b"READY-42", send=b"echo READY-$((6*7))\n", timeout=timeout)
-        terminal.write(command + b"\n")
-        return console_until(terminal, expect, timeout=60)
-    finally:
-        terminal.close()
+    return serial_shell(runner, state, command, expect, timeout)
 
 
 def qemu_argv(engine, state) -> list[str]:

@@ -29,7 +29,7 @@ from sessions_app.reconcile import reconcile
 from sessions_app.runners import get_runner, reset_cache
 from sessions_app.runners.base import PollStatus, RunnerError
 from sessions_app.runners.qemu import QemuRunner
-from tests.vm_image import build_boot_iso, console_until, sha256, vm_spec
+from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
 
 BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
 
@@ -57,15 +57,7 @@ def gone(pid: int) -> bool:
 
 
 def shell(runner, state, command: bytes, expect: bytes, timeout: float = BOOT_TIMEOUT) -> bytes:
-    """Wait for the guest's shell (a short probe, repeated until answered), then type `command`
-    once: typing a long line again while the shell is busy would interleave the two."""
-    terminal = runner.open_terminal(state)
-    try:
-        console_until(terminal, b"READY-42", send=b"echo READY-$((6*7))\n", timeout=timeout)
-        terminal.write(command + b"\n")
-        return console_until(terminal, expect, timeout=60)
-    finally:
-        terminal.close()
+    return serial_shell(runner, state, command, expect, timeout)
 
 
 def test_a_vm_runs_on_an_overlay_of_its_base_and_stop_leaves_nothing(make_runner, vm_image, tmp_path):

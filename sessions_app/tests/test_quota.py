@@ -1,4 +1,3 @@
-import threading
 import time
 
 import pytest
@@ -7,6 +6,7 @@ from django.db import connection
 from accounts.models import UserQuota
 from sessions_app import actions
 from sessions_app.models import Session, State
+from tests.concurrency import at_once
 
 
 def test_a_second_session_is_refused_with_a_link_to_the_running_one(owner, lab, django_capture_on_commit_callbacks):
@@ -46,23 +46,13 @@ def test_two_simultaneous_starts_cannot_both_pass_the_quota(owner, lab, monkeypa
 
     monkeypatch.setattr(Session.objects, "create", slow_create)
     UserQuota.for_user(owner)
-    barrier = threading.Barrier(2)
-    outcomes: list[str] = []
-
-    def attempt():
-        barrier.wait()
+    def attempt() -> str:
         try:
             actions.start_session(owner, lab)
-            outcomes.append("started")
         except actions.QuotaExceeded:
-            outcomes.append("refused")
-        finally:
-            connection.close()
+            return "refused"
+        return "started"
 
-    threads = [threading.Thread(target=attempt) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = at_once(attempt, timeout=30)
     assert sorted(outcomes) == ["refused", "started"]
     assert Session.objects.filter(user=owner).count() == 1

@@ -1,6 +1,5 @@
 """Sessions end by the clock: time limit, idle timeout, and deletion after auto_delete_minutes."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from sessions_app import actions, reaping
 from sessions_app.models import EndReason, Session, SessionEvent, State
 from sessions_app.reaping import reap
 from sessions_app.runners import fake
+from tests.concurrency import at_once
 
 
 @pytest.fixture
@@ -100,21 +100,7 @@ def test_two_reapers_at_once_stop_each_session_exactly_once(owner, lab):
     Session.objects.bulk_create(
         [Session(user=owner, lab=lab, runner_name="fake", state=State.RUNNING, expires_at=past) for _ in range(60)]
     )
-    reports = []
-    barrier = threading.Barrier(2)
-
-    def run():
-        barrier.wait()
-        try:
-            reports.append(reap())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    reports = at_once(reap)
     assert sum(r.expired for r in reports) == 60
     assert Session.objects.filter(state=State.EXPIRED).count() == 60
 
@@ -292,21 +278,7 @@ def test_two_reapers_at_once_fail_each_stuck_start_exactly_once(owner, lab, star
     sessions = [_stuck(owner, lab, State.PROVISIONING, start_bound + 5) for _ in range(40)]
     for session in sessions:
         _leftover_environment(session)
-    reports = []
-    barrier = threading.Barrier(2)
-
-    def run():
-        barrier.wait()
-        try:
-            reports.append(reap())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    reports = at_once(reap)
     assert len(reports) == 2
     assert sum(r.start_failed for r in reports) == 40
     assert Session.objects.filter(state=State.FAILED).count() == 40
