@@ -299,6 +299,9 @@ LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=
 LAB_ACTIVITY_WRITE_SECONDS = env_int("LAB_ACTIVITY_WRITE_SECONDS", 30, minimum=0)
 LAB_START_TIMEOUT_SECONDS = env_int("LAB_START_TIMEOUT_SECONDS", 120, minimum=1)
 LAB_ALLOW_UNSANDBOXED_LOCAL = env_bool("LAB_ALLOW_UNSANDBOXED_LOCAL", False)
+# Docker-in-Docker as root in a privileged container (dind_mode "privileged" or "capabilities"):
+# root in such a session is root on the host. Only for trusted labs; the admin warns while it is on.
+LAB_ALLOW_UNSAFE_DIND = env_bool("LAB_ALLOW_UNSAFE_DIND", False)
 # QEMU accelerator for VM labs when the qemu runner's OPTIONS name none: "auto" (KVM when a probe VM
 # really runs under it, else TCG), "kvm" or "tcg".
 LAB_QEMU_ACCEL = env_str("LAB_QEMU_ACCEL", "auto")

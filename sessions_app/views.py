@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from labsite.http import AuthenticatedHttpRequest, HtmxHttpRequest
 from sessions_app import actions, share_views
 from sessions_app.access import _get_session_for_user
+from sessions_app.disk_usage import disk_report
 from sessions_app.models import EndReason, Session
 
 
@@ -35,6 +36,7 @@ def session_detail(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
     context: dict[str, object] = {
         "session": session, "steps": steps, "events": events, "warning_seconds": _warning_seconds(),
+        "disk": disk_report(session),
     }
     if session.lab.exposed_ports:
         context.update(share_views.share_panel_context(request, session))  # renders without JavaScript too
@@ -48,7 +50,8 @@ def session_status(request: HttpRequest, pk: UUID) -> HttpResponse:
     session = _get_session_for_user(request.user, pk)
     events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
     return render(request, "sessions_app/detail.html#status",
-                  {"session": session, "events": events, "warning_seconds": _warning_seconds()})
+                  {"session": session, "events": events, "warning_seconds": _warning_seconds(),
+                   "disk": disk_report(session)})
 
 
 @login_required
@@ -81,4 +84,6 @@ def heartbeat(request: HttpRequest, pk: UUID) -> HttpResponse:
     session = _get_session_for_user(request.user, pk)
     if session.user_id == request.user.pk:
         actions.record_activity(session)
-    return JsonResponse({"state": session.state, "seconds_left": session.seconds_left()})
+    disk = disk_report(session)
+    return JsonResponse({"state": session.state, "seconds_left": session.seconds_left(),
+                         "disk": disk.as_json() if disk else None})

@@ -33,9 +33,8 @@
 #   LABS_DEBIAN_MIRROR           http://deb.debian.org/debian
 #   LABS_DEBIAN_SECURITY_MIRROR  http://deb.debian.org/debian-security
 #   LABS_DIND_RUN_OPTS           `docker run` options for --test-dind, as
-#                                shell words (default: --privileged when this
-#                                host allows it, otherwise the recipe in
-#                                DIND_RECIPE_OPTS below)
+#                                shell words (default: the rootless recipe in
+#                                DIND_ROOTLESS_OPTS below, as the platform runs it)
 #   DOCKER_BUILDKIT              0 unless set (the classic builder is on every
 #                                Docker install and needs no registry)
 set -euo pipefail
@@ -59,16 +58,15 @@ TEST_DIND=0
 VERBOSE=0
 NAMED=()
 
-# The recipe of the DinD `docker run` on hosts where --privileged is refused
-# (the host's capability bounding set lacks CAP_SYS_RESOURCE).
-DIND_RECIPE_OPTS=(
-    --cgroupns private
-    --cap-add ALL --cap-drop SYS_RESOURCE
+# How the platform runs labs/dind by default: as learner, a rootless engine inside (see
+# deploy/images/README.md). seccomp=unconfined stands in for the runner's own profile here.
+DIND_ROOTLESS_OPTS=(
+    --user learner
+    --cap-drop ALL --cap-add SETUID --cap-add SETGID
     --security-opt seccomp=unconfined
-    --security-opt apparmor=unconfined
     --security-opt systempaths=unconfined
-    --device-cgroup-rule 'a *:* rwm'
-    --tmpfs /var/lib/docker:exec
+    --device /dev/net/tun
+    --tmpfs /var/lib/labs-docker:exec,uid=1000,gid=1000
 )
 
 log() { printf '[images] %s\n' "$*"; }
@@ -369,10 +367,8 @@ dind_run_opts() {
     if [ -n "${LABS_DIND_RUN_OPTS:-}" ]; then
         # Shell words, quotes allowed: "--device-cgroup-rule 'a *:* rwm'".
         eval "DIND_OPTS=($LABS_DIND_RUN_OPTS)"
-    elif docker run --rm --privileged labs/busybox:latest true >/dev/null 2>&1; then
-        DIND_OPTS=(--privileged --tmpfs /var/lib/docker:exec)
     else
-        DIND_OPTS=("${DIND_RECIPE_OPTS[@]}")
+        DIND_OPTS=("${DIND_ROOTLESS_OPTS[@]}")
     fi
 }
 
@@ -382,6 +378,7 @@ test_dind() {
     log "checking $image with: docker run -d $(printf '%q ' "${DIND_OPTS[@]}")$image"
     preload=$(mktemp -d "$CACHE_DIR/tmp/preload.XXXXXX")
     docker save labs/busybox:latest -o "$preload/busybox.tar"
+    chmod 0755 "$preload"; chmod 0644 "$preload/busybox.tar"  # a rootless engine loads it as learner
 
     start=$(now)
     cid=$(docker run -d "${DIND_OPTS[@]}" -v "$preload:/preload:ro" "$image")
@@ -389,7 +386,7 @@ test_dind() {
     trap "docker rm -f $cid >/dev/null 2>&1 || true; rm -rf '$preload'" EXIT
 
     local deadline=$((SECONDS + 45))
-    until docker exec "$cid" test -e /run/dind-ready 2>/dev/null; do
+    until docker exec "$cid" sh -c 'test -e /run/labs-docker/ready || test -e /run/dind-ready'; do
         if [ "$(docker inspect -f '{{.State.Running}}' "$cid")" != true ] || [ "$SECONDS" -ge "$deadline" ]; then
             docker logs "$cid" >&2 || true
             die "the inner engine did not become ready"
@@ -404,7 +401,7 @@ test_dind() {
     log "  /preload/*.tar loaded"
 
     start=$(now)
-    docker save labs/busybox:latest | docker exec -i "$cid" docker load -q >/dev/null
+    docker save labs/busybox:latest | docker exec -u learner -i "$cid" docker load -q >/dev/null
     log "  docker save | docker exec -i C docker load: $(since "$start") s"
 
     start=$(now)

@@ -55,6 +55,20 @@ ensure_docker() {
     for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
     docker_answers || die "dockerd did not start; see /var/log/dockerd.log"
   fi
+  ensure_rootless_dind_host
+}
+
+ensure_rootless_dind_host() {
+  # Docker-in-Docker sessions run a rootless engine whose network needs /dev/net/tun. Debian's udev
+  # makes it 0666 (opening it grants nothing: a tap device is made only in a namespace one owns);
+  # machines without udev leave it 0600, so set what udev would.
+  if [ ! -c /dev/net/tun ]; then
+    $SUDO mkdir -p /dev/net
+    $SUDO mknod -m 0666 /dev/net/tun c 10 200 || die "cannot create /dev/net/tun (Docker-in-Docker labs need it)"
+  fi
+  [ "$(stat -c %a /dev/net/tun)" = 666 ] || $SUDO chmod 0666 /dev/net/tun
+  # Session disks (a size-limited filesystem per session) need mkfs.ext4 and loop devices.
+  command -v mkfs.ext4 >/dev/null || apt_install e2fsprogs
 }
 
 ensure_qemu_user() {

@@ -86,7 +86,7 @@ class CheckContext:
         """
         if "docker" not in self._users:
             judge = self.resolve_user(JUDGE_USER)
-            gid = self._probe(["stat", "-c", "%g", "/var/run/docker.sock"], user=None) if judge else None
+            gid = self._probe(["stat", "-L", "-c", "%g", "/var/run/docker.sock"], user=None) if judge else None
             self._users["docker"] = f"{judge}:{gid.strip()}" if judge and gid and gid.strip().isdigit() else None
         return self._users["docker"]
 

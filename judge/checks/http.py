@@ -9,7 +9,8 @@
       wait_seconds: 20            # how long the app may take to answer at all (default 20)
       # what is probed, one of:
       image: built                # run an image in the session's engine ("built": the docker_build
-                                  # check before this one), probed on its container address; or
+                                  # check before this one), probed through a port published on
+                                  # the session's loopback; or
       start: python3 app.py       # start this command in the session (as the judge user), probe it,
                                   # stop it; or neither: the learner's running app on 127.0.0.1
       env: {PORT: "8080"}         # for the container or the started command
@@ -245,7 +246,9 @@ class HttpCheck(CheckKind):
         user = docker_exec_user(ctx)
         require_engine(ctx, user)
         name = f"labs-judge-{ctx.label}-{uuid.uuid4().hex[:6]}"
-        run = ["docker", "run", "-d", "--name", name, "--label", "labs.judge=1"]
+        # Published on the session's loopback: a rootless engine's containers live in a network
+        # namespace of the engine's own, which the session reaches only through published ports.
+        run = ["docker", "run", "-d", "--name", name, "--label", "labs.judge=1", "-p", f"127.0.0.1::{spec['port']}"]
         for key, value in (spec.get("env") or {}).items():
             run += ["-e", f"{key}={value}"]
         run.append(image)
@@ -274,19 +277,26 @@ class HttpCheck(CheckKind):
             remove()
         return outcome
 
+    def _published(self, ctx: CheckContext, name: str, port: int, user: str | None) -> str:
+        """host:port where the session reaches the container's `port` ("" when it is not running)."""
+        result = ctx.exec(["docker", "port", name, f"{port}/tcp"], timeout=20, user=user, resolved=True)
+        for line in text_of(result.stdout).splitlines() if result.ok else []:
+            if line.strip().startswith("127.0.0.1:"):
+                return line.strip()
+        return ""
+
     def _inspect(self, ctx: CheckContext, name: str, template: str, user: str | None) -> str:
         result = ctx.exec(["docker", "inspect", "--format", template, name], timeout=20, user=user, resolved=True)
         return text_of(result.stdout).strip() if result.ok else ""
 
     def _probe_container(self, ctx: CheckContext, outcome: CheckOutcome, spec: dict[str, Any], name: str,
                          user: str | None) -> None:
-        address = self._inspect(ctx, name, "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", user)
-        address = address.split()[0] if address.split() else ""
+        address = self._published(ctx, name, int(spec["port"]), user)
         if not address:
             state = self._inspect(ctx, name, "{{.State.Status}} {{.State.ExitCode}}", user)
             outcome.fail("container_exited", f"The container stopped at once ({state or 'no address'}).")
             return
-        url = f"http://{address}:{spec['port']}{spec.get('path', '/')}"
+        url = f"http://{address}{spec.get('path', '/')}"
         probe = self._probe(ctx, url, spec)
         if probe.status == 0:
             running = self._inspect(ctx, name, "{{.State.Running}} {{.State.ExitCode}}", user).split()

@@ -49,8 +49,9 @@ def runner_options(instance: str) -> dict[str, object]:
 
 
 def start_environment(instance: str, image: str, *, docker_access: bool = False, dind_images: tuple[str, ...] = (),
-                      starter_dir: Path | None = None, memory_mb: int = 256) -> tuple[DockerRunner, dict]:
-    runner = DockerRunner(RUNNER_ALIAS, runner_options(instance))
+                      starter_dir: Path | None = None, memory_mb: int = 256,
+                      runner_extra: dict[str, object] | None = None) -> tuple[DockerRunner, dict]:
+    runner = DockerRunner(RUNNER_ALIAS, {**runner_options(instance), **(runner_extra or {})})
     spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="judge-tests", lab_slug="judge-tests",
                        image=image, docker_access=docker_access, dind_images=dind_images,
                        starter_dir=str(starter_dir) if starter_dir else None, memory_mb=memory_mb,

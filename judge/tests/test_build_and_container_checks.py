@@ -1,4 +1,4 @@
-"""docker_build and http (image) failure codes, long build logs, and a learner who is root, in one DinD session.
+"""docker_build and http (image) failure codes and long build logs, in one DinD session.
 
 The session's engine has only labs/busybox (2 MB): every image here is built from it, so
 builds take about a second. The checks run as the judge lent the engine socket's group.
@@ -152,45 +152,3 @@ def test_a_container_that_exits_before_answering_is_reported_with_its_log(ctx):
     assert "stopped" in outcome.failures[0].message
     assert outcome.notes["container log"] == "cannot bind"
     assert judge_containers(ctx) == ""
-
-
-# a learner who is root in the session ------------------------------------------------------------
-
-DOCKERFILE = f"FROM {BUSYBOX}\nCMD [\"sh\"]\n"
-FAKE_CAT = "#!/bin/sh\nprintf 'FROM scratch\\nUSER app\\nHEALTHCHECK CMD true\\n'\n"
-# Answers what the old in-session file reading asked: `stat -c %a`, `-c %s` and `-c '%F|%s|%Y|%n'`.
-FAKE_STAT = ('#!/bin/sh\nfor a; do last=$a; done\n'
-             'case "$*" in *%F*) echo "regular file|20|0|$last" ;; *%s*) echo 20 ;; *) echo 755 ;; esac\n')
-
-
-@pytest.fixture
-def workspace_then_fake_tools(ctx):
-    """The learner writes their files, then uses their engine to become root in the session and puts
-    a lying `cat` and `stat` into /usr/local/bin, the first directory of every PATH there (the
-    judge's too). In that order: the runner's own file writing uses `cat` too."""
-    reset_workspace(ctx.runner, ctx.state, {"Dockerfile": DOCKERFILE.encode(), "app.py": b"print('hello')\n",
-                                            ".fakes/cat": FAKE_CAT.encode(), ".fakes/stat": FAKE_STAT.encode()})
-    ctx.runner.exec(ctx.state, ["chmod", "0644", "/workspace/app.py"])
-    planted = ctx.runner.exec(ctx.state, [
-        "docker", "run", "--rm", "-v", "/usr/local/bin:/lb", "-v", "/workspace/.fakes:/fakes:ro", BUSYBOX,
-        "sh", "-c", "cp /fakes/cat /fakes/stat /lb/ && chmod 0755 /lb/cat /lb/stat"], timeout=60)
-    assert planted.ok, planted.stderr
-    yield
-    ctx.runner.exec(ctx.state, ["rm", "-f", "/usr/local/bin/cat", "/usr/local/bin/stat"], user="root")
-
-
-def test_the_file_and_dockerfile_checks_see_the_truth_when_cat_and_stat_lie(ctx, workspace_then_fake_tools):
-    # Armed: programs run in the session, the judge's own commands included, now lie.
-    assert ctx.exec(["cat", "/workspace/Dockerfile"]).stdout.startswith(b"FROM scratch\nUSER app")
-    assert ctx.exec(["stat", "-c", "%a", "/workspace/app.py"]).stdout.strip() == b"755"
-    assert ctx.runner.read_file(ctx.state, "Dockerfile").startswith(b"FROM scratch")  # the editor's reading
-    # The judge reads through the engine.
-    assert ctx.read_file("Dockerfile") == DOCKERFILE.encode()
-    assert codes_of(run(ctx, {"kind": "file", "path": "Dockerfile", "contains": "^USER app$"})) == [
-        "file_content_mismatch"]
-    assert codes_of(run(ctx, {"kind": "file", "path": "Dockerfile", "contains": "^FROM labs/busybox"})) == []
-    mode = run(ctx, {"kind": "file", "path": "app.py", "mode": "0755"})
-    assert codes_of(mode) == ["file_mode_mismatch"] and "has mode 0644" in mode.failures[0].message
-    assert codes_of(run(ctx, {"kind": "file", "path": "ghost.txt"})) == ["file_missing"]
-    verdict = run(ctx, {"kind": "dockerfile", "non_root": True, "healthcheck": True})
-    assert sorted(codes_of(verdict)) == ["healthcheck_missing", "runs_as_root"]

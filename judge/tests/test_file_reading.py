@@ -77,7 +77,24 @@ def test_modes_come_from_the_engine_with_their_special_bits(ctx):
     assert codes(ctx, {"kind": "file", "path": "app.py", "mode": "0750"}) == ["file_mode_mismatch"]
 
 
-def test_a_replaced_workspace_has_nothing_in_it(ctx):
+def test_the_workspace_cannot_be_replaced_where_it_is_the_session_disk(ctx):
+    assert ctx.state.get("disk"), "the Docker runner gives this session a disk of its own here"
+    attempt = ctx.runner.exec(ctx.state, ["sh", "-c", "mv /workspace /workspace-real"])
+    assert not attempt.ok and b"busy" in attempt.stderr.lower()
+    assert codes(ctx, {"kind": "file", "path": "app.py", "contains": "hello"}) == []
+
+
+@pytest.fixture(scope="module")
+def diskless_env():
+    """A session without a disk of its own (disk_limit off), where root can replace /workspace itself."""
+    with environment("labs/busybox:latest", runner_extra={"disk_limit": "off"}) as env:
+        yield env
+
+
+def test_a_replaced_workspace_has_nothing_in_it(diskless_env):
+    runner, state = diskless_env
+    ctx = CheckContext(runner, state)
+    reset_workspace(runner, state, {"app.py": b"print('hello')\n"})
     learner(ctx, "mv /workspace /workspace-real && ln -s /etc /workspace")
     try:
         assert codes(ctx, {"kind": "file", "path": "passwd"}) == ["file_missing"]
@@ -116,3 +133,63 @@ def test_on_the_local_runner_files_are_read_on_the_host_and_the_mode_in_the_sand
         assert codes(ctx, {"kind": "file", "path": "leak", "contains": "root"}) == ["file_content_mismatch"]
     finally:
         runner.stop(state, timeout=2)
+
+
+# a learner who replaces the session's programs ------------------------------------------------------------
+
+DOCKERFILE = 'FROM labs/busybox:latest\nCMD ["sh"]\n'
+FAKE_CAT = "#!/bin/sh\nprintf 'FROM scratch\\nUSER app\\nHEALTHCHECK CMD true\\n'\n"
+# Answers what the old in-session file reading asked: `stat -c %a`, `-c %s` and `-c '%F|%s|%Y|%n'`.
+FAKE_STAT = ('#!/bin/sh\nfor a; do last=$a; done\n'
+             'case "$*" in *%F*) echo "regular file|20|0|$last" ;; *%s*) echo 20 ;; *) echo 755 ;; esac\n')
+
+
+@pytest.fixture(scope="module")
+def debian_env():
+    with environment("labs/base:bookworm") as env:
+        yield env
+
+
+@pytest.fixture
+def liar_ctx(debian_env):
+    """A learner who is root (as in a Killercoda-style lab) writes their files, then puts a lying
+    `cat` and `stat` into /usr/local/bin, the first directory of every PATH there (the judge's
+    too). In that order: the runner's own file writing uses `cat` too. (labs/base has coreutils;
+    busybox's shell would run its own applets and never look at PATH.)"""
+    runner, state = debian_env
+    reset_workspace(runner, state, {"Dockerfile": DOCKERFILE.encode(), "app.py": b"print('hello')\n",
+                                    ".fakes/cat": FAKE_CAT.encode(), ".fakes/stat": FAKE_STAT.encode()})
+    runner.exec(state, ["chmod", "0644", "/workspace/app.py"])
+    planted = runner.exec(state, ["sh", "-c", "cp /workspace/.fakes/cat /workspace/.fakes/stat /usr/local/bin/ && "
+                                              "chmod 0755 /usr/local/bin/cat /usr/local/bin/stat"], user="root")
+    assert planted.ok, planted.stderr
+    yield CheckContext(runner, state)
+    runner.exec(state, ["rm", "-f", "/usr/local/bin/cat", "/usr/local/bin/stat"], user="root")
+
+
+def test_the_file_and_dockerfile_checks_see_the_truth_when_cat_and_stat_lie(liar_ctx):
+    ctx = liar_ctx
+    # Armed: programs run in the session, the judge's own commands included, now lie.
+    assert ctx.exec(["cat", "/workspace/Dockerfile"]).stdout.startswith(b"FROM scratch\nUSER app")
+    assert ctx.exec(["stat", "-c", "%a", "/workspace/app.py"]).stdout.strip() == b"755"
+    assert ctx.runner.read_file(ctx.state, "Dockerfile").startswith(b"FROM scratch")  # the editor's reading
+    # The judge reads through the engine.
+    assert ctx.read_file("Dockerfile") == DOCKERFILE.encode()
+    assert codes_of(run_check(ctx, {"kind": "file", "path": "Dockerfile", "contains": "^USER app$"})) == [
+        "file_content_mismatch"]
+    assert codes_of(run_check(ctx, {"kind": "file", "path": "Dockerfile", "contains": "^FROM labs/busybox"})) == []
+    mode = run_check(ctx, {"kind": "file", "path": "app.py", "mode": "0755"})
+    assert codes_of(mode) == ["file_mode_mismatch"] and "has mode 0644" in mode.failures[0].message
+    assert codes_of(run_check(ctx, {"kind": "file", "path": "ghost.txt"})) == ["file_missing"]
+    verdict = run_check(ctx, {"kind": "dockerfile", "non_root": True, "healthcheck": True})
+    assert sorted(codes_of(verdict)) == ["healthcheck_missing", "runs_as_root"]
+
+
+def run_check(ctx: CheckContext, spec: dict):
+    kind = get_kind(spec["kind"])
+    assert kind is not None and kind.validate(spec) == []
+    return kind.finish(kind.run(ctx, spec), spec)
+
+
+def codes_of(outcome) -> list[str]:
+    return [failure.code for failure in outcome.failures]

@@ -161,6 +161,18 @@ class ManagedEnvironment:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DiskUsage:
+    """How full a session's own disk is (``Runner.disk_usage``)."""
+
+    used_bytes: int
+    total_bytes: int
+
+    @property
+    def fraction(self) -> float:
+        return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
 @dataclass
 class RunnerStats:
     cpu_percent: float
@@ -335,6 +347,11 @@ class Runner:
     def stats(self, state: dict[str, Any]) -> RunnerStats:
         """Current CPU and memory use."""
         raise NotImplementedError
+
+    def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
+        """How full the session's disk is, where the runner limits it; None where it does not.
+        Must be cheap (the session page asks on every refresh): no program in the session."""
+        return None
 
     def available(self) -> bool:
         """Whether this backend can run sessions on this machine right now."""

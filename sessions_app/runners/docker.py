@@ -4,20 +4,33 @@ OPTIONS (all optional):
     base_url        engine address (default: DOCKER_HOST or the local socket)
     instance        value of the managed-by label, to share an engine between installs ("labs")
     cap_add         capabilities kept for ordinary sessions (everything else is dropped)
-    dind_mode       "auto" | "privileged" | "capabilities": how Docker-in-Docker sessions get the
-                    rights their inner engine needs. "privileged" is the usual choice; "capabilities"
-                    is for hosts where --privileged cannot work (all capabilities but
-                    SYS_RESOURCE, unconfined seccomp/AppArmor, private cgroup namespace).
-                    "auto" tries privileged first and remembers what worked.
+    dind_mode       how Docker-in-Docker sessions (labs with docker_access) get their engine:
+                    "rootless" (the default; "auto" means the same): the session container runs as
+                    the learner from its first process, with no capabilities but SETUID/SETGID in its
+                    bounding set and no setuid programs; the image's entrypoint starts dockerd through
+                    rootlesskit in a user namespace whose root is the learner's uid on the host, so
+                    `docker run -v /:/x`, `--privileged`, `--cap-add ALL` or `mknod` inside give nothing
+                    on the host. Needs the image label org.labs.dind=rootless (labs/dind:bookworm has it),
+                    /dev/net/tun on the host (mode 0666, as udev sets it) and a custom seccomp profile
+                    that lets the engine make namespaces (ROOTLESS_SECCOMP below).
+                    "privileged" and "capabilities" run the inner engine as root in a privileged
+                    container (or with all capabilities where --privileged cannot work): root inside is
+                    root on the host, a learner can mount the host's disks. Refused unless the operator
+                    sets LAB_ALLOW_UNSAFE_DIND=true; the admin then shows a warning.
     dind_preload    images copied into an inner engine when the lab names none in its
                     `dind_images` (default ["labs/busybox:latest"])
     preload_cache   where saved image tarballs are cached (default DATA_DIR/preload)
+    disk_limit      "auto" (default): a size-limited filesystem per session (disks.py) when the platform
+                    runs as root next to a local engine, else none, with a note in the session log;
+                    "required": refuse to start without one; "off": never.
+    disk_root       where session disks live (default DATA_DIR/session-disks)
     api_timeout     seconds for one engine API call (default 60)
     vnc_port        where a session's VNC server listens, for labs with a graphical console (5900)
-    guard_host      keep sessions from opening connections to the host's own services (default
-                    true for a local engine). Session bridges are named "labs…" and one iptables
-                    rule drops new connections from them into the host; replies to connections
-                    the platform opens (the web preview) still pass. Needs root and iptables.
+    guard_host      install the firewall rules of firewall.py (default true for a local engine):
+                    sessions never open connections to the host's own services or link-local
+                    addresses (cloud metadata), and bridge-mode sessions never reach private networks.
+                    Session bridges are named "labs…" (bridge, isolated) and "labu…" (unrestricted).
+                    Needs root and iptables.
     vm_image        the runner image for VM labs (default "labs/qemu:bookworm"). A session whose
                     image is a VM disk or ISO boots in a container of this image: QEMU as its main
                     process, the base bind-mounted read-only, a qcow2 overlay on a per-session volume,
@@ -26,21 +39,30 @@ OPTIONS (all optional):
                     for vm_accel (default settings.LAB_QEMU_ACCEL), vm_powerdown_timeout (10),
                     vm_memory_overhead_mb (256, added to the lab's memory for QEMU itself) and
                     vm_tcg_cache_mb (64).
+
+Disk limits: with a session disk, every directory the learner can write in the image (the
+workspace, the home, /tmp, /var/tmp and any other directory writable by the learner's user or
+group, found once per image) becomes a volume bound to a directory of the session's own disk,
+filled from the image on first use as Docker fills any new volume; so does the inner engine's
+data root. A learner who is root in the session can still write to the container's own layer.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
+import json
 import logging
 import os
 import posixpath
 import select
 import socket
 import struct
-import subprocess
 import tarfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +71,9 @@ import docker.errors
 import docker.utils
 from django.conf import settings
 
+from sessions_app.runners import firewall
 from sessions_app.runners.base import (
+    DiskUsage,
     Endpoint,
     ExecResult,
     FileEntry,
@@ -65,6 +89,7 @@ from sessions_app.runners.base import (
     _no_progress,
     clean_workspace_path,
 )
+from sessions_app.runners.disks import SessionDisks
 from sessions_app.runners.docker_vm import DockerVM, is_vm_spec, is_vm_state
 
 log = logging.getLogger(__name__)
@@ -74,6 +99,7 @@ LABEL_SESSION = "labs.session"
 LABEL_USER = "labs.user"
 LABEL_LAB = "labs.lab"
 SHELL_USER_LABEL = "org.labs.shell-user"  # set on images whose USER must stay root (DinD entrypoints)
+DIND_LABEL = "org.labs.dind"  # "rootless" on images whose entrypoint can start a rootless engine
 
 # Keeps the container alive and exits at once on SIGTERM, so stops are fast.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -83,6 +109,8 @@ KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & 
 OOM_FIRST = "echo 500 >/proc/self/oom_score_adj 2>/dev/null; "
 DEFAULT_PRELOAD = ["labs/busybox:latest"]
 DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID"]
+DIND_MODES = ("rootless", "privileged", "capabilities")
+UNSAFE_DIND_MODES = ("privileged", "capabilities")
 DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
     "cgroupns": "private",
     "cap_add": ["ALL"],
@@ -90,10 +118,45 @@ DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
     "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
     "device_cgroup_rules": ["a *:* rwm"],
 }
+# The seccomp profile of rootless Docker-in-Docker sessions. Docker's default profile refuses the
+# system calls an unprivileged engine needs (unshare, mount, pivot_root and the new mount API, all
+# only ever effective inside the session's own user namespace); this one allows everything except
+# what no session needs and what has been a way into the kernel: modules, kexec, reboot, swap,
+# clocks, the kernel keyring and log, BPF, perf, userfaultfd, io_uring, raw port I/O and file
+# handles. The inner engine applies its own default profile to the learner's containers on top.
+ROOTLESS_SECCOMP: dict[str, Any] = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [
+        {
+            "names": [
+                "init_module", "finit_module", "delete_module", "create_module", "query_module",
+                "get_kernel_syms", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct",
+                "settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex", "syslog",
+                "bpf", "perf_event_open", "lookup_dcookie", "iopl", "ioperm",
+                "quotactl", "quotactl_fd", "nfsservctl", "uselib", "vm86", "vm86old", "open_by_handle_at",
+            ],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,  # EPERM
+        },
+        {
+            # "Not implemented" rather than "not allowed": runc and the C library carry on without
+            # them (runc skips its session keyring, programs fall back from io_uring).
+            "names": ["add_key", "keyctl", "request_key", "userfaultfd", "io_uring_setup", "io_uring_enter",
+                      "io_uring_register"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 38,  # ENOSYS
+        },
+    ],
+}
+ROOTLESS_CAPS = ["SETUID", "SETGID"]  # newuidmap/newgidmap's file capabilities, nothing else
+ROOTLESS_DATA_ROOT = "/var/lib/labs-docker"
+ROOTLESS_READY = "/run/labs-docker/ready"
+ROOTLESS_LOG = "/run/labs-docker/dockerd.log"
+LEGACY_DATA_ROOT = "/var/lib/docker"
+LEGACY_READY = "/run/dind-ready"
+LEGACY_LOG = "/var/log/dockerd.log"
+STARTER_MARKER = "/run/labs-starter-copied"
 MAX_OUTPUT = 4 * 1024 * 1024
-BRIDGE_PREFIX = "labs"
-HOST_GUARD_RULE = ["INPUT", "-i", f"{BRIDGE_PREFIX}+", "-m", "conntrack", "--ctstate", "NEW,INVALID",
-                   "-j", "DROP"]
 _STORAGE_LIMIT_DRIVERS = {"devicemapper", "btrfs", "zfs"}
 # Go's os.FileMode bits, in which the engine reports a path's mode (archive API).
 _GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27
@@ -103,10 +166,51 @@ _GO_TYPE = _GO_DIR | _GO_SYMLINK | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21)
 MAX_SYMLINKS = 40  # as Linux's ELOOP limit
 TAR_OVERHEAD = 64 * 1024  # headers (PAX, xattrs) and padding around one file in the engine's tar
 
+# Run once per image (as root, no network, nothing writable) to learn who the learner is and
+# where they can write. $1: the shell user ("" for root). Prints "uid gid home", then one directory
+# a line that the user, its group or everyone may write, outermost only.
+PROFILE_SCRIPT = r"""
+u="${1:-root}"
+line=$(awk -F: -v u="$u" '$1 == u || $3 == u { print $3 " " $4 " " $6; exit }' /etc/passwd)
+[ -n "$line" ] || { echo "no user $u in /etc/passwd" >&2; exit 3; }
+echo "$line"
+set -- $line
+[ "$1" = 0 ] && exit 0
+find / -xdev -type d \( -perm -0002 -o -user "$1" -o \( -group "$2" -perm -0020 \) \) -print -prune
+"""
+ALWAYS_WRITABLE = ("/tmp", "/var/tmp")  # noqa: S108 (container paths)  bound to the session disk even where the image lacks them
+
 
 def _short(exc: Exception) -> str:
     text = getattr(exc, "explanation", None) or str(exc)
     return str(text).strip().splitlines()[0][:300] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ImageProfile:
+    """Who the learner is in an image and which of its directories they can write."""
+
+    uid: int
+    gid: int
+    home: str
+    writable: tuple[str, ...] = ()
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+
+@dataclass
+class Plan:
+    """What one start is about to create; decided before the container exists."""
+
+    spec: SessionSpec
+    image: dict[str, Any]
+    profile: ImageProfile
+    network: str
+    dind_mode: str = ""
+    disk: Path | None = None
+    volumes: dict[str, str] = field(default_factory=dict)  # container path -> volume name
 
 
 class DockerTerminal:
@@ -129,7 +233,10 @@ class DockerTerminal:
             return b""
 
     def write(self, data: bytes) -> None:
-        self._sock.sendall(data)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise RunnerError(f"the terminal is closed ({exc})") from exc
 
     def resize(self, cols: int, rows: int) -> None:
         try:
@@ -154,13 +261,18 @@ class DockerRunner(Runner):
         self.instance = str(self.options.get("instance", "labs"))
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
-        self._dind_mode_found: str | None = None
         self._image_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._profiles: dict[str, ImageProfile] = {}
         self._storage_driver: tuple[str, str] | None = None
-        self._host_guarded = False
+        self._apparmor: bool | None = None
         self.vm = DockerVM(self)  # VM labs: QEMU in a runner container (docker_vm.py)
 
     # engine -------------------------------------------------------------------------------
+    @functools.cached_property
+    def disks(self) -> SessionDisks:
+        """This runner's session disks (disks.py); settings are read on first use, not at construction."""
+        return SessionDisks(Path(self.options.get("disk_root") or Path(settings.DATA_DIR) / "session-disks"))
+
     @property
     def client(self) -> docker.DockerClient:
         with self._client_lock:
@@ -212,6 +324,9 @@ class DockerRunner(Runner):
             return RunnerError(f"{what}: Docker engine unreachable ({_short(exc)})")
         return exc
 
+    def _engine_is_local(self) -> bool:
+        return not str(self.options.get("base_url", "")).startswith(("tcp://", "ssh://", "http"))
+
     # naming -------------------------------------------------------------------------------
     def _labels(self, spec: SessionSpec) -> dict[str, str]:
         return {
@@ -224,6 +339,10 @@ class DockerRunner(Runner):
     def _name(self, session_id: str) -> str:
         return f"{self.instance}-{session_id}"
 
+    def _session_of_disk(self, disk_name: str) -> str | None:
+        prefix = f"{self.instance}-"
+        return disk_name[len(prefix):] if disk_name.startswith(prefix) else None
+
     # start ----------------------------------------------------------------------------------
     def start(
         self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
@@ -232,9 +351,13 @@ class DockerRunner(Runner):
             return self.vm.start(spec, progress, timeout)
         deadline = time.monotonic() + timeout
         image = self._image(spec.image)
-        network = self._ensure_network(spec)
+        plan = Plan(spec=spec, image=image, profile=self._image_profile(image), network="")
+        if spec.docker_access:
+            plan.dind_mode = self._dind_mode(image)
+        plan.network = self._ensure_network(spec)
+        plan.disk = self._session_disk(spec, progress)
         progress("Creating container")
-        container_id, adopted = self._create_container(spec, image, network, progress)
+        container_id, adopted = self._create_container(plan, progress)
         if adopted:
             progress("Found the existing container; adopting it")
         info = self._call("inspecting container", self.api.inspect_container, container_id)
@@ -242,11 +365,11 @@ class DockerRunner(Runner):
             progress("Starting container")
             self._call("starting container", self.api.start, container_id)
             info = self._call("inspecting container", self.api.inspect_container, container_id)
-        state = self._state_of(info, image, spec)
-        if spec.starter_dir and not self._marker_exists(state, "/run/labs-starter-copied"):
+        state = self._state_of(info, plan.image, spec, dind_mode=plan.dind_mode, disk=plan.disk)
+        if spec.starter_dir and not self._engine_lstat(state, STARTER_MARKER):
             progress("Copying starter files")
-            self._copy_starter(state, spec.starter_dir)
-        if spec.docker_access:
+            self._copy_starter(state, spec.starter_dir, plan.profile)
+        if plan.dind_mode:
             progress("Starting Docker engine")
             self._wait_for_inner_engine(state, deadline)
         if time.monotonic() > deadline:
@@ -267,21 +390,109 @@ class DockerRunner(Runner):
         self._image_cache[reference] = (now, attrs)
         return attrs
 
+    def _image_user(self, image: dict[str, Any]) -> str:
+        """The user learners get: the image's `org.labs.shell-user` label, else its USER."""
+        config = image.get("Config") or {}
+        return str((config.get("Labels") or {}).get(SHELL_USER_LABEL) or config.get("User") or "")
+
+    def _image_profile(self, image: dict[str, Any]) -> ImageProfile:
+        """Who the learner is in `image` and where they can write: learned once per image by a
+        short-lived container (no network, read-only), kept in memory and on disk."""
+        key = str(image["Id"])
+        user = self._image_user(image).split(":")[0]
+        cache_key = f"{key}:{user}"
+        if cache_key in self._profiles:
+            return self._profiles[cache_key]
+        digest = hashlib.sha256(cache_key.encode()).hexdigest()[:32]
+        cache_file = Path(settings.DATA_DIR) / "image-profiles" / f"{digest}.json"
+        try:
+            saved = json.loads(cache_file.read_text())
+            profile = ImageProfile(uid=int(saved["uid"]), gid=int(saved["gid"]), home=str(saved["home"]),
+                                   writable=tuple(str(path) for path in saved["writable"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            profile = self._scan_image(key, user)
+            try:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                cache_file.write_text(json.dumps({"uid": profile.uid, "gid": profile.gid, "home": profile.home,
+                                                  "writable": list(profile.writable)}))
+            except OSError as exc:
+                log.warning("cannot cache the profile of image %s: %s", key, exc)
+        self._profiles[cache_key] = profile
+        return profile
+
+    def _scan_image(self, image_id: str, user: str) -> ImageProfile:
+        container = self._call(
+            "reading the image's users", self.api.create_container, image_id,
+            command=["sh", "-c", PROFILE_SCRIPT, "labs-profile", user], entrypoint=[], user="root",
+            network_disabled=True, labels={LABEL_MANAGED: self.instance},
+            host_config=self.api.create_host_config(
+                network_mode="none", read_only=True, cap_drop=["ALL"], cap_add=["DAC_READ_SEARCH"],
+                security_opt=["no-new-privileges:true"], mem_limit="128m", pids_limit=64),
+        )
+        container_id = container["Id"]
+        try:
+            self._call("reading the image's users", self.api.start, container_id)
+            result = self._call("reading the image's users", self.api.wait, container_id, timeout=60)
+            output = self._call("reading the image's users", self.api.logs, container_id, stdout=True, stderr=False)
+            errors = self._call("reading the image's users", self.api.logs, container_id, stdout=False, stderr=True)
+        finally:
+            try:
+                self.api.remove_container(container_id, force=True)
+            except Exception as exc:
+                log.warning("removing the profile container %s: %s", container_id, exc)
+        lines = output.decode(errors="replace").splitlines()
+        if int(result.get("StatusCode", 1)) != 0 or not lines:
+            raise RunnerError(
+                f"cannot read the users of image {image_id[:19]}: "
+                f"{errors.decode(errors='replace').strip()[-300:] or 'it has no sh, awk or /etc/passwd'}",
+                permanent=True)
+        uid, gid, home = [*lines[0].split(" ", 2), "", ""][:3]
+        writable = tuple(sorted({line for line in lines[1:] if line.startswith("/")}))
+        return ImageProfile(uid=int(uid), gid=int(gid), home=home or "/", writable=writable)
+
+    # Docker-in-Docker ------------------------------------------------------------------------
+    def _dind_mode(self, image: dict[str, Any]) -> str:
+        mode = str(self.options.get("dind_mode", "rootless"))
+        if mode == "auto":
+            mode = "rootless"
+        if mode not in DIND_MODES:
+            raise RunnerError(f"unknown dind_mode {mode!r} (use one of {', '.join(DIND_MODES)})", permanent=True)
+        if mode in UNSAFE_DIND_MODES and not settings.LAB_ALLOW_UNSAFE_DIND:
+            raise RunnerError(
+                f"dind_mode {mode!r} makes root in a session root on the host (a learner can mount the host's "
+                "disks); it is refused unless the operator sets LAB_ALLOW_UNSAFE_DIND=true for trusted labs",
+                permanent=True)
+        labels = (image.get("Config") or {}).get("Labels") or {}
+        if mode == "rootless" and labels.get(DIND_LABEL) != "rootless":
+            raise RunnerError(
+                "this lab's image cannot run a rootless Docker engine (it lacks the label "
+                f"{DIND_LABEL}=rootless); rebuild it from labs/dind:bookworm (deploy/images/dind)", permanent=True)
+        return mode
+
+    def _dind_data_root(self, mode: str) -> str:
+        return ROOTLESS_DATA_ROOT if mode == "rootless" else LEGACY_DATA_ROOT
+
+    def _apparmor_enabled(self) -> bool:
+        if self._apparmor is None:
+            info = self._call("reading engine info", self.client.info)
+            self._apparmor = any("apparmor" in str(option) for option in info.get("SecurityOptions") or [])
+        return self._apparmor
+
+    # network ----------------------------------------------------------------------------------
     def _ensure_network(self, spec: SessionSpec) -> str:
         mode = spec.network_mode
         if mode == "none":
             return "none"
-        if mode == "unrestricted":
-            return "bridge"
         name = self._name(spec.session_id)
-        self._ensure_host_guard()
+        self._ensure_guard()
+        prefix = firewall.OPEN_PREFIX if mode == "unrestricted" else firewall.BRIDGED_PREFIX
         try:
             self.api.create_network(
                 name,
                 driver="bridge",
                 internal=(mode == "isolated"),
                 labels=self._labels(spec),
-                options={"com.docker.network.bridge.name": BRIDGE_PREFIX + spec.session_id.replace("-", "")[:11]},
+                options={"com.docker.network.bridge.name": prefix + spec.session_id.replace("-", "")[:11]},
                 check_duplicate=True,
             )
         except docker.errors.APIError as exc:
@@ -291,34 +502,57 @@ class DockerRunner(Runner):
             raise self._translate("creating network", exc) from exc
         return name
 
-    def _ensure_host_guard(self) -> None:
-        if self._host_guarded:
+    def _ensure_guard(self) -> None:
+        if not self.options.get("guard_host", self._engine_is_local()):
             return
-        default = not str(self.options.get("base_url", "")).startswith(("tcp://", "ssh://", "http"))
-        if not self.options.get("guard_host", default):
-            self._host_guarded = True
-            return
+        chain = "DOCKER-USER" if firewall.chain_exists("DOCKER-USER") else "FORWARD"
         try:
-            present = subprocess.run(["iptables", "-C", *HOST_GUARD_RULE], capture_output=True, timeout=10)
-            if present.returncode == 0:
-                self._host_guarded = True
-                return
-            added = subprocess.run(["iptables", "-I", *HOST_GUARD_RULE], capture_output=True, timeout=10, text=True)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            added = subprocess.CompletedProcess([], 1, "", str(exc))
-        if added.returncode != 0:
-            raise RunnerError(
-                "cannot install the firewall rule that keeps sessions away from the host's services "
-                f"(iptables: {added.stderr.strip() or 'failed'}); run the platform as root with iptables, "
-                "or set the Docker runner option guard_host=false to accept that risk",
-                permanent=True,
-            )
-        self._host_guarded = True
+            firewall.ensure(firewall.docker_session_rules(chain),
+                            "keeps sessions away from the host, link-local addresses and private networks")
+        except RunnerError as exc:
+            raise RunnerError(f"{exc}; run the platform as root with iptables, or set the Docker runner option "
+                              "guard_host=false to accept that risk", permanent=True) from exc
 
-    def _image_user(self, image: dict[str, Any]) -> str:
-        """The user learners get: the image's `org.labs.shell-user` label, else its USER."""
-        config = image.get("Config") or {}
-        return str((config.get("Labels") or {}).get(SHELL_USER_LABEL) or config.get("User") or "")
+    # disk -----------------------------------------------------------------------------------
+    def _session_disk(self, spec: SessionSpec, progress: ProgressCallback) -> Path | None:
+        """The session's own size-limited filesystem (disks.py), or None where there is none."""
+        policy = str(self.options.get("disk_limit", "auto"))
+        if policy == "off":
+            return None
+        reason = self.disks.unavailable()
+        if reason is None and not self._engine_is_local():
+            reason = "the Docker engine is on another machine"
+        if reason is not None:
+            if policy == "required":
+                raise RunnerError(f"cannot limit this session's disk: {reason}", permanent=True)
+            progress(f"Note: the disk limit of {spec.disk_mb} MB is not enforced here ({reason})")
+            return None
+        return self.disks.ensure(self._name(spec.session_id), spec.disk_mb)
+
+    def _volume_for(self, plan: Plan, path: str) -> str:
+        """A volume bound to a directory of the session disk, created once per path (idempotent)."""
+        assert plan.disk is not None
+        digest = hashlib.sha256(path.encode()).hexdigest()[:10]
+        directory = plan.disk / "volumes" / digest
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            if path in ALWAYS_WRITABLE:
+                directory.chmod(0o1777)  # as /tmp should be, where the image has none to copy from
+        name = f"{self._name(plan.spec.session_id)}-{digest}"
+        self._call("creating a volume on the session disk", self.client.volumes.create, name=name, driver="local",
+                   driver_opts={"type": "none", "o": "bind", "device": str(directory)},
+                   labels=self._labels(plan.spec))
+        return name
+
+    def _writable_paths(self, plan: Plan) -> list[str]:
+        paths = {self.workspace, *ALWAYS_WRITABLE, *plan.profile.writable}
+        if plan.profile.home not in ("", "/"):
+            paths.add(plan.profile.home)
+        if plan.dind_mode:
+            paths.add(self._dind_data_root(plan.dind_mode))
+        # Outermost only: a volume already covers what lies below it.
+        ordered = sorted(paths)
+        return [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
 
     def _storage_opts(self, spec: SessionSpec, progress: ProgressCallback) -> dict[str, str] | None:
         if self._storage_driver is None:
@@ -328,19 +562,18 @@ class DockerRunner(Runner):
         driver, backing = self._storage_driver
         if driver in _STORAGE_LIMIT_DRIVERS or (driver == "overlay2" and backing == "xfs"):
             return {"size": f"{spec.disk_mb}M"}
-        progress(f"Note: disk limit not enforced by the {driver} storage driver on {backing or 'this filesystem'}")
         return None
 
-    def _create_container(
-        self, spec: SessionSpec, image: dict[str, Any], network: str, progress: ProgressCallback
-    ) -> tuple[str, bool]:
+    # container ------------------------------------------------------------------------------
+    def _create_container(self, plan: Plan, progress: ProgressCallback) -> tuple[str, bool]:
         """Create the session's container; return its id and whether it already existed."""
+        spec = plan.spec
         host: dict[str, Any] = {
             "nano_cpus": int(spec.cpu * 1e9),
             "mem_limit": f"{spec.memory_mb}m",
             "memswap_limit": f"{spec.memory_mb}m",  # equal to the memory limit: no swap
             "pids_limit": spec.pids_limit,
-            "network_mode": network,
+            "network_mode": plan.network,
             "storage_opt": self._storage_opts(spec, progress),
         }
         create: dict[str, Any] = {
@@ -350,32 +583,53 @@ class DockerRunner(Runner):
             "detach": True,
             "working_dir": self.workspace,
             "environment": {"LAB_SESSION": spec.session_id, "TERM": "xterm-256color"},
-            "command": KEEPALIVE,
         }
-        if network not in ("none", "bridge"):
+        if plan.network not in ("none", "bridge"):
             create["networking_config"] = self.api.create_networking_config(
-                {network: self.api.create_endpoint_config()}
+                {plan.network: self.api.create_endpoint_config()}
             )
-        if not spec.docker_access:
+        binds: dict[str, dict[str, str]] = {}
+        if plan.disk is not None:
+            for path in self._writable_paths(plan):
+                binds[self._volume_for(plan, path)] = {"bind": path, "mode": "rw"}
+        elif plan.dind_mode:
+            # No session disk: the engine's data still must not sit on overlayfs (overlay on overlay).
+            volume = self._call("creating engine volume", self.client.volumes.create,
+                                name=f"{self._name(spec.session_id)}-docker", labels=self._labels(spec))
+            binds[volume.name] = {"bind": self._dind_data_root(plan.dind_mode), "mode": "rw"}
+        if not plan.dind_mode:
             host.update(
                 init=True,
                 cap_drop=["ALL"],
                 cap_add=list(self.options.get("cap_add", DEFAULT_CAPS)),
                 security_opt=["no-new-privileges:true"],
+                binds=binds or None,
             )
             create["entrypoint"] = []
-            return self._create_low_level(image["Id"], host, create)
-        # Docker-in-Docker: the entrypoint starts the inner engine as root; shells use the shell user.
-        create["user"] = "root"
-        volume = self._call(
-            "creating engine volume", self.client.volumes.create, name=f"{self._name(spec.session_id)}-docker",
-            labels=self._labels(spec),
-        )
-        binds = {volume.name: {"bind": "/var/lib/docker", "mode": "rw"}}
+            create["command"] = KEEPALIVE
+            return self._create_low_level(plan.image["Id"], host, create)
         binds.update(self._preload_mounts(spec.dind_images or self.options.get("dind_preload", DEFAULT_PRELOAD),
                                           progress))
         host["binds"] = binds
-        return self._create_dind(image["Id"], host, create)
+        if plan.dind_mode == "rootless":
+            user = self._image_user(plan.image) or "learner"
+            create["user"] = user
+            create["environment"] = {**create["environment"], "DOCKER_HOST": "unix:///run/labs-docker/docker.sock"}
+            security = ["seccomp=" + json.dumps(ROOTLESS_SECCOMP)]
+            if self._apparmor_enabled():
+                security.append("apparmor=unconfined")  # rootlesskit mounts; AppArmor's docker-default forbids it
+            host.update(
+                cap_drop=["ALL"],
+                cap_add=ROOTLESS_CAPS,
+                security_opt=security,
+                devices=["/dev/net/tun:/dev/net/tun:rwm"],
+            )
+            # The engine mounts a fresh /proc for its containers, which the kernel allows only where no
+            # part of /proc is hidden; nothing here runs as root on the host, so nothing can misuse it.
+            return self._create_low_level(plan.image["Id"], host, create, unmask_paths=True)
+        # Legacy: the entrypoint starts the inner engine as root; shells use the shell user.
+        create["user"] = "root"
+        return self._create_legacy_dind(plan.image["Id"], host, create, plan.dind_mode)
 
     def _create_low_level(
         self, image_id: str, host: dict[str, Any], create: dict[str, Any], unmask_paths: bool = False
@@ -396,31 +650,23 @@ class DockerRunner(Runner):
             raise self._translate("creating container", exc) from exc
         return created["Id"], False
 
-    def _create_dind(self, image_id: str, host: dict[str, Any], create: dict[str, Any]) -> tuple[str, bool]:
-        mode = self._dind_mode_found or self.options.get("dind_mode", "auto")
-        modes = ["privileged", "capabilities"] if mode == "auto" else [mode]
-        last_error: RunnerError | None = None
-        for candidate in modes:
-            attempt = dict(host)
-            if candidate == "privileged":
-                attempt["privileged"] = True
-            else:
-                attempt.update(DIND_CAPABILITY_OPTIONS)
-            container_id, adopted = self._create_low_level(
-                image_id, attempt, create, unmask_paths=candidate != "privileged"
-            )
-            if adopted:
-                return container_id, True
-            try:
-                self._call("starting container", self.api.start, container_id)
-            except RunnerError as exc:
-                last_error = exc
-                log.info("DinD mode %s failed here: %s", candidate, exc)
-                self._call("removing failed container", self.api.remove_container, container_id, force=True)
-                continue
-            self._dind_mode_found = candidate
-            return container_id, False
-        raise RunnerError(f"cannot start a Docker-in-Docker container on this host: {last_error}", permanent=True)
+    def _create_legacy_dind(self, image_id: str, host: dict[str, Any], create: dict[str, Any],
+                            mode: str) -> tuple[str, bool]:
+        attempt = dict(host)
+        if mode == "privileged":
+            attempt["privileged"] = True
+        else:
+            attempt.update(DIND_CAPABILITY_OPTIONS)
+        container_id, adopted = self._create_low_level(image_id, attempt, create, unmask_paths=mode != "privileged")
+        if adopted:
+            return container_id, True
+        try:
+            self._call("starting container", self.api.start, container_id)
+        except RunnerError as exc:
+            self._call("removing failed container", self.api.remove_container, container_id, force=True)
+            raise RunnerError(f"cannot start a {mode} Docker-in-Docker container on this host: {exc}",
+                              permanent=True) from exc
+        return container_id, False
 
     def _preload_mounts(
         self, refs: list[str] | tuple[str, ...], progress: ProgressCallback
@@ -438,44 +684,69 @@ class DockerRunner(Runner):
                 with partial.open("wb") as out:
                     for chunk in self._call(f"saving {ref}", image.save, named=True):
                         out.write(chunk)
+                os.chmod(partial, 0o644)  # the rootless engine loads it as the learner
                 partial.replace(tarball)
             safe = ref.replace("/", "_").replace(":", "_")
             mounts[str(tarball)] = {"bind": f"/preload/{safe}.tar", "mode": "ro"}
         return mounts
 
     def _wait_for_inner_engine(self, state: dict[str, Any], deadline: float) -> None:
+        rootless = state.get("dind_mode") == "rootless"
+        marker = ROOTLESS_READY if rootless else LEGACY_READY
         while time.monotonic() < deadline:
-            if self._marker_exists(state, "/run/dind-ready"):
+            if self._engine_lstat(state, marker):
                 return
-            time.sleep(0.2)
-        logs = self.exec(state, ["sh", "-c", "tail -n 20 /var/log/dockerd.log 2>/dev/null"], user="root", timeout=5)
-        raise RunnerError("the session's Docker engine did not start in time: "
-                          + logs.stdout.decode(errors="replace")[-500:])
+            info = self._call("inspecting container", self.api.inspect_container, state["container_id"])
+            if not info["State"]["Running"]:
+                break  # the entrypoint gave up (it says why in the container's log)
+            time.sleep(0.1)
+        logs = self._call("reading the container's log", self.api.logs, state["container_id"], stdout=True,
+                          stderr=True, tail=20)
+        raise RunnerError("the session's Docker engine did not start: "
+                          + logs.decode(errors="replace").strip()[-800:], permanent=True)
 
-    def _marker_exists(self, state: dict[str, Any], path: str) -> bool:
-        return self.exec(state, ["test", "-e", path], user="root", timeout=5).exit_code == 0
-
-    def _copy_starter(self, state: dict[str, Any], starter_dir: str) -> None:
+    def _copy_starter(self, state: dict[str, Any], starter_dir: str, profile: ImageProfile) -> None:
+        """Copy the lab's files into the workspace owned by the learner, through the engine's archive
+        API: no program in the session takes part, so nothing can fail there unseen."""
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
             for entry in sorted(Path(starter_dir).rglob("*")):
-                archive.add(entry, arcname=str(entry.relative_to(starter_dir)), recursive=False)
+                if entry.is_symlink():
+                    raise RunnerError(f"starter file {entry.relative_to(starter_dir)} is a symlink; lab files "
+                                      "must be plain files and directories", permanent=True)
+                info = archive.gettarinfo(str(entry), arcname=str(entry.relative_to(starter_dir)))
+                info.uid, info.gid, info.uname, info.gname = profile.uid, profile.gid, "", ""
+                if info.isreg():
+                    with entry.open("rb") as handle:
+                        archive.addfile(info, handle)
+                else:
+                    archive.addfile(info)
         self._call("copying starter files", self.api.put_archive, state["container_id"], self.workspace,
                    buffer.getvalue())
-        user = state.get("user") or "root"
-        self.exec(state, ["sh", "-c", f"chown -R {user} {self.workspace} 2>/dev/null; touch /run/labs-starter-copied"],
-                  user="root", timeout=15)
+        marker = io.BytesIO()
+        with tarfile.open(fileobj=marker, mode="w") as archive:
+            info = tarfile.TarInfo(STARTER_MARKER.rsplit("/", 1)[1])
+            info.mtime = int(time.time())
+            archive.addfile(info, io.BytesIO(b""))
+        self._call("marking the starter files copied", self.api.put_archive, state["container_id"],
+                   posixpath.dirname(STARTER_MARKER), marker.getvalue())
 
-    def _state_of(self, info: dict[str, Any], image: dict[str, Any], spec: SessionSpec) -> dict[str, Any]:
+    def _state_of(self, info: dict[str, Any], image: dict[str, Any], spec: SessionSpec, *, dind_mode: str = "",
+                  disk: Path | None = None) -> dict[str, Any]:
         user = self._image_user(image).split(":")[0]
         networks = list((info.get("NetworkSettings") or {}).get("Networks") or {})
-        return {
+        state: dict[str, Any] = {
             "container_id": info["Id"],
             "name": info["Name"].lstrip("/"),
             "networks": networks,
             "user": "" if user == "root" else user,
             "docker_access": spec.docker_access,
         }
+        if dind_mode:
+            state["dind_mode"] = dind_mode
+        if disk is not None:
+            state["disk"] = self._name(spec.session_id)
+        return state
 
     def _endpoints(self, info: dict[str, Any]) -> dict[str, Any]:
         networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
@@ -511,6 +782,10 @@ class DockerRunner(Runner):
             self._call("removing network", network.remove)
         for volume in self._call("listing volumes", self.client.volumes.list, filters={"label": label}):
             self._call("removing volume", volume.remove, force=True)
+        self.disks.remove(self._name(session_id))
+
+    def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
+        return self.disks.usage(state["disk"]) if state.get("disk") else None
 
     def poll(self, state: dict[str, Any]) -> PollStatus:
         try:
@@ -536,6 +811,9 @@ class DockerRunner(Runner):
         if is_vm_state(state):
             raise RunnerError("commands cannot run inside a VM without a guest agent", permanent=True)
         exec_user = user if user is not None else (state.get("user") or "root")
+        if state.get("dind_mode") == "rootless" and exec_user.split(":")[0] in ("root", "0"):
+            # Its /proc is unmasked for the inner engine: root there could write the host's sysctls.
+            raise RunnerError("nothing runs as root in a rootless Docker-in-Docker session", permanent=True)
         wrapped = ["sh", "-c", OOM_FIRST + 'exec "$@"', "labs-exec",
                    "timeout", "-s", "KILL", str(max(1, int(timeout + 0.999))), *command]
         created = self._call(
@@ -557,12 +835,11 @@ class DockerRunner(Runner):
         started = time.monotonic()
         try:
             if stdin is not None:
-                raw.sendall(stdin)
-            if stdin is not None:
                 try:
+                    raw.sendall(stdin)
                     raw.shutdown(socket.SHUT_WR)
                 except OSError:
-                    pass
+                    pass  # the command stopped reading (it failed, or needs no more): its output says why
             stdout, stderr = _read_multiplexed(raw, deadline=started + timeout + 5)
         finally:
             raw.close()
@@ -587,20 +864,17 @@ class DockerRunner(Runner):
         return self.exec(state, ["sh", "-c", self._CONFINE + script, "sh", target], stdin=stdin, timeout=timeout)
 
     def list_files(self, state: dict[str, Any], path: str = "") -> list[FileEntry]:
+        # One record per entry, each ended by a NUL byte, the name last: a file name (which may hold
+        # "|" or newlines, but never NUL) can neither break the listing nor forge another entry.
         script = (
             '[ -d "$p" ] || { echo "not a directory" >&2; exit 4; }; '
             'for f in "$p"/* "$p"/.[!.]* "$p"/..?*; do [ -e "$f" ] || [ -L "$f" ] || continue; '
-            "stat -c '%F|%s|%Y|%n' \"$f\"; done"
+            "stat -c '%F|%s|%Y|%n' \"$f\" && printf '\\0'; done"
         )
         result = self._file_command(state, script, path)
         if result.exit_code != 0:
             raise RunnerError(f"{path or '.'}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
-        entries = []
-        prefix = self.workspace + "/"
-        for line in result.stdout.decode(errors="replace").splitlines():
-            kind, size, mtime, name = line.split("|", 3)
-            entries.append(FileEntry(name.removeprefix(prefix), kind == "directory", int(size), float(mtime)))
-        return sorted(entries, key=lambda e: (not e.is_dir, e.path))
+        return _parse_listing(result.stdout, self.workspace)
 
     def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
         script = (
@@ -619,9 +893,11 @@ class DockerRunner(Runner):
         script = (
             '[ ! -d "$p" ] || { echo "is a directory" >&2; exit 4; }; '
             # Replace atomically, keeping the mode of a file that already exists (scripts stay executable).
-            'm=$(stat -c %a "$p" 2>/dev/null); '
-            'mkdir -p "$(dirname "$p")" && cat > "$p.labs-tmp" && { [ -z "$m" ] || chmod "$m" "$p.labs-tmp"; } '
-            '&& mv -f "$p.labs-tmp" "$p"'
+            # The temporary file gets a name nobody can guess or make beforehand (mktemp creates it with
+            # O_EXCL, never through a symlink), and mv renames over a symlink instead of following it.
+            'm=$(stat -c %a "$p" 2>/dev/null) || m=$(printf %o $((0666 & ~$(umask)))); d=$(dirname "$p"); '
+            'mkdir -p "$d" && t=$(mktemp "$d/.labs-save.XXXXXX") && '
+            '{ cat > "$t" && chmod "$m" "$t" && mv -fT "$t" "$p" || { rm -f "$t"; exit 1; }; }'
         )
         result = self._file_command(state, script, path, stdin=data)
         if result.exit_code != 0:
@@ -821,11 +1097,20 @@ class DockerRunner(Runner):
                 continue  # removing that container or network removes the session's volumes too
             found.append(ManagedEnvironment(session_id, f"volume:{volume.name}", False, {"name": volume.name}))
             with_container.add(session_id)
+        # A session disk outlives nothing else by design, but a crash between making it and the
+        # container can leave it alone.
+        for disk in self.disks.names():
+            session_id = self._session_of_disk(disk) or ""
+            if session_id and session_id not in with_container:
+                found.append(ManagedEnvironment(session_id, f"disk:{disk}", False, {"name": disk}))
+                with_container.add(session_id)
         return found
 
     def remove_managed(self, env: ManagedEnvironment) -> None:
         kind, _, name = env.ref.partition(":")
-        if kind in ("volume", "network"):
+        if kind == "disk":
+            self.disks.remove(name)
+        elif kind in ("volume", "network"):
             # Removed by name as well, so one that lacks a session label still goes.
             collection = self.client.volumes if kind == "volume" else self.client.networks
             try:
@@ -860,6 +1145,23 @@ class DockerRunner(Runner):
             memory_limit_bytes=int(memory.get("limit", 0)),
             pids=int(raw.get("pids_stats", {}).get("current", 0)),
         )
+
+
+def _parse_listing(raw: bytes, workspace: str) -> list[FileEntry]:
+    """Entries from NUL-ended `stat -c '%F|%s|%Y|%n'` records (see list_files)."""
+    entries = []
+    prefix = workspace + "/"
+    for record in raw.split(b"\0"):
+        record = record.lstrip(b"\n")  # stat ends each record with a newline before the NUL
+        if not record:
+            continue
+        try:
+            kind, size, mtime, name = record.decode(errors="replace").split("|", 3)
+            entries.append(FileEntry(name.removesuffix("\n").removeprefix(prefix), kind == "directory",
+                                     int(size), float(mtime)))
+        except ValueError as exc:
+            raise RunnerError(f"unreadable file listing from the session ({exc})") from exc
+    return sorted(entries, key=lambda e: (not e.is_dir, e.path))
 
 
 def _unix_mode(go_mode: int) -> int:

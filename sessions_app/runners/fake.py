@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from sessions_app.runners.base import (
+    DiskUsage,
     Endpoint,
     ExecResult,
     FileEntry,
@@ -187,3 +188,10 @@ class FakeRunner(Runner):
     def stats(self, state: dict[str, Any]) -> RunnerStats:
         env = self._env(state)
         return RunnerStats(cpu_percent=0.0, memory_bytes=1024 * 1024, memory_limit_bytes=env["spec"].memory_mb << 20)
+
+    def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
+        """What a test put in the environment's "disk_used" (bytes) against the lab's disk_mb."""
+        env = self._env(state)
+        if "disk_used" not in env:
+            return None
+        return DiskUsage(used_bytes=int(env["disk_used"]), total_bytes=env["spec"].disk_mb << 20)

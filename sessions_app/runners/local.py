@@ -14,6 +14,10 @@ OPTIONS (all optional):
     root              where session directories live (default DATA_DIR/local-sessions)
     bwrap             path of the bwrap binary (default: found on PATH, else /usr/bin/bwrap)
     max_output_bytes  cap on each of stdout/stderr kept by exec (default 4 MiB)
+    disk_limit        "auto" (default): the workspace is a size-limited filesystem of the lab's disk_mb
+                      (disks.py) when the platform runs as root, else a plain directory with a note in
+                      the session log; "required": refuse to start without one; "off": never
+    disk_root         where those disks' images live (default DATA_DIR/local-disks)
 
 Sandbox flags (see `_sandbox_args`):
     bwrap --unshare-all [--share-net] --unshare-user [--disable-userns] --cap-drop ALL
@@ -64,6 +68,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -86,6 +91,7 @@ from typing import Any
 from django.conf import settings
 
 from sessions_app.runners.base import (
+    DiskUsage,
     Endpoint,
     ExecResult,
     FileEntry,
@@ -101,6 +107,7 @@ from sessions_app.runners.base import (
     _no_progress,
     clean_workspace_path,
 )
+from sessions_app.runners.disks import SessionDisks
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +429,11 @@ class LocalRunner(Runner):
         self._features: set[str] = set()
 
     # configuration -----------------------------------------------------------------------------
+    @functools.cached_property
+    def disks(self) -> SessionDisks:
+        """This runner's session disks (disks.py); settings are read on first use, not at construction."""
+        return SessionDisks(Path(self.options.get("disk_root") or Path(settings.DATA_DIR) / "local-disks"))
+
     @property
     def root(self) -> Path:
         configured = self.options.get("root")
@@ -608,6 +620,11 @@ class LocalRunner(Runner):
             (session_dir / "pids").mkdir(exist_ok=True)
             workspace = session_dir / "workspace"
             workspace.mkdir(mode=0o700, exist_ok=True)
+            if self._limit_disk(spec, progress):
+                self.disks.ensure(spec.session_id, spec.disk_mb, at=workspace)
+                os.chmod(workspace, 0o700)
+                meta["disk"] = True
+                _write_json(meta_path, meta)
             self._write_etc(session_dir, spec)
             if spec.starter_dir:
                 if not Path(spec.starter_dir).is_dir():
@@ -621,12 +638,33 @@ class LocalRunner(Runner):
             _write_json(meta_path, meta)
         except (OSError, shutil.Error, RunnerError) as exc:
             if created:
+                if self.disks.exists(spec.session_id, at=session_dir / "workspace"):
+                    self.disks.remove(spec.session_id, at=session_dir / "workspace")
                 _rmtree(session_dir)
             if isinstance(exc, RunnerError):
                 raise
             raise RunnerError(f"cannot prepare the workspace: {exc}") from exc
         progress("Ready")
         return StartResult(self._state(session_dir, spec), self._endpoints(dataclasses.asdict(spec)))
+
+    def _limit_disk(self, spec: SessionSpec, progress: ProgressCallback) -> bool:
+        policy = str(self.options.get("disk_limit", "auto"))
+        if policy == "off":
+            return False
+        reason = self.disks.unavailable()
+        if reason is None:
+            return True
+        if policy == "required":
+            raise RunnerError(f"cannot limit this session's disk: {reason}", permanent=True)
+        progress(f"Note: the disk limit of {spec.disk_mb} MB covers single files only here ({reason})")
+        return False
+
+    def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
+        session_id = state.get("session_id")
+        root = state.get("root")
+        if not session_id or not root:
+            return None
+        return self.disks.usage(str(session_id), at=Path(root) / "workspace")
 
     def _write_etc(self, session_dir: Path, spec: SessionSpec) -> None:
         """A minimal /etc: the sandbox learns nothing about the host's users or hosts."""
@@ -668,6 +706,8 @@ class LocalRunner(Runner):
         for terminal in terminals:
             terminal.close()  # ours to reap: no zombies in this process
         _terminate(self._records(session_dir), timeout)
+        if self.disks.exists(session_dir.name, at=session_dir / "workspace"):
+            self.disks.remove(session_dir.name, at=session_dir / "workspace")  # before its files go
         _rmtree(session_dir)
         if session_dir.exists():
             raise RunnerError(f"could not remove {session_dir}")

@@ -59,9 +59,12 @@ OPTIONS (all optional):
                         platform's user; "" for none). Create it with `useradd --system labs-qemu`.
     sandbox             QEMU's seccomp filter: true (default: -sandbox on, no spawning, no resource
                         control, no privilege changes unless run_as needs one), false, or a -sandbox value
-    guard_host          bridge mode only: an iptables rule rejects every connection from the run_as
-                        user to the host itself (slirp's 10.0.2.2 is the host's 127.0.0.1, where
-                        PostgreSQL and Redis listen). Default true; then bridge mode needs run_as.
+    guard_host          bridge mode only: iptables rules (firewall.process_owner_rules) reject every
+                        connection from the run_as user to the host itself (slirp's 10.0.2.2 is the
+                        host's 127.0.0.1, where PostgreSQL and Redis listen), to link-local addresses
+                        (the cloud metadata service) and to private networks. Default true; then bridge
+                        mode needs run_as. The rules match the user, so they hold for every VM that runs
+                        as it, whatever its mode.
     powerdown_timeout   seconds stop() waits for the guest to power off after an ACPI power button
                         press, before QMP quit and SIGKILL (default 10; never more than stop's timeout)
     snapshot_timeout    seconds a snapshot may take (default 600)
@@ -117,6 +120,7 @@ from typing import Any
 from django.conf import settings
 
 from sessions_app.qmp import QMPClient, QMPCommandError, QMPError, connect_unix
+from sessions_app.runners import firewall
 from sessions_app.runners.base import (
     Endpoint,
     ExecResult,
@@ -760,17 +764,8 @@ class QemuRunner(Runner):
         uid = pwd.getpwnam(plan["run_as"]).pw_uid
         if uid in self._guarded_uids:
             return
-        rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(uid), "-j", "REJECT"]
-        try:
-            # -w: wait for the xtables lock (Docker and others use it); a busy lock is no answer.
-            present = subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True, timeout=20)
-            if present.returncode != 0:
-                added = subprocess.run(["iptables", "-w", "10", "-I", *rule], capture_output=True, text=True,
-                                       timeout=20)
-                if added.returncode != 0:
-                    raise RunnerError(f"iptables: {added.stderr.strip() or 'failed'}", permanent=True)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RunnerError(f"cannot fence the VM off the host (iptables: {exc})", permanent=True) from exc
+        firewall.ensure(firewall.process_owner_rules(uid),
+                        "fences VMs off the host, link-local addresses and private networks")
         self._guarded_uids.add(uid)
 
     def _command(self, plan: dict[str, Any], session_dir: Path, disk_fds: tuple[int, int]) -> list[str]:

@@ -212,14 +212,17 @@ def test_an_isolated_session_reaches_neither_the_host_nor_other_sessions(runner,
         assert isolated_net["Internal"] is True
         assert bridged_net["Internal"] is False
         assert _network_of(engine, neighbour.state)["Internal"] is False
-        assert _network_of(engine, unrestricted.state)["Name"] == "bridge"  # Docker's default, staff-only
-        assert len({isolated_net["Id"], bridged_net["Id"], _network_of(engine, neighbour.state)["Id"]}) == 3
+        # Unrestricted sessions get a guarded network of their own too, never Docker's default bridge
+        # (docker0 is not covered by the host guard).
+        unrestricted_net = _network_of(engine, unrestricted.state)
+        assert unrestricted_net["Name"] != "bridge" and unrestricted_net["Internal"] is False
+        assert unrestricted_net["Options"]["com.docker.network.bridge.name"].startswith("labu")
+        assert len({isolated_net["Id"], bridged_net["Id"], _network_of(engine, neighbour.state)["Id"],
+                    unrestricted_net["Id"]}) == 4
         assert isolated_net["Labels"][LABEL_SESSION] == isolated_spec.session_id  # found again and removed with it
-        # Controls: the probe does detect an open port (a session reaches itself; the staff-only
-        # unrestricted mode reaches the host listener through docker0).
+        # Control: the probe does detect an open port (a session reaches itself).
         assert _can_connect(runner, isolated.state, "127.0.0.1", 8080)
-        assert _can_connect(runner, unrestricted.state, _gateway(engine, unrestricted.state), port)
-        for session in (isolated, bridged):
+        for session in (isolated, bridged, unrestricted):
             for target in (_gateway(engine, session.state), "172.17.0.1"):
                 assert not _can_connect(runner, session.state, target, port)
                 assert not _can_connect(runner, session.state, target, 5432)  # the host's PostgreSQL port

@@ -448,7 +448,7 @@ from django.conf import settings
 settings.configure(LAB_ALLOW_UNSANDBOXED_LOCAL=False)
 from sessions_app.runners.base import SessionSpec
 from sessions_app.runners.local import LocalRunner
-runner = LocalRunner("local", {"root": sys.argv[1]})
+runner = LocalRunner("local", {"root": sys.argv[1], "disk_root": sys.argv[1] + "-disks"})
 state = runner.start(SessionSpec("crash", 1, "olivia", "tiny", "local")).state
 opened = []
 thread = threading.Thread(target=lambda: opened.append(runner.open_terminal(state)))
@@ -482,7 +482,7 @@ def test_sandboxes_die_with_a_crashed_platform_process(tmp_path: Path) -> None:
         platform.wait()
     assert wait_gone(token) == []
     # What is left is a directory; stop() (or reconciliation) removes it.
-    runner = LocalRunner("local", {"root": str(tmp_path)})
+    runner = LocalRunner("local", {"root": str(tmp_path), "disk_root": f"{tmp_path}-disks"})
     [env] = runner.list_managed()
     runner.remove_managed(env)
     assert runner.list_managed() == []

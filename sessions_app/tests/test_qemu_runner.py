@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import http.server
 import pwd
-import random
 import re
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,9 +23,10 @@ from sessions_app import actions
 from sessions_app.models import State
 from sessions_app.qmp import QMPClient, connect_unix
 from sessions_app.reconcile import reconcile
-from sessions_app.runners import get_runner, reset_cache
+from sessions_app.runners import firewall, get_runner, reset_cache
 from sessions_app.runners.base import PollStatus, RunnerError
 from sessions_app.runners.qemu import QemuRunner
+from tests.netns import remote_hosts
 from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
 
 BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
@@ -388,88 +386,45 @@ def host_service():
     server.shutdown()
 
 
-OUTSIDE_SERVER = """
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "23"); self.end_headers()
-        self.wfile.write(b"outside-service-reached")
-    def log_message(self, *a): pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"""
+@pytest.fixture
+def host_guard_rules():
+    """The iptables rules bridge mode adds for QEMU's user (nobody here); removed afterwards if the
+    test added them."""
+    rules = firewall.process_owner_rules(pwd.getpwnam("nobody").pw_uid)
+    added = [rule for rule in rules if not firewall.rule_present(rule)]
+    firewall.forget()
+    yield rules
+    for rule in added:
+        subprocess.run(["iptables", "-w", "10", "-D", *rule], capture_output=True)
+    firewall.forget()
 
 
 @pytest.fixture(scope="module")
-def outside_service():
-    """An HTTP server that is not one of the host's own addresses: in a network namespace behind a
-    veth pair, like a machine elsewhere on the network (the host reaches it through an interface,
-    not lo). Addresses from 198.18.0.0/15, which is reserved for tests. Yields (address, port)."""
-    tag = uuid.uuid4().hex[:6]
-    namespace, outer, inner = f"labs-hq-{tag}", f"lhq{tag}a", f"lhq{tag}b"
-    net = f"198.18.{random.randrange(256)}.{random.randrange(64) * 4}"
-    prefix = net.rsplit(".", 1)[0]
-    last = int(net.rsplit(".", 1)[1])
-    host_ip, server_ip, port = f"{prefix}.{last + 1}", f"{prefix}.{last + 2}", 8080
-
-    def ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True)
-
-    ip("netns", "add", namespace)
-    server = None
-    try:
-        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
-        ip("link", "set", inner, "netns", namespace)
-        ip("addr", "add", f"{host_ip}/30", "dev", outer)
-        ip("link", "set", outer, "up")
-        ip("-n", namespace, "addr", "add", f"{server_ip}/30", "dev", inner)
-        ip("-n", namespace, "link", "set", inner, "up")
-        server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", OUTSIDE_SERVER,
-                                   server_ip, str(port)])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection((server_ip, port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() >= deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield server_ip, port
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)  # takes the veth pair along
-        subprocess.run(["ip", "link", "del", outer], capture_output=True)
+def remote():
+    """Machines elsewhere on the network (tests/netns.py): the internet, a private network, metadata."""
+    with remote_hosts() as hosts:
+        yield hosts
 
 
-@pytest.fixture
-def host_guard_rule():
-    """The iptables rule bridge mode adds for QEMU's user (nobody here); removed afterwards if the
-    test added it."""
-    rule = ["OUTPUT", "-o", "lo", "-m", "owner", "--uid-owner", str(pwd.getpwnam("nobody").pw_uid), "-j", "REJECT"]
-    was_there = subprocess.run(["iptables", "-w", "10", "-C", *rule], capture_output=True).returncode == 0
-    yield rule
-    if not was_there:
-        subprocess.run(["iptables", "-w", "10", "-D", *rule], capture_output=True)
-
-
-# mode: (QEMU's user, the -nic QEMU gets, reaches the host's loopback, reaches a server outside the host)
+# mode: (QEMU's user, the -nic QEMU gets, reaches the host's loopback, reaches a server outside the host,
+#        reaches the cloud metadata address and a private network)
 NETWORK_MODES = {
-    "none": ("", "none", False, False),
-    "isolated": ("", "user,model=virtio-net-pci,ipv6=off,restrict=on", False, False),
-    # NAT to the outside, fenced off the host's own services (guard_host needs a user of QEMU's own).
-    "bridge": ("nobody", "user,model=virtio-net-pci,ipv6=off", False, True),
-    # staff's trusted labs: NAT and no fence, so the host's loopback answers (the control for the others).
-    "unrestricted": ("", "user,model=virtio-net-pci,ipv6=off", True, True),
+    "none": ("", "none", False, False, False),
+    "isolated": ("", "user,model=virtio-net-pci,ipv6=off,restrict=on", False, False, False),
+    # NAT to the outside, fenced off the host's own services, link-local addresses and private
+    # networks (guard_host needs a user of QEMU's own).
+    "bridge": ("nobody", "user,model=virtio-net-pci,ipv6=off", False, True, False),
+    # staff's trusted labs: NAT and no fence (QEMU runs as the platform here), so everything answers
+    # (the control for the others).
+    "unrestricted": ("", "user,model=virtio-net-pci,ipv6=off", True, True, True),
 }
 
 
 @pytest.mark.parametrize("mode", list(NETWORK_MODES))
 def test_each_network_mode_gives_the_guest_the_network_the_lab_asks_for(
-    mode, make_runner, vm_image, host_service, outside_service, host_guard_rule
+    mode, make_runner, vm_image, host_service, host_guard_rules, remote
 ):
-    run_as, nic, reaches_host, reaches_outside = NETWORK_MODES[mode]
+    run_as, nic, reaches_host, reaches_outside, reaches_fenced = NETWORK_MODES[mode]
     runner = make_runner(run_as=run_as)
     state = runner.start(vm_spec(vm_image.disk, network_mode=mode), timeout=BOOT_TIMEOUT).state
     argv = [part.decode() for part in Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")]
@@ -485,17 +440,21 @@ def test_each_network_mode_gives_the_guest_the_network_the_lab_asks_for(
         return
 
     # Static addressing (the test VM runs no DHCP client), then one HTTP GET to each server.
-    (host_addr, host_port), (outside_addr, outside_port) = host_service, outside_service
+    (host_addr, host_port), (outside_addr, outside_port) = host_service, (remote.public, remote.port)
     get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {} {} 2>&1 | tail -c 40; echo ' <-{}'"
     fetch = ("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; "
              "ip route add default via 10.0.2.2 2>/dev/null; "
              + get.format(host_addr, host_port, "host") + "; "
-             + get.format(outside_addr, outside_port, "outside") + "; echo ' E''ND'")
+             + get.format(outside_addr, outside_port, "outside") + "; "
+             + get.format(remote.metadata, remote.port, "metadata") + "; "
+             + get.format(remote.private, remote.port, "private") + "; echo ' E''ND'")
     if mode == "bridge":
-        assert subprocess.run(["iptables", "-w", "10", "-C", *host_guard_rule], capture_output=True).returncode == 0
+        assert all(firewall.rule_present(rule) for rule in host_guard_rules)
     output = shell(runner, state, fetch.encode(), b" END")
     assert (b"loopback-service-reached" in output) is reaches_host, output[-600:]
-    assert (b"outside-service-reached" in output) is reaches_outside, output[-600:]
+    assert (f"reached {remote.public}".encode() in output) is reaches_outside, output[-600:]
+    assert (f"reached {remote.metadata}".encode() in output) is reaches_fenced, output[-600:]
+    assert (f"reached {remote.private}".encode() in output) is reaches_fenced, output[-600:]
     runner.stop(state, timeout=0)
     assert gone(state["pid"])
 

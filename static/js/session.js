@@ -38,6 +38,7 @@
     lastHeartbeat: 0,
     trailingHeartbeat: 0,
     lastRefresh: 0,
+    diskLevel: null, // "ok", "warning" or "full" where the session's disk is limited
     closingDialog: false,
     logOpen: null, // null until the learner opens or shuts the progress log
     initialised: false,
@@ -87,6 +88,7 @@
     const previous = current.state;
     current.state = region.dataset.state;
     page.dataset.state = current.state;
+    current.diskLevel = region.dataset.diskLevel || null;
 
     const renderedAt = Number(region.dataset.serverNow);
     if (renderedAt) current.skewMs = renderedAt * 1000 - Date.now();
@@ -184,6 +186,10 @@
       current.lastActive = serverNow();
       if (typeof data.seconds_left === "number") current.expiresAt = serverNow() + data.seconds_left * 1000;
       if (data.state && data.state !== current.state) requestRefresh(true);
+      else if (data.disk && data.disk.level !== current.diskLevel) {
+        current.diskLevel = data.disk.level;
+        requestRefresh(true); // the status region says how full the disk is, and what to do
+      }
       tick();
     } catch {
       // Offline for a moment: the next activity tries again.
