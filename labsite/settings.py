@@ -320,9 +320,18 @@ def _preview_host(raw: str) -> str:
         raise ImproperlyConfigured(f"LAB_PREVIEW_HOST={raw!r} is not a host name or host:port (no scheme, no path)")
     parts = urlsplit("//" + value)
     host = parts.hostname or ""
-    # On the platform's own host every page would become a preview (and the platform unreachable).
-    if parts.port is None and value in [h.lower() for h in ALLOWED_HOSTS]:
-        raise ImproperlyConfigured("LAB_PREVIEW_HOST must be a host the platform is not served on (or another port)")
+    # Not a host name the platform answers on, whatever the port: browsers scope cookies by host
+    # name alone, so the previews' script could read and replace the platform's cookies.
+    for allowed in (h.lower() for h in ALLOWED_HOSTS):
+        name = allowed.removeprefix(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]  # as urlsplit gives an IPv6 preview host
+        if name == host or (allowed.startswith(".") and host.endswith(allowed)):
+            raise ImproperlyConfigured(
+                f"LAB_PREVIEW_HOST={raw!r}: the platform is served on {host} too (DJANGO_ALLOWED_HOSTS has "
+                f"{allowed!r}); cookies ignore ports, so previews need another host name, e.g. localhost "
+                "for previews and DJANGO_ALLOWED_HOSTS=127.0.0.1,[::1] for the platform (what run.sh sets)"
+            )
     # A CSRF-trusted preview origin would let a previewed app post forms to the platform.
     for origin in CSRF_TRUSTED_ORIGINS:
         trusted = (urlsplit(origin).hostname or "").lower()
@@ -331,7 +340,8 @@ def _preview_host(raw: str) -> str:
     return value
 
 
-# The web previews' own origin; empty: they are served on the platform's origin (see README).
+# The web previews' own origin (run.sh sets localhost:<port>); empty: they are served on the
+# platform's origin under a CSP sandbox (see README "Web preview").
 LAB_PREVIEW_HOST = _preview_host(env_str("LAB_PREVIEW_HOST"))
 
 # VM images, learner ISOs and snapshots.

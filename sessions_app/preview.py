@@ -9,7 +9,10 @@ its lab's declared ports (`lab.exposed_ports`). The consumers in
 - the target: asked of the session's runner, never chosen by the client;
 - rewriting, so the app works under a path prefix inside an iframe on our origin and never
   sees the platform's credentials (see `upstream_request_headers` and
-  `rewrite_response_headers`).
+  `rewrite_response_headers`);
+- isolation: on the platform's origin (no LAB_PREVIEW_HOST) every answer is sandboxed
+  (SANDBOX_POLICY), so the app's script never runs as the platform; with a preview host the app
+  has that origin to itself (sessions_app/preview_origin.py).
 """
 
 from __future__ import annotations
@@ -81,6 +84,14 @@ _ORIGIN_WIDE_RESPONSE_HEADERS = frozenset(
 )
 FRAME_OPTIONS = "SAMEORIGIN"
 FRAME_POLICY = "frame-ancestors 'self'"
+# Without a preview host of its own (LAB_PREVIEW_HOST), every preview response carries this policy:
+# the app's documents get an opaque origin, so their script cannot use the viewer's platform session
+# (fetch, WebSockets and cookies are cross-origin and cookie-less for it). Never allow-same-origin
+# (the app would be the platform), allow-top-navigation* (a framed app could replace the platform's
+# page) or allow-popups-to-escape-sandbox (its windows would run on the platform's origin). A
+# policy of the app's own or a <meta> can only add restrictions: browsers enforce every policy.
+SANDBOX_TOKENS = ("allow-scripts", "allow-forms", "allow-popups", "allow-modals", "allow-downloads")
+SANDBOX_POLICY = "sandbox " + " ".join(SANDBOX_TOKENS)
 # The CSP source list of frame-ancestors, when the preview has an origin of its own: the platform's
 # origin (only that page may frame the app), 'none', or * for our own harmless message pages.
 FrameAncestors = str

@@ -21,7 +21,9 @@ preview routes exist (anything else is 404), WebSockets must come from the previ
 platform sessions are never read; on the platform host, preview paths redirect here (HTTP) or
 are refused (WebSocket), and the terminal and VNC WebSockets refuse the preview origin.
 
-Without LAB_PREVIEW_HOST nothing here applies: previews stay on the platform's origin.
+`deploy/scripts/run.sh` sets LAB_PREVIEW_HOST=localhost:<port> (the platform on 127.0.0.1): another
+host name, because cookies are scoped by host name, not port. Without LAB_PREVIEW_HOST nothing here
+applies: previews stay on the platform's origin, sandboxed (sessions_app.preview.SANDBOX_POLICY).
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ _OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 def configured_host() -> str | None:
     """LAB_PREVIEW_HOST (lower-cased), or None when previews share the platform's origin."""
     return str(getattr(settings, "LAB_PREVIEW_HOST", "") or "").lower() or None
+
+
+def frame_sandbox() -> str:
+    """The `sandbox` attribute of the session page's preview iframe.
+
+    On the platform's origin the same tokens as the preview's policy, so the frame is sandboxed
+    even before its first response. On a preview host allow-same-origin too: that origin is the
+    app's own (its cookies, its storage, its grant), and the sandbox still keeps it from
+    navigating the platform's page.
+    """
+    tokens = preview.SANDBOX_TOKENS if configured_host() is None else (*preview.SANDBOX_TOKENS, "allow-same-origin")
+    return " ".join(tokens)
 
 
 def _matches(netloc: str, scheme: str) -> bool:

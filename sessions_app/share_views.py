@@ -56,7 +56,8 @@ class ShareForm(forms.Form):
 
 def share_panel_context(request: HtmxHttpRequest, session: Session, *, new_share: PreviewShare | None = None,
                         error: str = "") -> dict[str, Any]:
-    """The panel's context; the session page can call this too, so the panel renders without HTMX."""
+    """The panel's context; the session page can call this too, so the panel renders without HTMX
+    (and gets the preview iframe's sandbox with it)."""
     now = timezone.now()
     links = [
         ShareLink(
@@ -69,6 +70,7 @@ def share_panel_context(request: HtmxHttpRequest, session: Session, *, new_share
     max_minutes = preview.share_max_minutes()
     return {
         "session": session,
+        "preview_frame_sandbox": preview_origin.frame_sandbox(),
         "share_panel": {
             "links": links,
             "active_count": sum(link.active for link in links),

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Set up and run the platform on its embedded defaults (SQLite, in-memory channel layer,
-# jobs inline), with the demo labs loaded and an admin account printed. Serves 127.0.0.1:8000.
+# jobs inline), with the demo labs loaded and an admin account printed. Serves the platform on
+# http://127.0.0.1:8000 and web previews on http://localhost:8000.
 source "$(dirname "$0")/lib.sh"
+
+# Web previews on an origin of their own (README "Web preview"): localhost is another host name
+# than 127.0.0.1, so the platform's cookies (scoped by host name, not port) never reach a learner's
+# app, and the platform is not served on localhost. LAB_PREVIEW_HOST= (empty) keeps previews on the
+# platform's origin, sandboxed.
+LAB_PORT="${LAB_PORT:-8000}"
+if [ -z "${LAB_PREVIEW_HOST+set}" ]; then
+  export LAB_PREVIEW_HOST="localhost:$LAB_PORT"
+  export DJANGO_ALLOWED_HOSTS="${DJANGO_ALLOWED_HOSTS:-127.0.0.1,[::1]}"
+fi
 
 ensure_python requirements.txt
 ensure_sandbox_tools
@@ -34,5 +45,15 @@ RECONCILER=$!
 GC=$!
 trap 'kill $REAPER $RECONCILER $GC 2>/dev/null || true' EXIT
 
-say "serving on http://127.0.0.1:${LAB_PORT:-8000}/ (Ctrl-C to stop)"
-"$VENV/bin/daphne" -b 127.0.0.1 -p "${LAB_PORT:-8000}" labsite.asgi:application
+say "serving on http://127.0.0.1:$LAB_PORT/ (Ctrl-C to stop)"
+if [ -n "$LAB_PREVIEW_HOST" ]; then
+  say "web previews on http://$LAB_PREVIEW_HOST/ (an origin of their own; the platform is not served there)"
+else
+  say "web previews on the platform's origin, sandboxed (LAB_PREVIEW_HOST is empty)"
+fi
+# A preview host given with another port (LAB_PREVIEW_HOST=localhost:8001) is served there too.
+LISTEN=(-b 127.0.0.1 -p "$LAB_PORT")
+if [[ "$LAB_PREVIEW_HOST" =~ :([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" != "$LAB_PORT" ]; then
+  LISTEN+=(-e "tcp:port=${BASH_REMATCH[1]}:interface=127.0.0.1")
+fi
+"$VENV/bin/daphne" "${LISTEN[@]}" labsite.asgi:application

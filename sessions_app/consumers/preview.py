@@ -6,6 +6,10 @@ PreviewWebSocketConsumer. Who may look, where the app is and what is rewritten i
 in sessions_app/preview.py; this module moves the bytes. With a separate preview host
 (LAB_PREVIEW_HOST) the same consumers serve it, authorized by sessions_app/preview_origin.py.
 
+On the platform's origin (no preview host) every HTTP answer, the app's and our own pages and
+redirects, carries `Content-Security-Policy: sandbox …` (preview.SANDBOX_POLICY): the app's
+documents run with an opaque origin, never as the platform.
+
 HTTP is streamed both ways: request body chunks go up as they arrive, response chunks come
 down as the app writes them, so neither a large upload nor a large download is held in memory
 here. Statuses the proxy gives itself: 404 (no such preview for you, or an undeclared port),
@@ -240,9 +244,10 @@ class PreviewHttpConsumer:
         self.send = send
         # Who may frame our answers: None on the platform's origin (SAMEORIGIN); on a preview host
         # our own pages may be framed anywhere until a grant names the platform's origin.
-        self.frame_ancestors: str | None = (
-            preview_origin.MESSAGE_FRAME_ANCESTORS if preview_origin.is_preview_host(scope) else None
-        )
+        on_preview_host = preview_origin.is_preview_host(scope)
+        self.frame_ancestors: str | None = preview_origin.MESSAGE_FRAME_ANCESTORS if on_preview_host else None
+        # On the platform's origin every answer is sandboxed, ours and the app's alike.
+        self.sandboxed = not on_preview_host
 
     @classmethod
     def as_asgi(cls) -> ASGIApp:
@@ -396,7 +401,7 @@ class PreviewHttpConsumer:
                 app_request_path=app_path,
                 frame_ancestors=grant.frame_ancestors,
             )
-            await self.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            await self._start(response.status_code, headers)
             window = _WriteWindow.attach(self.send)
             try:
                 async for chunk in response.aiter_raw():
@@ -416,8 +421,14 @@ class PreviewHttpConsumer:
 
     # ---- our own answers ---------------------------------------------------------------------
 
-    async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+    async def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Every response starts here, so none leaves without the sandbox where it is needed."""
+        if self.sandboxed:
+            headers = [*headers, (b"content-security-policy", preview.SANDBOX_POLICY.encode())]
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+        await self._start(status, headers)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _page(self, status: int, title: str, message: str, retry: bool = False) -> None:

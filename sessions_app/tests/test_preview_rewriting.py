@@ -61,7 +61,8 @@ def test_the_preview_may_be_framed_by_our_pages_only(daphne, running_session, up
     response = fetch(daphne, running_session, upstream, owner, "policies")
     assert response.status_code == 200
     assert response.headers.get_list("x-frame-options") == ["SAMEORIGIN"]
-    assert response.headers.get_list("content-security-policy") == ["default-src 'self'", "frame-ancestors 'self'"]
+    assert response.headers.get_list("content-security-policy") == [
+        "default-src 'self'", "frame-ancestors 'self'", preview.SANDBOX_POLICY]
 
 
 def test_headers_that_would_set_policy_for_the_whole_platform_are_dropped(daphne, running_session, upstream,

@@ -132,6 +132,8 @@ class UpstreamHandler(BaseHTTPRequestHandler):
                 ("Clear-Site-Data", '"cookies"'),
                 ("Service-Worker-Allowed", "/"),
             ])
+        elif url.path == "/with-headers":  # answers with the headers given as ?header=Name:value
+            self._json({"ok": True}, headers=[tuple(h.split(":", 1)) for h in query["header"]])  # type: ignore[misc]
         elif url.path == "/slow":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")

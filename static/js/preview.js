@@ -1,8 +1,10 @@
 /* The web preview: an iframe on /sessions/<id>/preview/<port>/ for the lab's declared ports.
  *
- * Mounts into [data-console-mount="preview"] (data-preview-base, data-ports="8080,3000") while
- * the session is running. The frame loads only once the Preview tab is shown, so a server the
- * learner has not started yet is not asked for early; "Reload" asks again.
+ * Mounts into [data-console-mount="preview"] (data-preview-base, data-ports="8080,3000",
+ * data-preview-sandbox: the frame's sandbox tokens) while the session is running. The frame is
+ * always sandboxed; without data-preview-sandbox, strictly (an opaque origin for the app). It
+ * loads only once the Preview tab is shown, so a server the learner has not started yet is not
+ * asked for early; "Reload" asks again.
  */
 (() => {
   "use strict";
@@ -16,6 +18,8 @@
   if (!base || !ports.length) return;
   const panel = mount.closest('[role="tabpanel"]');
   const storageKey = `labs:preview-port:${base}`;
+  // Never allow-same-origin unless the server says the preview has an origin of its own.
+  const sandbox = mount.dataset.previewSandbox ?? "allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -44,7 +48,9 @@
     const reload = el("button", { type: "button", class: "term-tool", "data-preview-reload": "" }, "Reload");
     const open = el("a", { class: "term-tool", target: "_blank", rel: "noopener", "data-preview-open": "" },
       "Open in new tab", el("span", { class: "visually-hidden" }, " (opens a new window)"));
-    const frame = el("iframe", { class: "preview-frame", title: `Web preview of port ${port}`, "data-preview-frame": "" });
+    // The sandbox is set before the frame has a document: it applies from the first navigation.
+    const frame = el("iframe", { class: "preview-frame", title: `Web preview of port ${port}`, sandbox,
+      "data-preview-frame": "" });
     const root = el(
       "div",
       { class: "preview-console" },

@@ -100,7 +100,8 @@ def extra_lab_runners(docker_instance):
 
 @pytest.fixture
 def extra_server_env() -> dict[str, str]:
-    return {"LAB_PREVIEW_HOST": "localhost:{port}"}
+    # The platform is never served on the preview's host name (cookies ignore ports).
+    return {"LAB_PREVIEW_HOST": "localhost:{port}", "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
 
 
 def start_app(session: Session, platform: str) -> None:
