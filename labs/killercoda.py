@@ -38,15 +38,16 @@ blocks closed by ``{{exec}}`` / ``{{copy}}`` become fenced blocks with the info 
 link (inside code: ``http://localhost:8080``) and 8080 joins the lab's exposed ports.
 
 Problems (missing files, wrong types, an image id with no local image) refuse the import with
-``index.json: details.steps[1].text: ...`` messages. Features with no equivalent here (more
-than one host, intro or finish scripts, ``courseData``, unknown keys, other placeholders) are
-not dropped silently: each is logged as a warning (``labs.killercoda``), which
-``import_lab`` prints.
+``index.json: details.steps[1].text: ...`` messages. Every file is read as untrusted input
+(labs/source_files.py: size limits, no symbolic links out, UTF-8, nesting), and the assets
+are held to ``ASSET_MAX_BYTES`` each and ``LAB_IMPORT_MAX_ASSETS_BYTES`` together.
+Features with no equivalent here (more than one host, intro or finish scripts, ``courseData``,
+unknown keys, other placeholders) are not dropped silently: each is logged as a warning
+(``labs.killercoda``), which ``import_lab`` prints.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -55,7 +56,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.text import slugify
 
-from labs.assets import KILLERCODA, AssetPathError, AssetUnsupported, valid_chmod, workspace_directory
+from labs.assets import ASSET_MAX_BYTES, KILLERCODA, AssetPathError, AssetUnsupported, valid_chmod, workspace_directory
 from labs.labformat import (
     LOADERS,
     LabImportError,
@@ -65,6 +66,8 @@ from labs.labformat import (
     StepSpec,
 )
 from labs.models import Lab, LabStep
+from labs.source_files import MAX_DEPTH, SourceFileError, inside, read_text
+from labsite import bounded_json
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,10 @@ DIFFICULTIES = {
     "intermediate": "intermediate", "medium": "intermediate",
     "advanced": "advanced", "hard": "advanced",
 }
+# The Lab fields a scenario sets; the rest (network, runner, resources, times) are defaults, and
+# a privilege staff granted one of them in the admin is kept on re-import (labs/privileges.py).
+GIVEN_FIELDS = frozenset({"title", "summary", "description", "difficulty", "exposed_ports", "consoles",
+                          "finish_text", "assets"})
 DEFAULT_CONSOLES = ["terminal"]
 EDITOR_CONSOLES = ["terminal", "editor"]
 
@@ -272,12 +279,9 @@ class _Reader:
 
     def parse(self) -> Any:
         try:
-            raw = self.path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            self.problems.append(LabProblem(self.where(), f"not UTF-8 text ({exc.reason})"))
-            return MISSING
-        except OSError as exc:
-            self.problems.append(LabProblem(self.where(), f"cannot read: {exc.strerror}"))
+            raw = read_text(self.path, self.directory).removeprefix("\ufeff")
+        except SourceFileError as exc:
+            self.problems.append(LabProblem(Location(self.display, exc.line), f"the file {exc.message}"))
             return MISSING
 
         def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -289,10 +293,9 @@ class _Reader:
             return data
 
         try:
-            return json.loads(raw, object_pairs_hook=no_duplicates)
-        except json.JSONDecodeError as exc:
-            self.problems.append(LabProblem(Location(self.display, exc.lineno), f"invalid JSON: {exc.msg} "
-                                                                                  f"(column {exc.colno})"))
+            return bounded_json.loads(raw, max_depth=MAX_DEPTH, object_pairs_hook=no_duplicates)
+        except bounded_json.JSONInputError as exc:
+            self.problems.append(LabProblem(Location(self.display, exc.line), f"invalid JSON: {exc.message}"))
             return MISSING
 
     def mapping(self, value: Any, field: str, *, required: bool = False) -> dict[str, Any] | Any:
@@ -336,19 +339,16 @@ class _Reader:
             return relative
         where = f"{field}.{key}"
         target = self.directory / relative
-        if Path(relative).is_absolute() or not _inside(target, self.directory):
+        if Path(relative).is_absolute() or not inside(target, self.directory):
             self.error(where, f"must be a path inside the scenario directory (got {relative!r})")
             return MISSING
         if not target.is_file():
             self.error(where, f"file not found: {target}")
             return MISSING
         try:
-            text = target.read_text(encoding="utf-8").removeprefix("\ufeff")
-        except UnicodeDecodeError as exc:
-            self.error(where, f"{target} is not UTF-8 text ({exc.reason})")
-            return MISSING
-        except OSError as exc:
-            self.error(where, f"cannot read {target}: {exc.strerror}")
+            text = read_text(target, self.directory).removeprefix("\ufeff")
+        except SourceFileError as exc:
+            self.error(where, f"{target} {exc.message}")
             return MISSING
         if not keep_blank and not text.strip():
             self.error(where, f"{target} is empty")
@@ -367,12 +367,23 @@ class _Reader:
         return converted.text
 
 
-def _inside(target: Path, directory: Path) -> bool:
-    try:
-        target.resolve().relative_to(directory.resolve())
-    except ValueError:
-        return False
-    return True
+def _assets_size(reader: _Reader, field: str, matches: list[Path]) -> int | None:
+    """The bytes of an asset's files, or None after reporting one that leads outside or is too large."""
+    size = 0
+    for path in matches:
+        if not inside(path, reader.directory):
+            reader.error(field, f"{path} leads outside the scenario directory (through a symbolic link)")
+            return None
+        try:
+            file_size = path.stat().st_size
+        except OSError as exc:
+            reader.error(field, f"cannot read {path}: {exc.strerror}")
+            return None
+        if file_size > ASSET_MAX_BYTES:
+            reader.error(field, f"{path} is {file_size} bytes; an asset may be at most {ASSET_MAX_BYTES} bytes")
+            return None
+        size += file_size
+    return size
 
 
 def _model_default(name: str) -> Any:
@@ -473,6 +484,7 @@ class KillercodaLoader:
             tags=[],
             steps=steps,
             locate=lambda key: _locate(display, key),
+            given=GIVEN_FIELDS,
         )
 
     # -- parts of index.json ------------------------------------------------------------------
@@ -533,6 +545,7 @@ class KillercodaLoader:
         if raw is MISSING:
             return []
         assets: list[dict[str, str]] = []
+        total = 0
         for host, items in raw.items():
             field = f"details.assets.{host}"
             if host != SUPPORTED_HOST:
@@ -553,12 +566,17 @@ class KillercodaLoader:
                 if MISSING in (file, target, chmod):
                     continue
                 relative = f"assets/{file}"
-                if Path(file).is_absolute() or not _inside(reader.directory / relative, reader.directory):
+                if Path(file).is_absolute() or not inside(reader.directory / relative, reader.directory):
                     reader.error(f"{here}.file", f"must name a file inside the assets directory (got {file!r})")
                     continue
-                if not any(reader.directory.glob(relative)):
+                matches = [path for path in reader.directory.glob(relative) if path.is_file()]
+                if not matches:
                     reader.error(f"{here}.file", f"file not found: {reader.directory / relative}")
                     continue
+                size = _assets_size(reader, f"{here}.file", matches)
+                if size is None:
+                    continue
+                total += size
                 try:
                     workspace_directory(target)
                 except AssetUnsupported as exc:
@@ -571,6 +589,10 @@ class KillercodaLoader:
                     reader.error(f"{here}.chmod", f"must be a chmod mode such as +x or 0644 (got {chmod!r})")
                     continue
                 assets.append({"file": relative, "target": target, "chmod": chmod})
+        limit = settings.LAB_IMPORT_MAX_ASSETS_BYTES
+        if total > limit:
+            reader.error("details.assets", f"the assets add up to {total} bytes; a scenario's may add up to at most "
+                                           f"{limit} bytes (LAB_IMPORT_MAX_ASSETS_BYTES)")
         return assets
 
     @staticmethod

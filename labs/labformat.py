@@ -7,7 +7,9 @@ added as loaders), and :func:`import_labs` checks every spec against the databas
 writes any of them, in one transaction, so a batch is imported completely or not at all.
 
 Problems are reported as ``path/lab.yaml:12: resources.memory_mb: must be an integer ≥ 16``;
-all problems of all labs are collected before anything is refused.
+all problems of all labs are collected before anything is refused. Lab files are untrusted
+input: labs/source_files.py reads them within limits, and what only staff may grant
+(labs/privileges.py) is refused unless the operator allows it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 
+from labs import privileges
 from labs.models import Image, Lab, LabStep, Tag
+from labs.source_files import BoundedYamlLoader, SourceFileError, YamlLimitError, check_aliases, inside, read_text
 
 __all__ = [
     "LOADERS",
@@ -126,6 +130,8 @@ class LabSpec:
     their defaults), so importing a file always yields the same row whatever was there before.
     ``locate`` maps a model-level key ("lab.memory_mb", "image.name", "step.2.body", "lab")
     to where it was written, so database-side errors point into the source file.
+    ``given`` names the Lab fields the file sets itself (the others hold defaults): a
+    privileged value staff set in the admin is kept on re-import when the file is silent.
     """
 
     directory: Path
@@ -136,6 +142,7 @@ class LabSpec:
     tags: list[str]
     steps: list[StepSpec]
     locate: Callable[[str], Location]
+    given: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class ImportOutcome:
     steps: int
     new_images: tuple[str, ...] = ()
     inactive_image: str = ""
+    notes: tuple[str, ...] = ()  # privileges granted, kept from the admin or dropped (one line each)
 
     @property
     def action(self) -> str:
@@ -380,21 +388,23 @@ class _YamlReader:
 
     def parse(self) -> Any:
         try:
-            text = self.yaml_path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            self.problems.append(LabProblem(Location(self.display), f"not UTF-8 text ({exc.reason})"))
+            text = read_text(self.yaml_path, self.directory)
+        except SourceFileError as exc:
+            self.problems.append(LabProblem(Location(self.display, exc.line), f"the file {exc.message}"))
             return MISSING
-        except OSError as exc:
-            self.problems.append(LabProblem(Location(self.display), f"cannot read: {exc.strerror}"))
-            return MISSING
-        loader = yaml.SafeLoader(text)
+        loader = BoundedYamlLoader(text)
         try:
             # Compose and construct from the same node tree: the data, plus lines for every key.
             node = loader.get_single_node()
             if node is None:
                 self.problems.append(LabProblem(Location(self.display, 1), "the file is empty"))
                 return MISSING
+            check_aliases(node)
             data = loader.construct_document(node)
+        except YamlLimitError as exc:
+            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+            self.problems.append(LabProblem(Location(self.display, line), str(exc.problem)))
+            return MISSING
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -591,6 +601,15 @@ class _YamlReader:
             for relative, message in judge_check_problems(items, self.directory):
                 self.error((*path, key, *relative), message)
                 ok = False
+        if ok:
+            # The judge reads a script check's file at every check: it is held to the same limits.
+            for index, item in enumerate(items):
+                if item["kind"] == "script" and isinstance(item.get("file"), str):
+                    try:
+                        read_text(self.directory / item["file"], self.directory)
+                    except SourceFileError as exc:
+                        self.error((*path, key, index, "file"), f"{self.directory / item['file']} {exc.message}")
+                        ok = False
         return items if ok else MISSING
 
     def text_file(self, data: dict[Any, Any], key: str, path: KeyPath, *, required: bool = False) -> str | Any:
@@ -602,33 +621,22 @@ class _YamlReader:
             return MISSING
         here = (*path, key)
         target = self.directory / relative
-        if Path(relative).is_absolute() or not _inside(target, self.directory):
+        if Path(relative).is_absolute() or not inside(target, self.directory):
             self.error(here, f"must be a path inside the lab directory (got {describe_value(relative)})")
             return MISSING
         if not target.is_file():
             self.error(here, f"file not found: {target}")
             return MISSING
         try:
-            text = target.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            self.error(here, f"{target} is not UTF-8 text ({exc.reason})")
-            return MISSING
-        except OSError as exc:
-            self.error(here, f"cannot read {target}: {exc.strerror}")
+            text = read_text(target, self.directory)
+        except SourceFileError as exc:
+            self.error(here, f"{target} {exc.message}")
             return MISSING
         text = text.removeprefix("\ufeff").rstrip()
         if not text:
             self.error(here, f"{target} is empty")
             return MISSING
         return text
-
-
-def _inside(target: Path, directory: Path) -> bool:
-    try:
-        target.resolve().relative_to(directory.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _not_json(value: Any, path: KeyPath) -> tuple[KeyPath, str] | None:
@@ -729,7 +737,17 @@ class YamlLabLoader:
             tags=tags,
             steps=steps,
             locate=lambda key: self._locate(reader, key),
+            given=self._given(data),
         )
+
+    @staticmethod
+    def _given(data: dict[Any, Any]) -> frozenset[str]:
+        """The Lab fields the file sets: its top-level keys and the resources it names."""
+        resources = data.get("resources")
+        names = {key for key in data if isinstance(key, str)}
+        if isinstance(resources, dict):
+            names.update(key for key in resources if isinstance(key, str))
+        return frozenset(names)
 
     @staticmethod
     def _locate(reader: _YamlReader, key: str) -> Location:
@@ -848,6 +866,82 @@ class _Plan:
     created: bool
     image: Image
     steps: list[LabStep]
+    notes: list[str]
+
+
+STEP_FIELDS = ("title", "body", "verify", "solution", "hints", "background_script", "foreground_script")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why the database cannot store some text in ``value`` (YAML and JSON escapes can make it), or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character, which cannot be stored"
+            if _SURROGATE.search(item):
+                return "contains a lone surrogate (an escape such as \\ud800), which is not text"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def _storage_problems(spec: LabSpec) -> list[LabProblem]:
+    places: list[tuple[str, Any]] = [(f"lab.{name}", value) for name, value in spec.fields.items()]
+    places.append(("lab.tags", spec.tags))
+    if spec.image_definition is not None:
+        places += [("image.reference", spec.image_definition.reference),
+                   ("image.description", spec.image_definition.description)]
+    for index, step in enumerate(spec.steps):
+        places += [(f"step.{index}.{name}", getattr(step, name)) for name in STEP_FIELDS]
+    problems = []
+    for key, value in places:
+        reason = _unstorable(value)
+        if reason is not None:
+            problems.append(LabProblem(spec.locate(key), reason))
+    return problems
+
+
+def _refusal(found: privileges.Privilege) -> str:
+    return (f"{privileges.shown(found.value)} is for staff to grant: {found.reason}. Set it in the admin, or "
+            f"review the lab and import it with --allow-privileged")
+
+
+def _privilege_problems(spec: LabSpec) -> list[LabProblem]:
+    problems = [LabProblem(spec.locate(f"lab.{found.field}"), _refusal(found))
+                for found in privileges.lab_privileges(spec.fields)]
+    definition = spec.image_definition
+    if definition is not None and definition.kind == Image.Kind.VM and definition.reference:
+        found = privileges.Privilege("image.reference", definition.reference, privileges.VM_REFERENCE_REASON)
+        problems.append(LabProblem(spec.locate("image.reference"), _refusal(found)))
+    return problems
+
+
+def _privilege_notes(spec: LabSpec, lab: Lab, before: dict[str, Any]) -> list[str]:
+    """Apply the re-import rule for privileges and say what it did (labs/LAB_FORMAT.md).
+
+    ``before`` holds the existing lab's values. A privileged value the file does not set is
+    kept; one the file replaces is reported, as is every privilege the file grants.
+    """
+    notes = []
+    for name in privileges.FIELDS:
+        old = privileges.privilege(name, before[name]) if name in before else None
+        if old is not None and name not in spec.given:
+            setattr(lab, name, before[name])
+            notes.append(f"kept {privileges.describe(old)} set in the admin (the file does not set {name})")
+            continue
+        new = privileges.privilege(name, spec.fields[name]) if name in spec.fields else None
+        if new is not None:
+            notes.append(f"granted {privileges.describe(new)} (--allow-privileged)")
+        if old is not None and spec.fields.get(name) != before[name]:
+            notes.append(f"replaced {privileges.describe(old)} set in the admin by "
+                         f"{privileges.shown(spec.fields.get(name))} from the file")
+    return notes
 
 
 def _translate(error: ValidationError, locate: Callable[[str], Location], scope: str) -> list[LabProblem]:
@@ -921,9 +1015,13 @@ def _resolve_images(specs: list[LabSpec], problems: list[LabProblem]) -> dict[st
 
 def _plan(spec: LabSpec, image: Image, problems: list[LabProblem]) -> _Plan:
     existing = Lab.objects.filter(slug=spec.slug).first()
+    before = {name: getattr(existing, name) for name in privileges.FIELDS} if existing is not None else {}
     lab = existing or Lab(slug=spec.slug)
     for name, value in spec.fields.items():
         setattr(lab, name, value)
+    notes = _privilege_notes(spec, lab, before)
+    if image.pk is None and image.kind == Image.Kind.VM and image.reference:
+        notes.append(f"granted image.reference {image.reference!r} (--allow-privileged)")
     lab.source_path = str(spec.directory.resolve())
     exclude: list[str] = []
     if image.pk is None:
@@ -945,7 +1043,7 @@ def _plan(spec: LabSpec, image: Image, problems: list[LabProblem]) -> _Plan:
         except ValidationError as exc:
             problems.extend(_translate(exc, spec.locate, f"step.{index}"))
         steps.append(step)
-    return _Plan(spec=spec, lab=lab, created=existing is None, image=image, steps=steps)
+    return _Plan(spec=spec, lab=lab, created=existing is None, image=image, steps=steps, notes=notes)
 
 
 def _write(plan: _Plan) -> ImportOutcome:
@@ -966,10 +1064,7 @@ def _write(plan: _Plan) -> ImportOutcome:
             step.lab = lab
             step.save()
             continue
-        changed = [
-            name for name in ("title", "body", "verify", "solution", "hints", "background_script", "foreground_script")
-            if getattr(existing, name) != getattr(step, name)
-        ]
+        changed = [name for name in STEP_FIELDS if getattr(existing, name) != getattr(step, name)]
         if changed:
             for name in changed:
                 setattr(existing, name, getattr(step, name))
@@ -977,24 +1072,31 @@ def _write(plan: _Plan) -> ImportOutcome:
     LabStep.objects.filter(lab=lab).exclude(order__in=[step.order for step in plan.steps]).delete()
     inactive = plan.image.name if not plan.image.active else ""
     return ImportOutcome(slug=lab.slug, created=plan.created, lab_id=lab.pk, directory=plan.spec.directory,
-                         steps=len(plan.steps), new_images=new_images, inactive_image=inactive)
+                         steps=len(plan.steps), new_images=new_images, inactive_image=inactive,
+                         notes=tuple(plan.notes))
 
 
-def import_labs(paths: Iterable[Path], *, dry_run: bool = False) -> list[ImportOutcome]:
+def import_labs(paths: Iterable[Path], *, dry_run: bool = False, allow_privileged: bool = False) -> list[ImportOutcome]:
     """Import (create or update by slug) every lab found under ``paths``.
 
     Every lab is read and checked first; if anything is wrong a LabImportError lists all
     problems and the database is left untouched. Otherwise all labs are written in one
-    transaction. ``dry_run`` does everything, then rolls the transaction back.
+    transaction. ``dry_run`` does everything, then rolls the transaction back. A lab that
+    asks for a privilege (labs/privileges.py) is refused unless ``allow_privileged``.
     """
     # A wrong path does not stop the others from being checked: all problems come out at once.
     directories, problems = _discover(paths)
     specs: list[LabSpec] = []
     for directory in directories:
         try:
-            specs.append(load_lab(directory))
+            spec = load_lab(directory)
         except LabImportError as exc:
             problems.extend(exc.problems)
+            continue
+        specs.append(spec)
+        problems.extend(_storage_problems(spec))
+        if not allow_privileged:
+            problems.extend(_privilege_problems(spec))
     problems.extend(_check_batch(specs))
 
     # Checks that read the database run inside the transaction that writes, so what was

@@ -372,6 +372,22 @@ if not isinstance(LAB_KILLERCODA_IMAGES, dict) or not all(
 ):
     raise ImproperlyConfigured('LAB_KILLERCODA_IMAGES must be a JSON object of strings, e.g. {"ubuntu": "labs-base"}')
 
+# import_lab: lab files are untrusted input (labs/LAB_FORMAT.md, "Limits" and "Privileged settings").
+LAB_IMPORT_MAX_FILE_BYTES = env_int("LAB_IMPORT_MAX_FILE_BYTES", 1024 * 1024, minimum=1024)
+LAB_IMPORT_MAX_ASSETS_BYTES = env_int("LAB_IMPORT_MAX_ASSETS_BYTES", 100 * 1024 * 1024, minimum=0)
+LAB_IMPORT_RUNNERS = env_list("LAB_IMPORT_RUNNERS", ["default", "docker", "local", "qemu"])
+_IMPORT_RESOURCE_DEFAULTS = {"cpu": 4, "memory_mb": 8192, "pids_limit": 4096, "disk_mb": 20480}
+_import_resources = env_json("LAB_IMPORT_RESOURCE_LIMITS", {})
+if not isinstance(_import_resources, dict) or not all(
+    key in _IMPORT_RESOURCE_DEFAULTS and isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    for key, value in _import_resources.items()
+):
+    raise ImproperlyConfigured(
+        'LAB_IMPORT_RESOURCE_LIMITS must be a JSON object of positive numbers for any of cpu, memory_mb, '
+        'pids_limit and disk_mb, e.g. {"memory_mb": 16384}'
+    )
+LAB_IMPORT_RESOURCE_LIMITS: dict[str, float] = {**_IMPORT_RESOURCE_DEFAULTS, **_import_resources}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -8,7 +8,6 @@ a save conflict (409) also carries what is on disk now.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Callable
 from functools import wraps
@@ -20,6 +19,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from labsite import bounded_json
 from sessions_app import actions
 from sessions_app.access import _get_session_for_user
 from sessions_app.runners.base import FileEntry
@@ -69,13 +69,17 @@ class _BadRequest(WorkspaceError):
     status = 400
 
 
+# The editor sends a flat object of strings; anything nested deeper is not from the editor.
+_MAX_BODY_DEPTH = 8
+
+
 def _body(request: HttpRequest) -> dict[str, Any]:
     try:
-        data = json.loads(request.body or b"{}")
+        data = bounded_json.loads(request.body or b"{}", max_depth=_MAX_BODY_DEPTH)
     except RequestDataTooBig:
         raise TooLarge("The request is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE).") from None
-    except (ValueError, UnicodeDecodeError):
-        raise _BadRequest("The request body must be JSON.") from None
+    except bounded_json.JSONInputError as exc:
+        raise _BadRequest(f"The request body must be JSON: {exc.message}.") from None
     if not isinstance(data, dict):
         raise _BadRequest("The request body must be a JSON object.")
     return data

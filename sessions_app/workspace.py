@@ -183,6 +183,10 @@ class Workspace:
         if not isinstance(path, str):
             raise PathRefused("Give the path as text.")
         try:
+            path.encode("utf-8")  # JSON may carry lone surrogates ("\ud800"), which no file name holds
+        except UnicodeEncodeError:
+            raise PathRefused("The path holds characters that are not valid in a file name.") from None
+        try:
             cleaned = clean_workspace_path(path)
         except WorkspacePathError as exc:
             raise PathRefused(str(exc)) from None

@@ -538,11 +538,11 @@ def test_a_lab_may_name_an_image_another_lab_of_the_same_import_describes(tmp_pa
         tmp_path, "names",
         MINIMAL.format(slug="names").replace(
             "image:\n  name: tiny-test\n  kind: container\n  reference: labs/tiny:test\n", "image: tiny-test\n"
-        ) + "network_mode: unrestricted\n",
+        ) + "network_mode: isolated\n",
     )
 
     import_labs([names, describes])
 
     assert Image.objects.filter(name="tiny-test").count() == 1
     assert set(Lab.objects.values_list("image__name", flat=True)) == {"tiny-test"}
-    assert Lab.objects.get(slug="names").network_mode == Lab.NetworkMode.UNRESTRICTED
+    assert Lab.objects.get(slug="names").network_mode == Lab.NetworkMode.ISOLATED

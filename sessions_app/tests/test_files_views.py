@@ -169,17 +169,22 @@ def test_saving_counts_as_activity(owner_client, running, settings):
     assert running.last_active_at > running.created_at
 
 
-def test_a_full_round_trip_on_the_local_sandbox(owner_client, owner, lab, settings, tmp_path,
-                                                 django_capture_on_commit_callbacks):
+def on_local_sandbox(lab, settings, root) -> None:
+    """Run `lab` on the real local sandbox (bubblewrap), without network, its sessions under `root`."""
     if not os.access("/usr/bin/bwrap", os.X_OK):
         pytest.fail("bubblewrap is required for this test: apt-get install bubblewrap")
     settings.LAB_ALLOW_UNSANDBOXED_LOCAL = False
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "local-files": {
-        "BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path)}}}
+        "BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {"root": str(root)}}}
     reset_cache()
     lab.runner = "local-files"
     lab.network_mode = "none"
     lab.save()
+
+
+def test_a_full_round_trip_on_the_local_sandbox(owner_client, owner, lab, settings, tmp_path,
+                                                 django_capture_on_commit_callbacks):
+    on_local_sandbox(lab, settings, tmp_path)
     with django_capture_on_commit_callbacks(execute=True):
         session = actions.start_session(owner, lab)
     session.refresh_from_db()

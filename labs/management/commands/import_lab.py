@@ -22,13 +22,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Check and report what would change, then roll everything back."
         )
+        parser.add_argument(
+            "--allow-privileged", action="store_true",
+            help="Accept what only staff may grant (network_mode unrestricted, runners outside LAB_IMPORT_RUNNERS, "
+                 "resources over LAB_IMPORT_RESOURCE_LIMITS, VM disk paths): say so only after reviewing the labs. "
+                 "See labs/LAB_FORMAT.md, \"Privileged settings\".",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         dry_run: bool = options["dry_run"]
         try:
-            outcomes = import_labs(options["paths"], dry_run=dry_run)
+            outcomes = import_labs(options["paths"], dry_run=dry_run, allow_privileged=options["allow_privileged"])
         except LabImportError as exc:
             raise CommandError(str(exc)) from exc
         for outcome in outcomes:
             line = outcome.describe()
             self.stdout.write(self.style.SUCCESS(f"{line} [dry run]" if dry_run else line))
+            for note in outcome.notes:
+                self.stdout.write(self.style.WARNING(f"  {note}"))
