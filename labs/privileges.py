@@ -17,7 +17,7 @@ from django.conf import settings
 
 RESOURCE_FIELDS = ("cpu", "memory_mb", "pids_limit", "disk_mb")
 # Lab fields that can hold a privilege, checked on every import.
-FIELDS = ("network_mode", "runner", *RESOURCE_FIELDS)
+FIELDS = ("network_mode", "runner", "docker_access", *RESOURCE_FIELDS)
 UNRESTRICTED = "unrestricted"
 
 
@@ -35,8 +35,11 @@ def shown(value: Any) -> str:
 def privilege(field: str, value: Any) -> Privilege | None:
     """The privilege ``value`` would grant as the lab's ``field``, or None when anyone may set it."""
     if field == "network_mode" and value == UNRESTRICTED:
-        return Privilege(field, value, "sessions would reach the host, its other services and everything it can "
-                                       "reach, with no guard in between")
+        return Privilege(field, value, "sessions would reach private networks (the operator's LAN or cloud "
+                                       "network), not only the internet")
+    if field == "docker_access" and value is True and settings.LAB_ALLOW_UNSAFE_DIND:
+        return Privilege(field, value, "with LAB_ALLOW_UNSAFE_DIND on, a Docker engine in a session may be one "
+                                       "whose root is root on the host")
     if field == "runner":
         allowed: list[str] = list(settings.LAB_IMPORT_RUNNERS)
         if value not in allowed:

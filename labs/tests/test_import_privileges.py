@@ -152,3 +152,13 @@ def test_a_killercoda_scenario_never_drops_what_staff_granted(tmp_path, settings
     ]
     kept = Lab.objects.get(slug="web-basics")
     assert (kept.network_mode, kept.disk_mb) == ("unrestricted", 100_000)
+
+
+def test_docker_access_is_for_staff_to_grant_while_unsafe_docker_in_docker_is_allowed(tmp_path, settings):
+    lab = make_lab(tmp_path, "docker_access: true\n")
+    settings.LAB_ALLOW_UNSAFE_DIND = True
+    [problem] = problems_of(lab)
+    assert "docker_access: True is for staff to grant" in problem and "root on the host" in problem
+    settings.LAB_ALLOW_UNSAFE_DIND = False  # rootless engines only: anyone may ask for one
+    import_labs([lab])
+    assert Lab.objects.get(slug="open-lab").docker_access is True
