@@ -35,4 +35,4 @@ GC=$!
 trap 'kill $REAPER $RECONCILER $GC 2>/dev/null || true' EXIT
 
 say "serving on http://127.0.0.1:${LAB_PORT:-8000}/ (Ctrl-C to stop)"
-"$VENV/bin/daphne" -b 127.0.0.1 -p "${LAB_PORT:-8000}" labsite.asgi:application
+"$PY" -m labsite.serve -b 127.0.0.1 -p "${LAB_PORT:-8000}" labsite.asgi:application
