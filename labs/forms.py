@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
+from django.http import HttpRequest
 
 from labs import vm_images
 from labs.models import Image
@@ -30,6 +31,9 @@ class ImageAdminForm(forms.ModelForm):
             "disk_format": "Required for a VM image: the upload must really be in this format.",
         }
 
+    # The admin's request (ImageAdmin.get_form), whose upload handler may have dropped a file too large.
+    upload_request: HttpRequest | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.verified: vm_images.ImageInfo | None = None
@@ -37,6 +41,10 @@ class ImageAdminForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
+        rejection = vm_images.upload_rejection(self.upload_request) if self.upload_request is not None else ""
+        if rejection:
+            self.add_error("file", rejection)
+            return cleaned
         kind = cleaned.get("kind")
         upload = cleaned.get("file")
         is_new_upload = isinstance(upload, UploadedFile)

@@ -355,6 +355,14 @@ LAB_SNAPSHOT_MAX_AGE_DAYS = env_int("LAB_SNAPSHOT_MAX_AGE_DAYS", 30, minimum=1)
 # The in-browser editor: largest file it opens or saves (bytes).
 LAB_EDITOR_MAX_BYTES = env_int("LAB_EDITOR_MAX_BYTES", 1024 * 1024, minimum=1)
 
+# Request bodies, refused with 413 before they are read when larger than their route allows
+# (labsite/body_limits.py, enforced by the server labsite/serve.py). Routes for uploads take more,
+# and only from their own users: ISOs (LAB_ISO_MAX_BYTES) from signed-in learners, VM images
+# uploaded in the admin from staff, editor saves (sized from LAB_EDITOR_MAX_BYTES) from signed-in users.
+LAB_MAX_BODY_BYTES = env_int("LAB_MAX_BODY_BYTES", 1024 * 1024, minimum=4096)
+LAB_VM_IMAGE_MAX_BYTES = env_int("LAB_VM_IMAGE_MAX_BYTES", 32 * 1024**3, minimum=1)
+LAB_PREVIEW_MAX_BODY_BYTES = env_int("LAB_PREVIEW_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=4096)
+
 # Hints from Gemini; without an API key (or when the API fails) the lab's own hints are given.
 LAB_GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 LAB_GEMINI_MODEL = env_str("LAB_GEMINI_MODEL", "gemini-2.5-flash") or "gemini-2.5-flash"

@@ -234,7 +234,7 @@ def _serve(scratch: Path, log_path: Path, vnc_endpoints: dict[str, dict[str, Any
     port = free_tcp_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+            [sys.executable, "-m", "labsite.serve", "-b", "127.0.0.1", "-p", str(port), app],
             env=env, cwd=ROOT, stdout=log, stderr=log,
         )
     try:

@@ -176,6 +176,14 @@ def test_a_file_declared_iso_without_the_signature_is_refused(staff_client, imag
     refused(upload(staff_client, blank, "blank", "iso"), image_dirs, "not an ISO 9660 image")
 
 
+def test_a_file_over_the_vm_image_limit_is_refused_with_the_limit_named(staff_client, image_dirs, tmp_path, settings):
+    # Just over: within the multipart allowance the server gives the whole body (labsite/body_limits.py).
+    settings.LAB_VM_IMAGE_MAX_BYTES = 64 * 1024
+    iso = make_iso(tmp_path / "big.iso", size=64 * 1024 + 2048)
+
+    refused(upload(staff_client, iso, "too-big", "iso"), image_dirs, "The file is larger than the limit of 64.0")
+
+
 def test_a_vm_upload_without_a_declared_format_is_refused(staff_client, image_dirs, tmp_path):
     disk = make_qcow2(tmp_path / "disk.qcow2")
 

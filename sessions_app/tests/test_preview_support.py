@@ -254,14 +254,16 @@ def free_port() -> int:
 
 
 class _Daphne:
-    """daphne serving labsite.asgi.application on 127.0.0.1, in a thread of this process."""
+    """The platform's server (labsite.serve: daphne with request bodies limited and streamed)
+    serving labsite.asgi.application on 127.0.0.1, in a thread of this process."""
 
     def __init__(self) -> None:
-        from daphne.server import Server  # installs the asyncio reactor first
+        import daphne.server  # noqa: F401  # first: it installs Twisted's asyncio reactor
 
         from labsite.asgi import application
+        from labsite.serve import LimitedServer
 
-        self.server = Server(
+        self.server = LimitedServer(
             application=application,
             endpoints=["tcp:port=0:interface=127.0.0.1"],
             signal_handlers=False,

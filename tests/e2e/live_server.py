@@ -1,11 +1,12 @@
 """A real ASGI server for browser tests that need WebSockets (terminal, desktop, web preview).
 
 pytest-django's `live_server` is a WSGI server: it cannot upgrade a connection to a WebSocket.
-`asgi_live_server` runs daphne with `labsite.asgi:application` in a subprocess on 127.0.0.1 and
-a free port, against the test's own database (the test uses `transactional_db`, so what it
-writes is committed and the server sees it). Static files are collected once per test run with
-the production (hashed, manifest) storage, so the pages load their assets as they do in
-production, ES module imports included. `restart()` stops and starts the server on the same port,
+`asgi_live_server` runs the platform's server (daphne through `python -m labsite.serve`, as
+production does) with `labsite.asgi:application` in a subprocess on 127.0.0.1 and a free port,
+against the test's own database (the test uses `transactional_db`, so what it writes is
+committed and the server sees it). Static files are collected once per test run with the
+production (hashed, manifest) storage, so the pages load their assets as they do in production,
+ES module imports included. `restart()` stops and starts the server on the same port,
 dropping every connection, for tests of reconnecting consoles.
 
 Runners: the server gets the test's LAB_RUNNERS plus whatever the `extra_lab_runners` fixture
@@ -52,6 +53,7 @@ class AsgiServer:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    module: str = "labsite.serve"  # bench/upload_memory.py also runs plain "daphne", for comparison
 
     @property
     def url(self) -> str:
@@ -60,7 +62,7 @@ class AsgiServer:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(self.port), "labsite.asgi:application"],
+                [sys.executable, "-m", self.module, "-b", self.host, "-p", str(self.port), "labsite.asgi:application"],
                 cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         _wait_until_serving(self)
