@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from judge import jobs
 from judge.models import Attempt
 from judge.progress import active_attempt, close_stale_attempts, locked_steps
 from labs.models import LabStep
-from labsite.queueing import enqueue_on_commit
+from labsite.queueing import QUEUE_UNAVAILABLE, QueueUnavailable, enqueue_on_commit, require_queue
 from sessions_app.models import Session, State
 
 
@@ -33,6 +34,10 @@ def request_check(session: Session, step: LabStep | None, user: Any) -> Attempt:
     if not checks:
         raise JudgeActionError("There is nothing to check here." if step is not None
                                else "This lab has no final check.")
+    try:
+        require_queue("judge")
+    except QueueUnavailable as exc:
+        raise JudgeActionError(str(exc)) from exc
     with transaction.atomic():
         # The row lock makes concurrent clicks queue one attempt, not two.
         locked = Session.objects.select_for_update().get(pk=session.pk)
@@ -47,5 +52,13 @@ def request_check(session: Session, step: LabStep | None, user: Any) -> Attempt:
         if step is not None and step.pk in locked_steps(locked):
             raise JudgeActionError("Pass the earlier steps first: this step is still locked.")
         attempt = Attempt.objects.create(user=user, session=locked, lab_id=locked.lab_id, step=step)
-        enqueue_on_commit(jobs.run_attempt, attempt.pk, job_id=f"judge-attempt-{attempt.pk}", queue="judge")
+        enqueue_on_commit(jobs.run_attempt, attempt.pk, job_id=f"judge-attempt-{attempt.pk}", queue="judge",
+                          if_unavailable=lambda: _not_queued(attempt))
     return attempt
+
+
+def _not_queued(attempt: Attempt) -> None:
+    """The queue went away between the check above and the commit: end the attempt with the reason."""
+    Attempt.objects.filter(pk=attempt.pk, status=Attempt.Status.QUEUED).update(
+        status=Attempt.Status.ERROR, finished_at=timezone.now(), result={"error": QUEUE_UNAVAILABLE}
+    )

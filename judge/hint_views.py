@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from judge import hints
 from judge.models import HintRequest
+from labsite.queueing import QueueUnavailable
 from sessions_app.access import _get_session_for_user
 from sessions_app.models import Session
 
@@ -52,7 +53,7 @@ def ask(request: HttpRequest, pk: UUID) -> HttpResponse:
             file_path=request.POST.get("file_path", ""),
             file_content=request.POST.get("file_content", ""),
         )
-    except hints.RateLimited as exc:
+    except (hints.RateLimited, QueueUnavailable) as exc:
         notice = str(exc)
     if getattr(request, "htmx", False):
         return render(request, "judge/_hints.html#hint-list", _list_context(session, notice))

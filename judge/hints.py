@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from judge.models import Attempt, HintRequest
 from labs.models import LabStep
-from labsite.queueing import enqueue_on_commit
+from labsite.queueing import enqueue_on_commit, require_queue
 from sessions_app.models import Session, TerminalRecording
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ class GeminiUnavailable(Exception):
 
 def request_hint(session: Session, user: Any, *, step_order: Any = None, file_path: str = "",
                  file_content: str = "") -> HintRequest:
-    """Store a pending hint request and queue its answer; RateLimited if asked too often."""
+    """Store a pending hint request and queue its answer; RateLimited if asked too often,
+    labsite.queueing.QueueUnavailable (nothing stored) if the job queue does not answer."""
+    require_queue()
     with transaction.atomic():
         # The session row lock makes the count and the insert one step for concurrent requests.
         Session.objects.select_for_update().filter(pk=session.pk).first()
@@ -365,9 +367,14 @@ def answer_hint(hint_id: int) -> HintRequest | None:
     return hint
 
 
+def answer_awaited_for() -> timedelta:
+    """How long after a request its answer may still come."""
+    return timedelta(seconds=float(settings.LAB_GEMINI_TIMEOUT_SECONDS) + 120)
+
+
 def is_stale(hint: HintRequest, now: Any = None) -> bool:
     """A request still pending long after any answer could come (its job was lost): stop waiting."""
     if hint.source != HintRequest.Source.PENDING:
         return False
     now = now or timezone.now()
-    return now - hint.created_at > timedelta(seconds=float(settings.LAB_GEMINI_TIMEOUT_SECONDS) + 120)
+    return now - hint.created_at > answer_awaited_for()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -11,8 +12,8 @@ from django.utils import timezone
 
 from accounts.models import UserQuota
 from labs.models import Lab
-from labsite.queueing import enqueue_on_commit
-from sessions_app.models import EndReason, Session, StaleTransition, State
+from labsite.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
+from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
 
 
 class SessionActionError(Exception):
@@ -27,6 +28,18 @@ class QuotaExceeded(SessionActionError):
     pass
 
 
+class JobQueueUnavailable(SessionActionError):
+    """Redis does not answer: nothing was changed, and asking again in a minute may work."""
+
+
+def _require_queue() -> None:
+    """Refuse before changing anything when the job queue is away (see labsite/queueing.py)."""
+    try:
+        require_queue()
+    except QueueUnavailable as exc:
+        raise JobQueueUnavailable(str(exc)) from exc
+
+
 def start_session(user: Any, lab: Lab) -> Session:
     """Create a session for `user` on `lab` and queue its provisioning.
 
@@ -37,6 +50,7 @@ def start_session(user: Any, lab: Lab) -> Session:
         raise SessionActionError("This lab is not published.")
     if not lab.image.active:
         raise SessionActionError(f"The image {lab.image.name} is disabled; ask staff to enable it.")
+    _require_queue()
     UserQuota.for_user(user)
     with transaction.atomic():
         quota = UserQuota.objects.select_for_update().get(user=user)
@@ -54,29 +68,59 @@ def start_session(user: Any, lab: Lab) -> Session:
             runner_name=lab.runner or settings.LAB_DEFAULT_RUNNER,
         )
         session.log("Queued: waiting for a worker to provision your environment.")
-        _enqueue_provision(session)
+        queue_provision(session.pk)
     return session
 
 
-def _enqueue_provision(session: Session) -> None:
+# Logged when the queue went away between `_require_queue` and the commit; the reaper's recovery
+# pass (sessions_app/job_recovery.py) queues the job once Redis is back.
+PROVISION_NOT_QUEUED = "The job queue is unavailable: your environment will be prepared as soon as it is back."
+TEARDOWN_NOT_QUEUED = "The job queue is unavailable: your environment will be removed as soon as it is back."
+
+
+def _log_later(session_id: Any, message: str) -> Callable[[], object]:
+    return lambda: SessionEvent.objects.create(session_id=session_id, message=message,
+                                               level=SessionEvent.Level.WARNING)
+
+
+def queue_provision(session_id: Any) -> None:
+    """Queue the session's start once the transaction commits (idempotent, retried once if its worker dies)."""
     from sessions_app import jobs
 
-    enqueue_on_commit(jobs.provision_session, str(session.pk), job_id=f"provision-{session.pk}")
+    enqueue_on_commit(jobs.provision_session, str(session_id), job_id=f"provision-{session_id}",
+                      retry=retry_once(), if_unavailable=_log_later(session_id, PROVISION_NOT_QUEUED))
+
+
+def queue_teardown(session_id: Any) -> None:
+    """Queue the session's teardown once the transaction commits (one job id per session, never doubled)."""
+    from sessions_app import jobs
+
+    enqueue_on_commit(jobs.teardown_session, str(session_id), job_id=f"teardown-{session_id}",
+                      retry=retry_once(), if_unavailable=_log_later(session_id, TEARDOWN_NOT_QUEUED))
+
+
+def queue_removal(session_id: Any) -> None:
+    """Queue removal of what a failed session's start left behind (the reconciler's job if this is lost)."""
+    from sessions_app import jobs
+
+    enqueue_on_commit(jobs.remove_environment, str(session_id), job_id=f"remove-{session_id}", retry=retry_once())
 
 
 def stop_session(session: Session, reason: str = EndReason.LEARNER) -> Session:
-    """Ask for the session to stop; the teardown runs as a job. Stopping twice is harmless."""
-    from sessions_app import jobs
+    """Ask for the session to stop; the teardown runs as a job. Stopping twice is harmless.
 
+    SessionActionError, with nothing changed, when the job queue is unavailable.
+    """
     session.refresh_from_db()
     if session.is_ended or session.state == State.STOPPING:
         return session
+    _require_queue()
     try:
         session.transition(State.STOPPING, end_reason=reason)
     except StaleTransition:
         return session
     session.log(f"Stopping ({EndReason(reason).label.lower()}).")
-    enqueue_on_commit(jobs.teardown_session, str(session.pk), job_id=f"teardown-{session.pk}")
+    queue_teardown(session.pk)
     return session
 
 

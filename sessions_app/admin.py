@@ -79,6 +79,9 @@ class SessionAdmin(admin.ModelAdmin):
             was_stopping_or_ended = session.is_ended or session.state == State.STOPPING
             try:
                 result = actions.stop_session(session, reason=EndReason.STAFF)
+            except actions.JobQueueUnavailable as exc:
+                self.message_user(request, f"{exc} No session was stopped from here on.", messages.ERROR)
+                break
             except actions.SessionActionError as exc:
                 self.message_user(request, f"{session}: {exc}", messages.WARNING)
                 continue

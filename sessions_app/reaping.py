@@ -1,28 +1,33 @@
 """Ending sessions by the clock: time limit, idle timeout, deleting old ended sessions, and
-recovering sessions stuck between states (a worker killed mid-job, or a job lost because
-Redis was down when it was queued).
+recovering rows stuck between states (a worker killed mid-job, or a job lost because Redis was
+down when it was queued).
 
-Rows are claimed in small batches with row locks that skip rows another reaper holds, so two
-reapers can run at once and thousands of rows never sit in memory together.
+Each pass first lets RQ retry or fail the jobs whose worker died (labsite/abandoned_jobs.py),
+then repairs the rows waiting for a job Redis lost or failed (sessions_app/job_recovery.py,
+judge/job_recovery.py) at once; the bounds below are the slower backstops. Rows are claimed in
+small batches with row locks that skip rows another reaper holds (sessions_app/row_claims.py),
+so two reapers can run at once and thousands of rows never sit in memory together.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from labs.models import Lab
-from labsite.queueing import enqueue_on_commit
+from labsite.abandoned_jobs import sweep_abandoned_jobs
+from labsite.queueing import QueueUnavailable, require_queue
+from sessions_app import job_recovery
+from sessions_app.actions import queue_removal, queue_teardown
 from sessions_app.models import ENDED_STATES, EndReason, Session, SessionEvent, SessionQuerySet, State
 from sessions_app.provisioning import remove_leftovers
+from sessions_app.row_claims import claim_in_batches, quiet_since
 from sessions_app.runners import get_runner
 from sessions_app.runners.base import RunnerError
 
@@ -32,7 +37,7 @@ BATCH = 200
 # Added to LAB_START_TIMEOUT_SECONDS before a start counts as abandoned: a live worker gives up
 # at the timeout itself and fails the session; the margin covers queueing and the job's own steps.
 START_GRACE_SECONDS = 60
-# A teardown takes seconds; one with no news for this long was lost and is queued again.
+# A teardown takes seconds; one with no news for this long failed or was lost and is queued again.
 STOPPING_RETRY_SECONDS = 300
 
 
@@ -43,11 +48,21 @@ class ReapReport:
     deleted: int = 0
     start_failed: int = 0
     teardown_requeued: int = 0
+    abandoned_jobs: int = 0  # jobs whose worker died, retried or failed by RQ
+    jobs_requeued: int = 0  # jobs Redis lost, queued again
+    jobs_failed: int = 0  # sessions, checks and snapshots failed because their job failed
+    queue_unavailable: bool = False  # Redis did not answer: what needs it waits for the next pass
+
+    def summary(self) -> str:
+        return (
+            f"expired={self.expired} idle={self.idle} deleted={self.deleted} start_failed={self.start_failed} "
+            f"teardown_requeued={self.teardown_requeued} abandoned_jobs={self.abandoned_jobs} "
+            f"jobs_requeued={self.jobs_requeued} jobs_failed={self.jobs_failed}"
+            + (" queue=unavailable" if self.queue_unavailable else "")
+        )
 
 
 def _stop_in_batches(queryset: SessionQuerySet, reason: str, message: str) -> int:
-    from sessions_app import jobs
-
     stopped = 0
     while True:
         with transaction.atomic():
@@ -67,7 +82,7 @@ def _stop_in_batches(queryset: SessionQuerySet, reason: str, message: str) -> in
                 [SessionEvent(session_id=pk, message=message, level=SessionEvent.Level.WARNING) for pk in ids]
             )
             for pk in ids:
-                enqueue_on_commit(jobs.teardown_session, str(pk), job_id=f"teardown-{pk}")
+                queue_teardown(pk)
 
 
 def stop_expired(now: datetime) -> int:
@@ -107,41 +122,9 @@ def delete_old(now: datetime) -> int:
     return total
 
 
-def _quiet_since(cutoff: datetime) -> SessionQuerySet:
-    """Sessions created before `cutoff` that have logged nothing since: no worker is moving them.
-
-    Every step of a start or a stop logs an event, so a recent event means a job is alive.
-    """
-    recent = SessionEvent.objects.filter(session=OuterRef("pk"), created_at__gt=cutoff)
-    return Session.objects.filter(created_at__lte=cutoff).exclude(Exists(recent))
-
-
-def _claim_in_batches(queryset: SessionQuerySet, handle: Callable[[list[UUID]], int]) -> int:
-    """Lock rows of `queryset` a batch at a time (skipping rows another reaper holds) and pass
-    each batch's ids to `handle` inside the transaction; return the sum of what it returns.
-
-    The primary-key cursor visits each row at most once per pass, even when `handle` leaves it
-    matching the queryset.
-    """
-    total = 0
-    after: UUID | None = None
-    while True:
-        with transaction.atomic():
-            rows = queryset.order_by("pk")
-            if after is not None:
-                rows = rows.filter(pk__gt=after)
-            ids = list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True)[:BATCH])
-            if not ids:
-                return total
-            after = ids[-1]
-            total += handle(ids)
-
-
 def fail_stuck_starts(now: datetime) -> int:
     """Fail sessions that never got past requested/provisioning and queue removal of whatever
     their start left behind. A provision job that turns up later finds them failed and does nothing."""
-    from sessions_app import jobs
-
     bound = settings.LAB_START_TIMEOUT_SECONDS + START_GRACE_SECONDS
     message = f"Your environment did not start within {bound} seconds (the start was lost or hung)."
     failed = 0
@@ -156,22 +139,19 @@ def fail_stuck_starts(now: datetime) -> int:
                 [SessionEvent(session_id=pk, message=message, level=SessionEvent.Level.ERROR) for pk in ids]
             )
             for pk in ids:
-                enqueue_on_commit(jobs.remove_environment, str(pk), job_id=f"remove-{pk}")
+                queue_removal(pk)
             return moved
 
-        failed += _claim_in_batches(_quiet_since(now - timedelta(seconds=bound)).filter(state=state), fail)
+        failed += claim_in_batches(quiet_since(now - timedelta(seconds=bound)).filter(state=state), fail, BATCH)
     return failed
 
 
 def requeue_stuck_teardowns(now: datetime) -> int:
-    """Queue the teardown again for sessions stuck in `stopping` (teardown is idempotent)."""
-    from sessions_app import jobs
+    """Queue the teardown again for sessions stuck in `stopping` (teardown is idempotent).
 
-    bound = STOPPING_RETRY_SECONDS
-    # RQ refuses a job id whose record still exists (a lost job's record can stay for a year),
-    # so each retry window gets its own id; two reapers in one window still queue it once.
-    window = int(now.timestamp()) // bound
-
+    One job id per session: a teardown still queued or running is never doubled, and a failed
+    or lost one is replaced.
+    """
     def requeue(ids: list[UUID]) -> int:
         # The event also restarts the clock, so a session is re-queued at most once per bound.
         SessionEvent.objects.bulk_create(
@@ -182,10 +162,11 @@ def requeue_stuck_teardowns(now: datetime) -> int:
             ]
         )
         for pk in ids:
-            enqueue_on_commit(jobs.teardown_session, str(pk), job_id=f"teardown-{pk}-retry-{window}")
+            queue_teardown(pk)
         return len(ids)
 
-    return _claim_in_batches(_quiet_since(now - timedelta(seconds=bound)).filter(state=State.STOPPING), requeue)
+    cutoff = now - timedelta(seconds=STOPPING_RETRY_SECONDS)
+    return claim_in_batches(quiet_since(cutoff).filter(state=State.STOPPING), requeue, BATCH)
 
 
 def remove_environment(session_id: str) -> None:
@@ -209,10 +190,18 @@ def remove_environment(session_id: str) -> None:
 
 def reap(now: datetime | None = None) -> ReapReport:
     now = now or timezone.now()
-    return ReapReport(
-        expired=stop_expired(now),
-        idle=stop_idle(now),
-        deleted=delete_old(now),
-        start_failed=fail_stuck_starts(now),
-        teardown_requeued=requeue_stuck_teardowns(now),
-    )
+    report = ReapReport(deleted=delete_old(now), start_failed=fail_stuck_starts(now))
+    try:
+        # Stops wait while Redis is away rather than leave sessions in `stopping` with no teardown.
+        require_queue()
+        report.abandoned_jobs = len(sweep_abandoned_jobs())
+        report.expired = stop_expired(now)
+        report.idle = stop_idle(now)
+        report.teardown_requeued = requeue_stuck_teardowns(now)
+        recovered = job_recovery.recover(now)
+    except QueueUnavailable as exc:
+        log.warning("the job queue is unavailable (%s): stops and job recovery wait for the next pass", exc.detail)
+        report.queue_unavailable = True
+        return report
+    report.jobs_requeued, report.jobs_failed = recovered.requeued, recovered.failed
+    return report

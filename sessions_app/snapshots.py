@@ -57,7 +57,7 @@ from django.utils import timezone
 from accounts.models import UserQuota
 from labs.models import Image, Lab
 from labs.vm_images import qcow2_backing_file
-from labsite.queueing import enqueue_on_commit
+from labsite.queueing import QUEUE_UNAVAILABLE, QueueUnavailable, enqueue_on_commit, require_queue, retry_once
 from sessions_app import actions
 from sessions_app.models import ENDED_STATES, Session, Snapshot, State
 from sessions_app.runners import get_runner
@@ -209,6 +209,10 @@ def create_snapshot(user: Any, session: Session, name: str = "") -> Snapshot:
         raise SnapshotError("Only virtual machine labs can be snapshotted.")
     if session.state != State.RUNNING and session.state not in ENDED_STATES:
         raise SnapshotError(f"The session is {session.get_state_display().lower()}; try again once it is running.")
+    try:
+        require_queue()  # before asking the VM anything
+    except QueueUnavailable as exc:
+        raise SnapshotError(str(exc)) from exc
     runner = _snapshot_runner(session)
     status = _vm_status(runner, session)
     if status == PollStatus.MISSING:
@@ -232,7 +236,8 @@ def create_snapshot(user: Any, session: Session, name: str = "") -> Snapshot:
         session.log(f"Snapshot “{snapshot.name}” requested ({'disk and memory' if include_memory else 'disk'}).")
         from sessions_app import snapshot_jobs
 
-        enqueue_on_commit(snapshot_jobs.take_snapshot, str(snapshot.pk), job_id=f"snapshot-{snapshot.pk}")
+        enqueue_on_commit(snapshot_jobs.take_snapshot, str(snapshot.pk), job_id=f"snapshot-{snapshot.pk}",
+                          retry=retry_once(), if_unavailable=lambda: fail(snapshot, QUEUE_UNAVAILABLE))
     return snapshot
 
 

@@ -59,8 +59,12 @@ def session_status(request: HttpRequest, pk: UUID) -> HttpResponse:
 def stop(request: HttpRequest, pk: UUID) -> HttpResponse:
     session = _get_session_for_user(request.user, pk)
     reason = EndReason.LEARNER if session.user_id == request.user.pk else EndReason.STAFF
-    actions.stop_session(session, reason=reason)
-    messages.info(request, "Your session is stopping.")
+    try:
+        actions.stop_session(session, reason=reason)
+    except actions.SessionActionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, "Your session is stopping.")
     return redirect(session)
 
 

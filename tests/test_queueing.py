@@ -90,3 +90,43 @@ def test_inline_mode_runs_the_job_inside_the_call(settings):
     RECORDED.clear()
     queueing.enqueue_now(record, "now")
     assert RECORDED == ["now"]
+
+
+# ---- with Redis: a Redis of the test's own (tests/redis_server.py), where jobs wait ----------------
+
+
+@pytest.mark.django_db
+def test_a_job_whose_queue_went_away_before_the_commit_is_logged_and_reported_not_raised(
+    queues_on_own_redis, caplog, django_capture_on_commit_callbacks
+):
+    told: list[str] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        queueing.require_queue()  # it answered when the verb checked
+        queueing.enqueue_on_commit(record, "x", job_id="lost-1", if_unavailable=lambda: told.append("told"))
+        queues_on_own_redis.kill()
+    assert told == ["told"]
+    assert "could not queue lost-1" in caplog.text
+
+
+def test_require_queue_says_the_queue_is_unavailable_when_redis_does_not_answer(queue_down):
+    with pytest.raises(queueing.QueueUnavailable) as refused:
+        queueing.require_queue()
+    assert str(refused.value) == "The job queue is unavailable; try again in a minute."
+
+
+def test_require_queue_has_nothing_to_check_without_redis(settings):
+    settings.REDIS_URL = ""
+    queueing.require_queue()
+
+
+def test_a_job_still_queued_is_not_queued_twice_but_a_finished_one_is_replaced(queues_on_own_redis):
+    queue = queueing.get_queue("default")
+    assert queueing.enqueue_now(record, "a", job_id="same") is True
+    assert queueing.enqueue_now(record, "b", job_id="same") is False
+    assert queue.job_ids == ["same"]
+    job = queue.fetch_job("same")
+    queue.remove(job)
+    job.set_status("finished")  # as a worker leaves it; RQ alone would refuse the id for its result's lifetime
+    assert queueing.enqueue_now(record, "c", job_id="same") is True
+    assert queue.job_ids == ["same"]
+    assert queue.fetch_job("same").args == ("c",)

@@ -36,14 +36,25 @@ if [ "${LAB_SKIP_VM:-false}" != "true" ]; then
 fi
 "$PY" manage.py ensure_admin --username admin
 
-# Reap expired and idle sessions while the server runs.
-"$PY" manage.py reap_sessions --loop 30 >"${LAB_DATA_DIR:-$ROOT/var}/reaper.log" 2>&1 &
-REAPER=$!
-"$PY" manage.py reconcile_runners --loop 300 >"${LAB_DATA_DIR:-$ROOT/var}/reconcile.log" 2>&1 &
-RECONCILER=$!
-"$PY" manage.py gc_snapshots --loop 3600 >"${LAB_DATA_DIR:-$ROOT/var}/gc.log" 2>&1 &
-GC=$!
-trap 'kill $REAPER $RECONCILER $GC 2>/dev/null || true' EXIT
+# The job worker (with Redis; without it jobs run on threads of the web server) and the
+# housekeeping loops, each restarted by deploy/scripts/supervise.sh whenever it exits.
+LOGS="${LAB_DATA_DIR:-$ROOT/var}"
+mkdir -p "$LOGS"
+SUPERVISED=()
+supervise() { bash "$ROOT/deploy/scripts/supervise.sh" "$1" "$LOGS/$1.log" "${@:2}" & SUPERVISED+=($!); }
+stop_supervised() {
+  [ ${#SUPERVISED[@]} -eq 0 ] && return 0
+  say "stopping the worker and housekeeping (a running job finishes first)"
+  kill -TERM "${SUPERVISED[@]}" 2>/dev/null || true  # some may have stopped already
+  wait "${SUPERVISED[@]}" || true
+}
+trap stop_supervised EXIT
+if [ -n "${REDIS_URL:-}" ]; then
+  supervise worker "$PY" manage.py run_worker default judge
+fi
+supervise reaper "$PY" manage.py reap_sessions --loop 30
+supervise reconcile "$PY" manage.py reconcile_runners --loop 300
+supervise gc "$PY" manage.py gc_snapshots --loop 3600
 
 say "serving on http://127.0.0.1:$LAB_PORT/ (Ctrl-C to stop)"
 if [ -n "$LAB_PREVIEW_HOST" ]; then

@@ -116,6 +116,14 @@ def _stuck(owner, lab, state, seconds_ago, **fields):
     return session
 
 
+@pytest.fixture
+def redis_queue(queues_on_own_redis):
+    """The default queue on a Redis of the test's own, where jobs wait (no worker runs them)."""
+    from labsite.queueing import get_queue
+
+    return get_queue("default")
+
+
 def _leftover_environment(session):
     """What a start killed before saving its state leaves on the runner."""
     fake.ENVIRONMENTS[f"env-{session.pk}"] = {"session_id": str(session.pk), "runner": "fake", "running": True}
@@ -178,7 +186,7 @@ def test_an_old_start_that_still_logs_progress_is_left_alone(owner, lab, start_b
 
 def test_the_start_timeout_comes_from_the_setting(owner, lab, settings, django_capture_on_commit_callbacks):
     settings.LAB_START_TIMEOUT_SECONDS = 600
-    session = _stuck(owner, lab, State.REQUESTED, 600)  # past the default, within the setting
+    session = _stuck(owner, lab, State.PROVISIONING, 600)  # past the default, within the setting
     with django_capture_on_commit_callbacks(execute=True):
         assert reap().start_failed == 0
     Session.objects.filter(pk=session.pk).update(created_at=timezone.now() - timedelta(hours=1))
@@ -217,7 +225,7 @@ def test_a_session_stuck_in_stopping_gets_its_teardown_queued_again(
 
 def test_a_lost_teardown_is_retried_at_most_once_per_bound(owner, lab, monkeypatch):
     queued = []  # the queued jobs are lost again: nothing runs them
-    monkeypatch.setattr(reaping, "enqueue_on_commit", lambda func, pk, job_id: queued.append((func.__name__, pk)))
+    monkeypatch.setattr(reaping, "queue_teardown", lambda pk: queued.append(("teardown_session", str(pk))))
     session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5)
     assert reap().teardown_requeued == 1
     assert reap().teardown_requeued == 0  # its retry is still young
@@ -228,27 +236,46 @@ def test_a_lost_teardown_is_retried_at_most_once_per_bound(owner, lab, monkeypat
     assert session.state == State.STOPPING
 
 
-def test_a_recent_stop_is_left_to_its_own_teardown(owner, lab, django_capture_on_commit_callbacks):
+def test_a_recent_stop_is_left_to_its_own_teardown(owner, lab, redis_queue, django_capture_on_commit_callbacks):
+    from sessions_app import jobs
+
     session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS - 5)
+    waiting = redis_queue.enqueue(jobs.teardown_session, str(session.pk), job_id=f"teardown-{session.pk}")
     with django_capture_on_commit_callbacks(execute=True):
-        assert reap().teardown_requeued == 0
+        report = reap()
+    assert (report.teardown_requeued, report.jobs_requeued) == (0, 0)
     session.refresh_from_db()
     assert session.state == State.STOPPING
+    assert redis_queue.job_ids == [waiting.id]
 
 
-def test_the_retry_job_id_is_new_per_window_but_shared_within_one(owner, lab, monkeypatch):
-    """RQ refuses an id whose record still exists (a lost job's can stay for a year)."""
-    ids = []
-    monkeypatch.setattr(reaping, "enqueue_on_commit", lambda func, pk, job_id: ids.append(job_id))
+def test_a_retried_teardown_never_runs_beside_one_still_queued(owner, lab, redis_queue):
+    """One job id per session: the retry finds the teardown still waiting and adds nothing."""
+    from sessions_app import jobs
+
     session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5)
-    now = timezone.now()
-    reaping.requeue_stuck_teardowns(now)
-    session.events.update(created_at=now - timedelta(days=1))
-    reaping.requeue_stuck_teardowns(now)
-    session.events.update(created_at=now - timedelta(days=1))
-    reaping.requeue_stuck_teardowns(now + timedelta(seconds=reaping.STOPPING_RETRY_SECONDS))
-    assert ids[0] == ids[1] != ids[2]
-    assert all(job_id.startswith(f"teardown-{session.pk}-retry-") for job_id in ids)
+    waiting = redis_queue.enqueue(jobs.teardown_session, str(session.pk), job_id=f"teardown-{session.pk}")
+    try:
+        assert reaping.requeue_stuck_teardowns(timezone.now()) == 1
+        assert redis_queue.job_ids.count(waiting.id) == 1
+        session.refresh_from_db()
+        assert session.state == State.STOPPING  # nothing ran: the waiting job is the only one
+    finally:
+        waiting.delete()
+
+
+def test_a_failed_teardown_is_replaced_by_the_retry(owner, lab, redis_queue, django_capture_on_commit_callbacks):
+    """RQ refuses an id whose record still exists (a failed job's stays for a year): the retry replaces it."""
+    from sessions_app import jobs
+
+    session = _stuck(owner, lab, State.STOPPING, reaping.STOPPING_RETRY_SECONDS + 5)
+    failed = redis_queue.enqueue(jobs.teardown_session, str(session.pk), job_id=f"teardown-{session.pk}")
+    redis_queue.remove(failed)
+    failed.set_status("failed")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reaping.requeue_stuck_teardowns(timezone.now()) == 1
+    assert redis_queue.job_ids == [failed.id]
+    assert redis_queue.fetch_job(failed.id).get_status() == "queued"
 
 
 def test_stuck_sessions_are_recovered_across_batches(owner, lab, monkeypatch, start_bound,

@@ -7,8 +7,8 @@ from sessions_app.reaping import reap
 
 class Command(BaseCommand):
     help = (
-        "Stop expired and idle sessions, delete old ended ones, fail stuck starts and re-queue stuck "
-        "teardowns (one pass, or --loop SECONDS)."
+        "Stop expired and idle sessions, delete old ended ones, retry or fail the jobs of dead workers, "
+        "re-queue jobs Redis lost, fail stuck starts and re-queue stuck teardowns (one pass, or --loop SECONDS)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -18,10 +18,8 @@ class Command(BaseCommand):
         interval = options.get("loop")
         while True:
             report = reap()
-            self.stdout.write(
-                f"expired={report.expired} idle={report.idle} deleted={report.deleted} "
-                f"start_failed={report.start_failed} teardown_requeued={report.teardown_requeued}"
-            )
+            self.stdout.write(report.summary())
+            self.stdout.flush()
             if not interval:
                 return
             time.sleep(int(interval))  # type: ignore[call-overload]
