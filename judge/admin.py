@@ -39,12 +39,12 @@ class AttemptAdmin(admin.ModelAdmin):
 
     @admin.display(description="Result")
     def result_pretty(self, obj: Attempt) -> str:
-        return format_html('<pre style="white-space: pre-wrap; max-width: 100ch;">{}</pre>',
+        return format_html('<pre class="admin-result">{}</pre>',
                            json.dumps(obj.result, indent=2, ensure_ascii=False, sort_keys=False))
 
     @admin.display(description="Log")
     def log_text(self, obj: Attempt) -> str:
-        return format_html('<pre style="white-space: pre-wrap; max-height: 40rem; overflow: auto;">{}</pre>',
+        return format_html('<pre class="admin-log">{}</pre>',
                            obj.log or "")
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -38,7 +38,7 @@ class HintRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="Context sent")
     def context_pretty(self, obj: HintRequest) -> str:
-        return format_html("<pre style='white-space:pre-wrap'>{}</pre>",
+        return format_html('<pre class="admin-result">{}</pre>',
                            json.dumps(obj.context, indent=2, ensure_ascii=False))
 
     def has_add_permission(self, request: HttpRequest) -> bool:

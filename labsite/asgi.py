@@ -2,7 +2,8 @@
 
 HTTP goes to Django, except the web preview (`/sessions/<id>/preview/<port>/...`), which a
 streaming Channels consumer proxies. WebSockets (terminal, VNC, preview upgrades) go through
-Channels with the session cookie authenticated and the Origin checked against ALLOWED_HOSTS.
+Channels with the session cookie authenticated, opened only from the platform's own origin
+(sessions_app/consumers/origin_check.py); anything else is refused before any consumer runs.
 
 With LAB_PREVIEW_HOST set (sessions_app/preview_origin.py), requests to that host reach only the
 preview (HTTP and WebSocket, authorized by its own grant cookie, never by the platform's session)
@@ -19,7 +20,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import WebsocketDenier  # noqa: E402
 from channels.sessions import CookieMiddleware  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
@@ -50,7 +50,7 @@ preview_websocket = hosts.preview_origin_validator(
         URLRouter(
             [
                 re_path(PREVIEW_PATH, PreviewWebSocketConsumer.as_asgi()),
-                re_path(r"", WebsocketDenier.as_asgi()),
+                re_path(r"", hosts.deny_websocket),
             ]
         )
     )
@@ -63,7 +63,9 @@ application = ProtocolTypeRouter(
             preview_http,
         ),
         "websocket": hosts.by_host(
-            hosts.platform_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            hosts.platform_origin_validator(AuthMiddlewareStack(URLRouter(
+                [*websocket_urlpatterns, re_path(r"", hosts.deny_websocket)]  # unknown paths: refused, not an error
+            ))),
             preview_websocket,
         ),
     }

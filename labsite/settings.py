@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -124,6 +125,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "labsite.content_security.PlatformCSPMiddleware",  # after WhiteNoise: static files need no policy
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -281,6 +283,27 @@ if env_bool("DJANGO_BEHIND_PROXY", False):
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"  # the web preview view opts into SAMEORIGIN for its iframe
+
+# Content-Security-Policy of every page Django serves (django-csp). Inline scripts and styles need
+# the response's nonce (`request.csp_nonce` in templates); labsite/content_security.py adds the
+# page's ws:/wss: origin, LAB_PREVIEW_HOST and the few per-page exceptions. Fixed in code, not an
+# environment variable: every source is there because a page needs it.
+_github_url = urlsplit(env_str("GITHUB_URL") or "https://github.com")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF, csp.NONCE],
+        "style-src": [csp.SELF, csp.NONCE],
+        "img-src": [csp.SELF, "data:"],  # the favicon and noVNC's cursors are data: URLs
+        "connect-src": [csp.SELF],
+        "frame-src": [csp.SELF],  # the web preview's iframe
+        "frame-ancestors": [csp.NONE],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.SELF],
+        # "Sign in with GitHub" posts to us and we redirect that navigation to GitHub's consent page.
+        "form-action": [csp.SELF, f"{_github_url.scheme}://{_github_url.netloc}"],
+    },
+}
 
 # Lab platform behaviour.
 LAB_RUNNERS: dict[str, dict[str, Any]] = env_json("LAB_RUNNERS", {})

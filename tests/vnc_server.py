@@ -153,12 +153,12 @@ def build_vnc_application() -> Any:
     """The platform's WebSocket stack (origin check, cookie auth) around the VNC route alone."""
     from channels.auth import AuthMiddlewareStack
     from channels.routing import URLRouter
-    from channels.security.websocket import AllowedHostsOriginValidator
     from django.urls import path
 
+    from sessions_app.consumers.hosts import platform_origin_validator
     from sessions_app.consumers.vnc import VncConsumer
 
-    return AllowedHostsOriginValidator(
+    return platform_origin_validator(
         AuthMiddlewareStack(URLRouter([path("ws/sessions/<uuid:pk>/vnc/", VncConsumer.as_asgi())]))
     )
 

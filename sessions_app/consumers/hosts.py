@@ -10,16 +10,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
+from channels.security.websocket import WebsocketDenier
 
 from sessions_app import preview, preview_origin
+from sessions_app.consumers import origin_check
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_deny_websocket = WebsocketDenier.as_asgi()
+
+
+class RefusedWebSocket(WebsocketDenier):
+    """Refuses the handshake (HTTP 403), with no channel layer: nothing ever messages it, and with
+    Redis the layer's blocking receive, cancelled a moment after it starts when the refusal ends
+    the connection, could fail 5 s later with a Redis TimeoutError traceback in the log."""
+
+    channel_layer_alias = None
+
+
+deny_websocket = RefusedWebSocket.as_asgi()
 
 
 def by_host(platform: ASGIApp, preview_host: ASGIApp) -> ASGIApp:
@@ -69,34 +80,20 @@ def https_only(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
-def _origin(scope: Scope) -> bytes | None:
-    for name, value in scope.get("headers", []):
-        if name == b"origin":
-            return bytes(value)
-    return None
+def _only_if(allowed: Callable[[Scope], bool], app: ASGIApp) -> ASGIApp:
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        await (app if allowed(scope) else deny_websocket)(scope, receive, send)
+
+    return wrapped
 
 
 def platform_origin_validator(app: ASGIApp) -> ASGIApp:
-    """The platform's WebSocket origin check: ALLOWED_HOSTS, and never the preview origin (its
-    host may well be in ALLOWED_HOSTS, e.g. localhost with another port)."""
-    checked = AllowedHostsOriginValidator(app)
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if preview_origin.is_preview_origin(_origin(scope)):
-            await _deny_websocket(scope, receive, send)
-            return
-        await checked(scope, receive, send)
-
-    return wrapped
+    """The platform's WebSocket origin check: only the platform's own pages, never the preview
+    origin (sessions_app/consumers/origin_check.py)."""
+    return _only_if(origin_check.platform_page_opened, app)
 
 
 def preview_origin_validator(app: ASGIApp) -> ASGIApp:
-    """The preview host's WebSocket origin check: only pages of the preview origin (the app's own)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if not preview_origin.is_preview_origin(_origin(scope)):
-            await _deny_websocket(scope, receive, send)
-            return
-        await app(scope, receive, send)
-
-    return wrapped
+    """The preview host's WebSocket origin check: only pages of the preview origin itself, its
+    scheme and port included."""
+    return _only_if(origin_check.preview_page_opened, app)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class VncConsumer(AsyncWebsocketConsumer):
+    # No channel layer: nothing messages a console, and with Redis the layer's receive, cancelled
+    # when the socket closes, could end in a TimeoutError traceback (see consumers/hosts.py).
+    channel_layer_alias = None
     session: Session | None = None
     upstream: vnc_bridge.VncConnection | None = None
     flow: ClientFlow | None = None

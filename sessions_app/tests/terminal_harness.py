@@ -1,8 +1,8 @@
 """Shared pieces for the terminal WebSocket tests: real runners, real sessions, a real ASGI stack.
 
 The application is built here (not imported from labsite.asgi) with the same middleware as
-production: AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(...))), authenticated by
-a real session cookie.
+production: platform_origin_validator(AuthMiddlewareStack(URLRouter(...))), authenticated by
+a real session cookie; requests carry the Host and Origin a page on http://localhost sends.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from asgiref.sync import SyncToAsync
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
@@ -29,10 +28,12 @@ from django.urls import path
 
 from labs.models import Image, Lab
 from sessions_app import actions
+from sessions_app.consumers.hosts import platform_origin_validator
 from sessions_app.consumers.terminal import TerminalConsumer
 from sessions_app.models import Session, State
 from sessions_app.runners import get_runner, reset_cache
 
+HOST = (b"host", b"localhost")
 ORIGIN = (b"origin", b"http://localhost")
 BWRAP = "/usr/bin/bwrap"
 
@@ -40,7 +41,7 @@ BWRAP = "/usr/bin/bwrap"
 @pytest.fixture
 def ws_app(settings: Any) -> Iterator[Any]:
     settings.ALLOWED_HOSTS = ["localhost", "testserver"]
-    yield AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([
+    yield platform_origin_validator(AuthMiddlewareStack(URLRouter([
         path("ws/sessions/<uuid:pk>/terminal/", TerminalConsumer.as_asgi()),
     ])))
     # database_sync_to_async ran in asgiref's worker thread, whose connection (kept open by
@@ -120,7 +121,7 @@ def terminal_path(session: Session, query: str = "name=1&cols=80&rows=24") -> st
 
 async def connect(app: Any, session: Session, user: Any | None, query: str = "name=1&cols=80&rows=24",
                   origin: tuple[bytes, bytes] = ORIGIN) -> WebsocketCommunicator:
-    headers = [origin]
+    headers = [HOST, origin]
     if user is not None:
         headers.append(await database_sync_to_async(cookie_for)(user))
     communicator = WebsocketCommunicator(app, terminal_path(session, query), headers=headers)

@@ -26,6 +26,7 @@ from tests.vm_image import vm_image  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+HOST = (b"host", b"localhost")
 ORIGIN = (b"origin", b"http://localhost")
 PROMPT = b"labvm# "
 
@@ -63,7 +64,7 @@ async def _close_worker_thread_connections():
 
 
 async def connect(path: str, user) -> WebsocketCommunicator:
-    headers = [ORIGIN]
+    headers = [HOST, ORIGIN]
     if user is not None:
         headers.append(await database_sync_to_async(cookie_for)(user))
     comm = WebsocketCommunicator(application, path, headers=headers)

@@ -103,7 +103,7 @@ def cookie_for(user) -> bytes:
 
 def communicator(session: Session, cookie: bytes | None, origin: bytes = ORIGIN,
                  subprotocols: list[str] | None = None, query: str = "") -> WebsocketCommunicator:
-    headers = [(b"origin", origin)]
+    headers = [(b"host", b"127.0.0.1"), (b"origin", origin)]
     if cookie:
         headers.append((b"cookie", cookie))
     return WebsocketCommunicator(build_vnc_application(), VNC_PATH.format(pk=session.pk) + query,

@@ -16,6 +16,9 @@
   const CM = window.LabCodeMirror;
   if (!root) return;
   const LabSite = window.LabSite || { announce() {}, csrfToken: () => "" };
+  // CodeMirror's styles go into constructed style sheets where the browser has them, else into a
+  // <style> element, which the Content-Security-Policy lets in only with the page's nonce.
+  const cspNonce = CM ? CM.EditorView.cspNonce.of(document.currentScript?.nonce || "") : [];
   const CONTEXT_CHARS = 8000; // how much of the open file a hint request carries
 
   const $ = (selector) => root.querySelector(selector);
@@ -131,6 +134,7 @@
     const crlf = text.includes("\r\n") && !/(^|[^\r])\n/.test(text);
     return [
       ...(crlf ? [CM.EditorState.lineSeparator.of("\r\n")] : []),
+      cspNonce,
       CM.basicSetup,
       CM.keymap.of([{ key: "Mod-s", preventDefault: true, run: () => { save(); return true; } }, CM.indentWithTab]),
       state.language.of(language && CM.languages[language] ? CM.languages[language]() : []),
@@ -143,7 +147,7 @@
   function showFile(path, text, version) {
     if (!state.view) {
       state.language = new CM.Compartment();
-      state.view = new CM.EditorView({ parent: host });
+      state.view = new CM.EditorView({ parent: host, state: CM.EditorState.create({ extensions: [cspNonce] }) });
     }
     state.view.setState(CM.EditorState.create({ doc: text, extensions: extensionsFor(path, text) }));
     state.file = { path, version, saved: state.view.state.doc };

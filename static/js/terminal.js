@@ -19,6 +19,8 @@
   const mount = page?.querySelector('[data-console-mount="terminal"]');
   if (!page || !mount || typeof window.Terminal !== "function") return;
 
+  useNonceForCreatedStyles(document.currentScript?.nonce);
+
   const LabSite = window.LabSite || { announce() {} };
   const FitAddon = window.FitAddon?.FitAddon;
 
@@ -45,6 +47,24 @@
   const HELD_INPUT_LIMIT = 64 * 1024; // typed before the shell is attached; more is dropped
 
   // ---- small helpers -------------------------------------------------------------------
+
+  /**
+   * xterm.js writes its theme, cell size and scrollbar rules into <style> elements it creates and
+   * has no option to give them the Content-Security-Policy nonce, without which style-src blocks
+   * them. So <style> elements this page's scripts create get the nonce this script came with.
+   * Markup injected into the page (what the policy guards against) never passes through here.
+   */
+  function useNonceForCreatedStyles(nonce) {
+    if (!nonce || document.createElement.labsStyleNonce) return;
+    const create = document.createElement;
+    const withNonce = function (tagName, options) {
+      const element = create.call(this, tagName, options);
+      if (element instanceof HTMLStyleElement) element.nonce = nonce;
+      return element;
+    };
+    withNonce.labsStyleNonce = true;
+    document.createElement = withNonce;
+  }
 
   /** Build an element: el("button", {type: "button", class: "x", "aria-label": "…"}, "text", child). */
   function el(tag, attrs = {}, ...children) {

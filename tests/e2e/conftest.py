@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -48,19 +49,60 @@ def chromium():
         browser.close()
 
 
+# Reports every Content-Security-Policy violation of a platform page (the top frame: a preview in
+# its iframe has a policy of its own) to the test, across navigations.
+_WATCH_CSP = """
+if (window.top === window) {
+    window.addEventListener("securitypolicyviolation", (event) => {
+        window.__labsCspViolation(`${event.effectiveDirective} blocked ${event.blockedURI || "inline code"}`
+            + ` in ${event.sourceFile || event.documentURI}:${event.lineNumber} (${event.sample})`);
+    }, true);
+}
+"""
+
+
+def _csp_console_message(page, message) -> str | None:
+    """A console error about the policy, from a platform page (not a preview in its iframe)."""
+    if message.type != "error" or "Content Security Policy" not in message.text:
+        return None
+    source = message.location.get("url", "") if message.location else ""
+    if source and (urlsplit(source).netloc != urlsplit(page.url).netloc or "/preview/" in source):
+        return None
+    return message.text
+
+
 @pytest.fixture
 def page(chromium, request) -> Iterator:
+    """A fresh page; it records JavaScript errors (`page.js_errors`) and Content-Security-Policy
+    violations (`page.csp_violations`), and a test that passes with a violation fails at teardown."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    violations: list[str] = []
+
+    def note_violation(text: str) -> None:
+        violations.append(text)
+
+    context.expose_function("__labsCspViolation", note_violation)
+    context.add_init_script(_WATCH_CSP)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def note_console(message) -> None:
+        text = _csp_console_message(page, message)
+        if text:
+            violations.append(text)
+
+    page.on("console", note_console)
     page.js_errors = errors  # type: ignore[attr-defined]
+    page.csp_violations = violations  # type: ignore[attr-defined]
     yield page
     ARTIFACTS.mkdir(exist_ok=True)
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failure.png"), full_page=True)
     context.close()
+    if failed is not None and failed.passed and violations:
+        pytest.fail(f"the pages broke their Content-Security-Policy: {violations}")
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -83,6 +125,7 @@ def assert_no_error_page(page) -> None:
     for marker in ("Error", "Server Error", "Page not found", "Forbidden"):
         assert marker not in title, f"error page: {title}"
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+    assert not page.csp_violations, page.csp_violations  # type: ignore[attr-defined]
 
 
 # ---- consoles: a real ASGI server (tests/e2e/live_server.py) and a real VNC desktop --------
