@@ -56,17 +56,17 @@ class AttemptAdmin(admin.ModelAdmin):
 
 @admin.register(StepRun)
 class StepRunAdmin(admin.ModelAdmin):
-    """Background scripts of steps (Killercoda's ``background``): what ran where, and how it ended."""
+    """Background scripts of steps and intros (Killercoda's ``background``): what ran where, and how it ended."""
 
     list_display = ("created_at", "session", "step_label", "status", "exit_code", "finished_at")
-    list_filter = ("status", "step__lab", "created_at")
-    search_fields = ("session__user__username", "step__lab__slug", "step__title")
+    list_filter = ("status", "session__lab", "created_at")
+    search_fields = ("session__user__username", "session__lab__slug", "step__title")
     list_select_related = ("session__user", "session__lab", "step__lab")
     readonly_fields = ("session", "step", "status", "exit_code", "output", "created_at", "finished_at")
 
     @admin.display(description="Step")
     def step_label(self, obj: StepRun) -> str:
-        return f"{obj.step.lab.slug} · step {obj.step.order}"
+        return f"{obj.session.lab.slug} · {obj.label.lower()}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs come from sessions, never from the admin

@@ -62,7 +62,8 @@ class HintRequest(models.Model):
 
 
 class StepRun(models.Model):
-    """A step's background script, run in a session when the step starts (once per session and step).
+    """A step's background script, run in a session when the step starts (once per session and step);
+    with no step, the lab's intro script, run when the session starts.
 
     The unique pair (session, step) is what makes "once" hold when two workers see the same
     step open at the same time: only the one that creates the row queues the script.
@@ -73,9 +74,10 @@ class StepRun(models.Model):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        NONE = "none", "No background script"  # the step has only a foreground script
 
     session = models.ForeignKey("sessions_app.Session", on_delete=models.CASCADE, related_name="step_runs")
-    step = models.ForeignKey("labs.LabStep", on_delete=models.CASCADE, related_name="runs")
+    step = models.ForeignKey("labs.LabStep", on_delete=models.CASCADE, related_name="runs", null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     exit_code = models.IntegerField(null=True, blank=True)
     output = models.TextField(blank=True, help_text="The end of the script's output.")
@@ -84,7 +86,15 @@ class StepRun(models.Model):
 
     class Meta:
         ordering = ["created_at", "pk"]
-        constraints = [models.UniqueConstraint(fields=["session", "step"], name="step_run_once_per_session")]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "step"], name="step_run_once_per_session"),
+            models.UniqueConstraint(fields=["session"], condition=models.Q(step__isnull=True),
+                                    name="intro_run_once_per_session"),
+        ]
 
     def __str__(self) -> str:
-        return f"step {self.step.order} script in {self.session_id} ({self.status})"
+        return f"{self.label.lower()} script in {self.session_id} ({self.status})"
+
+    @property
+    def label(self) -> str:
+        return f"Step {self.step.order}" if self.step is not None else "Intro"

@@ -22,19 +22,27 @@ def truncate_note(text: str, limit: int = NOTE_LIMIT) -> str:
     return f"[… {dropped} earlier characters not shown …]\n" + text[-limit:]
 
 
+# What a failing check script printed, shown with its failure (the end, where errors are).
+DETAIL_LIMIT = 2000
+
+
 @dataclass
 class Failure:
     code: str
     message: str
     hint: str = ""
+    detail: str = ""  # program output the learner needs to see to fix it (a verify script's)
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message, "hint": self.hint}
+        found = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.detail:
+            found["detail"] = self.detail
+        return found
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Failure:
         return cls(code=str(data.get("code", "")), message=str(data.get("message", "")),
-                   hint=str(data.get("hint", "")))
+                   hint=str(data.get("hint", "")), detail=str(data.get("detail", "")))
 
 
 @dataclass

@@ -1,15 +1,21 @@
-"""Steps starting in a session: their background scripts, and when the lab is complete.
+"""Steps starting in a session: their scripts, and when the lab is complete.
 
 A step *starts* when it opens for the learner: the first step once the session is ready, a
 later step once the step before it has started and has passed (or has no checks). With
 ``unlock_steps_in_order`` that is exactly when the page unlocks it. Steps that start together
 (e.g. a step without checks and the one after it) run their scripts in step order, in one job.
+The lab's intro (a Killercoda scenario's ``details.intro``) starts with the session, before
+the first step.
 
-A step's ``background_script`` (Killercoda's ``background``) runs once per session: as root
-(in the learner's group, see ``script_user``), through the runner's ``exec``, in an RQ job
-queued after commit, so neither provisioning nor a check waits for it. Its output goes to a
-file in the session (so a daemon it leaves running does not hold the exec open), the end of
-it is kept on a ``StepRun`` row, and the session's progress log records the start and the end.
+A *background script* (Killercoda's ``background``) runs once per session: as root (in the
+learner's group, see ``script_user``), through the runner's ``exec``, in an RQ job queued after
+commit, so neither provisioning nor a check waits for it. Its output goes to a file in the
+session (so a daemon it leaves running does not hold the exec open), the end of it is kept on a
+``StepRun`` row, and the session's progress log records the start and the end.
+
+A *foreground script* runs in the learner's first terminal, as Killercoda runs it: it is queued
+on the session (``Session.queue_foreground_script``) when its step starts, and the terminal
+consumer types it into terminal "1" as soon as that terminal is open (sessions_app/consumers).
 """
 
 from __future__ import annotations
@@ -65,15 +71,25 @@ def started_steps(session: Session, progress: dict[int, bool | None] | None = No
 
 
 def start_open_steps(session: Session) -> list[StepRun]:
-    """Queue the background scripts of steps that have started and have not run yet in ``session``."""
+    """Start the intro and the steps that have started and have not yet in ``session``: queue their
+    background scripts (one job, in order) and their foreground scripts (for the first terminal)."""
     if session.state != State.RUNNING:
         return []
+    lab = session.lab
     new: list[StepRun] = []
-    for step in started_steps(session):
-        if not step.background_script.strip():
+    pieces: list[tuple[LabStep | None, str, str]] = [(None, lab.intro_background_script, lab.intro_foreground_script)]
+    pieces += [(step, step.background_script, step.foreground_script) for step in started_steps(session)]
+    for step, background, foreground in pieces:
+        if not background.strip() and not foreground.strip():
             continue
-        run, created = StepRun.objects.get_or_create(session=session, step=step)
-        if created:
+        run, created = StepRun.objects.get_or_create(
+            session=session, step=step,
+            defaults={"status": StepRun.Status.QUEUED if background.strip() else StepRun.Status.NONE})
+        if not created:
+            continue
+        if foreground.strip():
+            session.queue_foreground_script(run.label, foreground)
+        if background.strip():
             new.append(run)
     if new:
         from judge import jobs  # jobs imports the engine, which calls back into this module
@@ -97,15 +113,14 @@ def run_step_scripts(run_ids: list[int]) -> None:
         except Exception as exc:  # recorded on the row, never lost in the worker's log only
             log.exception("background script of step run %s failed", run_id)
             status, exit_code, output = StepRun.Status.FAILED, None, f"internal error: {type(exc).__name__}"
-            run.session.log(f"Step {run.step.order}: its setup script could not run (internal error).",
-                            level="error")
+            run.session.log(f"{run.label}: its setup script could not run (internal error).", level="error")
         StepRun.objects.filter(pk=run_id).update(status=status, exit_code=exit_code, output=output[-OUTPUT_LIMIT:],
                                                  finished_at=timezone.now())
 
 
 def _run(run: StepRun) -> tuple[str, int | None, str]:
     session, step = run.session, run.step
-    label = f"Step {step.order}"
+    label = run.label
     if session.state != State.RUNNING or not session.runner_state:
         return StepRun.Status.FAILED, None, "the session was not running"
     try:
@@ -116,7 +131,8 @@ def _run(run: StepRun) -> tuple[str, int | None, str]:
         session.log(f"{label}: its setup script could not run: {exc}", level="error")
         return StepRun.Status.FAILED, None, str(exc)
     session.log(f"{label}: setup script started.")
-    script = step.background_script.replace("\r\n", "\n")
+    script = (step.background_script if step is not None else session.lab.intro_background_script).replace(
+        "\r\n", "\n")
     state = session.runner_state
     try:
         result = runner.exec(state, ["sh", "-c", RUN_BACKGROUND, "sh", *interpreter(script)],

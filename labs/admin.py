@@ -149,13 +149,15 @@ class LabAdmin(admin.ModelAdmin):
     actions = ["publish", "unpublish"]
     fieldsets = [
         (None, {"fields": ["title", "slug", "summary", "description", "difficulty", "tags", "published"]}),
-        ("Environment", {"fields": ["image", "runner", "consoles", "exposed_ports", "docker_access",
-                                    "dind_images", "network_mode", "record_terminal"]}),
+        ("Environment", {"fields": ["image", "runner", "shell_user", "hosts", "consoles", "exposed_ports",
+                                    "docker_access", "dind_images", "network_mode", "record_terminal"]}),
         ("Resources", {"fields": ["cpu", "memory_mb", "pids_limit", "disk_mb"]}),
         ("Time limits", {"fields": ["ttl_minutes", "max_extensions", "extension_minutes",
                                     "idle_timeout_minutes", "auto_delete_minutes"]}),
         ("Judge and completion", {"fields": ["judge", "unlock_steps_in_order", "finish_text"]}),
         ("Files copied into the session", {"fields": ["assets"], "classes": ["collapse"]}),
+        ("Scripts run when the session starts", {"fields": ["intro_background_script", "intro_foreground_script"],
+                                                 "classes": ["collapse"]}),
         ("History", {"fields": ["source_path", "source_format", "created_at", "updated_at"]}),
     ]
 

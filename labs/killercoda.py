@@ -13,23 +13,30 @@ Killercoda                             here
 =====================================  =========================================================
 title / description                    Lab.title / Lab.summary (cut to 300 characters)
 details.intro.text                     Lab.description
+details.intro.background / foreground  Lab.intro_background_script (runs as root when the session
+                                       starts) / Lab.intro_foreground_script (runs in the learner's
+                                       first terminal): judge/steps.py
 details.steps[].title / text           LabStep.title / body
 details.steps[].verify (script)        LabStep.verify = [{"kind": "script", "script": <text>,
-                                       "user": "root"}]
-details.steps[].background             LabStep.background_script (runs as root when the step starts:
-                                       judge/steps.py)
-details.steps[].foreground             LabStep.foreground_script (a click-to-run block at the top of
-                                       the step)
+                                       "user": "root"}]: passes on exit status 0, shows the output
+details.steps[].background             LabStep.background_script (runs as root when the step starts)
+details.steps[].foreground             LabStep.foreground_script (runs in the learner's first
+                                       terminal when the step starts)
 details.finish.text                    Lab.finish_text (shown once every step passed)
-details.assets.host01[]                Lab.assets [{"file": "assets/<file>", "target", "chmod"}]
-                                       (the files stay in the lab directory: Lab.source_path; copied
-                                       into the workspace at start: labs/assets.py; targets must be
-                                       ~ or /root or below, others are reported and skipped)
-(always)                               Lab.source_format = "killercoda": in a session /root links
-                                       to the workspace
-backend.imageid                        an Image named by the LAB_KILLERCODA_IMAGES setting
+details.assets.hostNN[]                Lab.assets [{"file": "assets/<file>", "target", "chmod",
+                                       "host": "hostNN"}]: copied at start to any absolute target
+                                       (~ is root's home), owned by root (labs/assets.py); a
+                                       file the scenario lists but lacks is a warning
+(always)                               Lab.source_format = "killercoda", Lab.shell_user = "root":
+                                       the learner is root, /root is the workspace
+backend.imageid                        LAB_KILLERCODA_IMAGES: the local Image, and for each id
+                                       whether it has a Docker engine (docker_access) and its
+                                       hosts (kubernetes-kubeadm-2nodes: controlplane, node01)
 interface.layout "ide"/"editor…"       consoles terminal + editor (otherwise terminal only)
 =====================================  =========================================================
+
+Re-importing a scenario keeps what staff changed in the admin since the last import (runner,
+resources, network, times...) unless the scenario changed that value too.
 
 Markdown actions are converted for labs/markdown.py (see ``mark_lab_actions`` there):
 ```` `cmd`{{exec}} ````, ```` `cmd`{{exec interrupt}} ````, ```` `text`{{copy}} ```` and fenced
@@ -41,9 +48,9 @@ Problems (missing files, wrong types, an image id with no local image) refuse th
 ``index.json: details.steps[1].text: ...`` messages. Every file is read as untrusted input
 (labs/source_files.py: size limits, no symbolic links out, UTF-8, nesting), and the assets
 are held to ``ASSET_MAX_BYTES`` each and ``LAB_IMPORT_MAX_ASSETS_BYTES`` together.
-Features with no equivalent here (more than one host, intro or finish scripts, ``courseData``,
-unknown keys, other placeholders) are not dropped silently: each is logged as a warning
-(``labs.killercoda``), which ``import_lab`` prints.
+Features with no equivalent here (finish scripts, ``courseData``, unknown keys, other
+placeholders, assets for a host the session does not have) are not dropped silently: each is
+logged as a warning (``labs.killercoda``), which ``import_lab`` prints.
 """
 
 from __future__ import annotations
@@ -56,9 +63,10 @@ from typing import Any
 from django.conf import settings
 from django.utils.text import slugify
 
-from labs.assets import ASSET_MAX_BYTES, KILLERCODA, AssetPathError, AssetUnsupported, valid_chmod, workspace_directory
+from labs.assets import ASSET_MAX_BYTES, KILLERCODA, AssetPathError, asset_directory, valid_chmod
 from labs.labformat import (
     LOADERS,
+    ImageDefinition,
     LabImportError,
     LabProblem,
     LabSpec,
@@ -77,8 +85,9 @@ DETAILS_KEYS = frozenset({"intro", "steps", "finish", "assets"})
 STEP_KEYS = frozenset({"title", "text", "verify", "background", "foreground"})
 PAGE_KEYS = frozenset({"text", "background", "foreground"})
 ASSET_KEYS = frozenset({"file", "target", "chmod"})
-SUPPORTED_HOST = "host01"
+HOST_ID = re.compile(r"^host(\d\d)$")
 VERIFY_USER = "root"
+SHELL_USER = "root"
 DIFFICULTIES = {
     "beginner": "beginner", "easy": "beginner",
     "intermediate": "intermediate", "medium": "intermediate",
@@ -87,7 +96,8 @@ DIFFICULTIES = {
 # The Lab fields a scenario sets; the rest (network, runner, resources, times) are defaults, and
 # a privilege staff granted one of them in the admin is kept on re-import (labs/privileges.py).
 GIVEN_FIELDS = frozenset({"title", "summary", "description", "difficulty", "exposed_ports", "consoles",
-                          "finish_text", "assets"})
+                          "finish_text", "assets", "docker_access", "hosts", "shell_user",
+                          "intro_background_script", "intro_foreground_script"})
 DEFAULT_CONSOLES = ["terminal"]
 EDITOR_CONSOLES = ["terminal", "editor"]
 
@@ -428,20 +438,21 @@ class KillercodaLoader:
             reader.warn("description", f"longer than {summary_limit} characters; cut for the lab's summary")
             summary = summary[: summary_limit - 1].rstrip() + "…"
 
+        backend = self._backend(reader, data)
         details = reader.mapping(data.get("details", MISSING), "details", required=True)
         description = finish_text = ""
+        intro_scripts = {"background": "", "foreground": ""}
         steps: list[StepSpec] = []
         assets: list[dict[str, str]] = []
         if details is not MISSING:
             reader.unknown(details, DETAILS_KEYS | {"courseData"}, "details")
             if "courseData" in details or "courseData" in data:
                 reader.warn("details.courseData", "Katacoda's courseData script is not supported; it does not run")
-            description = self._page(reader, details, "intro", ports)
-            finish_text = self._page(reader, details, "finish", ports)
+            description, intro_scripts = self._page(reader, details, "intro", ports)
+            finish_text, _ = self._page(reader, details, "finish", ports)
             steps = self._steps(reader, details, ports)
-            assets = self._assets(reader, details)
-
-        image_name = self._image(reader, data)
+            assets = self._assets(reader, details, len(backend.get("hosts") or []) or 1)
+        image_name = str(backend.get("image", ""))
         consoles = self._consoles(reader, data)
         difficulty = self._difficulty(reader, data)
         if "time" in data:
@@ -468,8 +479,12 @@ class KillercodaLoader:
             "assets": assets,
             "source_format": KILLERCODA,
             "published": True,
-            "docker_access": False,
+            "docker_access": bool(backend.get("docker_access", False)),
             "record_terminal": False,
+            "shell_user": SHELL_USER,
+            "hosts": list(backend.get("hosts") or []),
+            "intro_background_script": intro_scripts["background"],
+            "intro_foreground_script": intro_scripts["foreground"],
         }
         for name in ("cpu", "memory_mb", "pids_limit", "disk_mb", "ttl_minutes", "max_extensions",
                      "extension_minutes", "idle_timeout_minutes", "auto_delete_minutes"):
@@ -480,29 +495,38 @@ class KillercodaLoader:
             slug=slug,
             fields=fields,
             image_name=image_name,
-            image_definition=None,
+            image_definition=(ImageDefinition(name=image_name, kind="container", reference=backend["reference"],
+                                              description="The host Killercoda scenarios run on.")
+                              if backend.get("reference") else None),
             tags=[],
             steps=steps,
             locate=lambda key: _locate(display, key),
             given=GIVEN_FIELDS,
+            keep_admin_edits=True,
         )
 
     # -- parts of index.json ------------------------------------------------------------------
 
     @staticmethod
-    def _page(reader: _Reader, details: dict[str, Any], key: str, ports: set[int]) -> str:
-        """intro or finish: its text file as markdown; its scripts have no equivalent."""
+    def _page(reader: _Reader, details: dict[str, Any], key: str, ports: set[int]) -> tuple[str, dict[str, str]]:
+        """intro or finish: its text file as markdown, and (the intro's) background and foreground scripts."""
+        scripts = {"background": "", "foreground": ""}
         page = reader.mapping(details.get(key, MISSING), f"details.{key}")
         if page is MISSING:
-            return ""
+            return "", scripts
         field = f"details.{key}"
         reader.unknown(page, PAGE_KEYS, field)
         for script in ("background", "foreground"):
-            if script in page:
-                reader.warn(f"{field}.{script}", f"scripts of the {key} page are not supported; it does not run "
-                                                 f"(steps' background and foreground scripts are)")
+            if script not in page:
+                continue
+            if key != "intro":
+                reader.warn(f"{field}.{script}", f"scripts of the {key} page are not supported; it does not run")
+                continue
+            text = reader.text_file(page, script, field)
+            if isinstance(text, str):
+                scripts[script] = text
         text = reader.markdown(page, "text", field, ports)
-        return text if isinstance(text, str) else ""
+        return (text if isinstance(text, str) else ""), scripts
 
     @staticmethod
     def _steps(reader: _Reader, details: dict[str, Any], ports: set[int]) -> list[StepSpec]:
@@ -540,7 +564,7 @@ class KillercodaLoader:
         return steps
 
     @staticmethod
-    def _assets(reader: _Reader, details: dict[str, Any]) -> list[dict[str, str]]:
+    def _assets(reader: _Reader, details: dict[str, Any], host_count: int) -> list[dict[str, str]]:
         raw = reader.mapping(details.get("assets", MISSING), "details.assets")
         if raw is MISSING:
             return []
@@ -548,8 +572,13 @@ class KillercodaLoader:
         total = 0
         for host, items in raw.items():
             field = f"details.assets.{host}"
-            if host != SUPPORTED_HOST:
-                reader.warn(field, f"only one host ({SUPPORTED_HOST}) is supported; these assets are not copied")
+            number = HOST_ID.match(host)
+            if number is None:
+                reader.error(field, "hosts are named host01, host02, …")
+                continue
+            if int(number.group(1)) > host_count:
+                reader.warn(field, f"the session has {host_count} host{'s' if host_count != 1 else ''} "
+                                   f"(backend.imageid); these assets are not copied")
                 continue
             if not isinstance(items, list):
                 reader.error(field, f"must be a list of assets (got {_describe(items)})")
@@ -571,24 +600,22 @@ class KillercodaLoader:
                     continue
                 matches = [path for path in reader.directory.glob(relative) if path.is_file()]
                 if not matches:
-                    reader.error(f"{here}.file", f"file not found: {reader.directory / relative}")
+                    reader.warn(f"{here}.file", f"file not found: {reader.directory / relative}; this asset is "
+                                                "not copied")
                     continue
                 size = _assets_size(reader, f"{here}.file", matches)
                 if size is None:
                     continue
                 total += size
                 try:
-                    workspace_directory(target)
-                except AssetUnsupported as exc:
-                    reader.warn(f"{here}.target", f"{exc}; this asset is not copied")
-                    continue
+                    asset_directory(target)
                 except AssetPathError as exc:
                     reader.error(f"{here}.target", str(exc))
                     continue
                 if not valid_chmod(chmod):
                     reader.error(f"{here}.chmod", f"must be a chmod mode such as +x or 0644 (got {chmod!r})")
                     continue
-                assets.append({"file": relative, "target": target, "chmod": chmod})
+                assets.append({"file": relative, "target": target, "chmod": chmod, "host": host})
         limit = settings.LAB_IMPORT_MAX_ASSETS_BYTES
         if total > limit:
             reader.error("details.assets", f"the assets add up to {total} bytes; a scenario's may add up to at most "
@@ -596,21 +623,26 @@ class KillercodaLoader:
         return assets
 
     @staticmethod
-    def _image(reader: _Reader, data: dict[str, Any]) -> str:
+    def _backend(reader: _Reader, data: dict[str, Any]) -> dict[str, Any]:
+        """What LAB_KILLERCODA_IMAGES says about the scenario's backend.imageid, as a mapping."""
         backend = reader.mapping(data.get("backend", MISSING), "backend", required=True)
         if backend is MISSING:
-            return ""
+            return {}
         reader.unknown(backend, frozenset({"imageid"}), "backend")
         image_id = reader.string(backend, "imageid", "backend", required=True)
         if image_id is MISSING:
-            return ""
-        images: dict[str, str] = settings.LAB_KILLERCODA_IMAGES
+            return {}
+        images: dict[str, Any] = settings.LAB_KILLERCODA_IMAGES
         if image_id not in images:
             known = ", ".join(sorted(images)) or "none"
             reader.error("backend.imageid", f"no local image for the Killercoda image {image_id!r}; map it in "
                                             f"LAB_KILLERCODA_IMAGES (mapped now: {known})")
-            return ""
-        return images[image_id]
+            return {}
+        mapped = images[image_id]
+        found = {"image": mapped} if isinstance(mapped, str) else dict(mapped)
+        if found.get("note"):
+            reader.warn("backend.imageid", f"{image_id!r}: {found['note']}")
+        return found
 
     @staticmethod
     def _consoles(reader: _Reader, data: dict[str, Any]) -> list[str]:
@@ -644,7 +676,10 @@ def _locate(display: str, key: str) -> Location:
     scope, _, rest = key.partition(".")
     if scope == "lab":
         fields = {"title": "title", "summary": "description", "description": "details.intro.text",
-                  "image": "backend.imageid", "finish_text": "details.finish.text", "assets": "details.assets"}
+                  "image": "backend.imageid", "finish_text": "details.finish.text", "assets": "details.assets",
+                  "intro_background_script": "details.intro.background",
+                  "intro_foreground_script": "details.intro.foreground", "hosts": "backend.imageid",
+                  "docker_access": "backend.imageid"}
         return Location(display, None, fields.get(rest, rest))
     if scope == "image":
         return Location(display, None, "backend.imageid")

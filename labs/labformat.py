@@ -143,6 +143,9 @@ class LabSpec:
     steps: list[StepSpec]
     locate: Callable[[str], Location]
     given: frozenset[str] = frozenset()
+    # Killercoda scenarios: what staff changed in the admin since the last import is kept unless
+    # the scenario changed that value too (Lab.imported_values holds what the last import set).
+    keep_admin_edits: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ LAB_KEYS = frozenset({
     "slug", "title", "summary", "description", "description_file", "difficulty", "tags", "image",
     "runner", "resources", "network_mode", "ttl_minutes", "max_extensions", "extension_minutes",
     "idle_timeout_minutes", "auto_delete_minutes", "exposed_ports", "docker_access", "consoles",
-    "record_terminal", "published", "judge", "steps", "dind_images",
+    "record_terminal", "published", "judge", "steps", "dind_images", "shell_user", "hosts",
 })  # fmt: skip
 RESOURCE_KEYS = ("cpu", "memory_mb", "pids_limit", "disk_mb")
 IMAGE_KEYS = frozenset({"name", "kind", "reference", "description"})
@@ -714,6 +717,8 @@ class YamlLabLoader:
             "consoles": reader.strings(data, "consoles", (), choices=Lab.CONSOLE_KINDS),
             "dind_images": reader.strings(data, "dind_images", ()),
             "judge": reader.checks(data, "judge", ()),
+            "shell_user": reader.string(data, "shell_user", (), max_length=_max_length(Lab, "shell_user")),
+            "hosts": reader.strings(data, "hosts", ()),
             "source_format": "",
         }
         values.update(self._resources(reader, data))
@@ -1017,9 +1022,18 @@ def _plan(spec: LabSpec, image: Image, problems: list[LabProblem]) -> _Plan:
     existing = Lab.objects.filter(slug=spec.slug).first()
     before = {name: getattr(existing, name) for name in privileges.FIELDS} if existing is not None else {}
     lab = existing or Lab(slug=spec.slug)
+    kept: list[str] = []
     for name, value in spec.fields.items():
+        if spec.keep_admin_edits and existing is not None and _edited_in_admin(existing, name, value):
+            kept.append(name)
+            continue
         setattr(lab, name, value)
     notes = _privilege_notes(spec, lab, before)
+    # (A privileged value kept is already reported above, with the reason.)
+    notes += [f"kept {name} as staff set it in the admin (the scenario did not change it)" for name in kept
+              if privileges.privilege(name, getattr(lab, name)) is None]
+    if spec.keep_admin_edits:
+        lab.imported_values = {name: _comparable(name, value) for name, value in spec.fields.items()}
     if image.pk is None and image.kind == Image.Kind.VM and image.reference:
         notes.append(f"granted image.reference {image.reference!r} (--allow-privileged)")
     lab.source_path = str(spec.directory.resolve())
@@ -1044,6 +1058,25 @@ def _plan(spec: LabSpec, image: Image, problems: list[LabProblem]) -> _Plan:
             problems.extend(_translate(exc, spec.locate, f"step.{index}"))
         steps.append(step)
     return _Plan(spec=spec, lab=lab, created=existing is None, image=image, steps=steps, notes=notes)
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """The Lab field `name`'s value as JSON keeps it, whatever type it came in (a CPU count of 1,
+    1.0 or Decimal("1.00") is "1")."""
+    field = Lab._meta.get_field(name)
+    if isinstance(field, models.Field):
+        value = field.to_python(value)
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return value
+
+
+def _edited_in_admin(existing: Lab, name: str, value: Any) -> bool:
+    """Staff changed `name` since the last import, and the scenario still says what it said then."""
+    if name not in existing.imported_values:
+        return False
+    last = existing.imported_values[name]
+    return _comparable(name, getattr(existing, name)) != last and _comparable(name, value) == last
 
 
 def _write(plan: _Plan) -> ImportOutcome:

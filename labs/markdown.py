@@ -16,6 +16,7 @@ import nh3
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from markdown.extensions import Extension
+from markdown.preprocessors import Preprocessor
 from markdown.treeprocessors import Treeprocessor
 
 ALLOWED_TAGS = frozenset({
@@ -55,6 +56,39 @@ class _ShiftHeadingsExtension(Extension):
         md.treeprocessors.register(_ShiftHeadings(md), "lab_shift_headings", 5)
 
 
+class _MarkdownInDetails(Preprocessor):
+    """`<details>` blocks (solutions, asides in Killercoda scenarios) hold Markdown, not raw HTML:
+    they get markdown="1" for the md_in_html extension (outside code fences only)."""
+
+    OPEN = re.compile(r"<(details|summary)(?=[\s>])(?![^>]*\bmarkdown=)", re.IGNORECASE)
+    FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+    @staticmethod
+    def _with_markdown(match: re.Match[str]) -> str:
+        tag = match.group(1)
+        return f'<{tag} markdown="{"span" if tag.lower() == "summary" else "1"}"'
+
+    def run(self, lines: list[str]) -> list[str]:
+        fence = ""
+        result = []
+        for line in lines:
+            opening = self.FENCE.match(line)
+            if fence:
+                if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                    fence = ""
+            elif opening:
+                fence = opening.group(1)
+            else:
+                line = self.OPEN.sub(self._with_markdown, line)
+            result.append(line)
+        return result
+
+
+class _MarkdownInDetailsExtension(Extension):
+    def extendMarkdown(self, md: markdown.Markdown) -> None:
+        md.preprocessors.register(_MarkdownInDetails(md), "lab_markdown_in_details", 35)
+
+
 def _keep_attribute(tag: str, attribute: str, value: str) -> str | None:
     """Only `language-…` classes survive on <code>; they name the fence's language."""
     if tag == "code" and attribute == "class":
@@ -85,7 +119,8 @@ def render_markdown(text: str) -> SafeString:
         return mark_safe("")
     html = markdown.markdown(
         text,
-        extensions=["fenced_code", "tables", "sane_lists", _ShiftHeadingsExtension()],
+        extensions=["fenced_code", "tables", "sane_lists", "md_in_html", _ShiftHeadingsExtension(),
+                    _MarkdownInDetailsExtension()],
         extension_configs={"tables": {"use_align_attribute": True}},
         output_format="html",
     )

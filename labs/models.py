@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -60,6 +62,12 @@ class Image(models.Model):
             raise ValidationError({"reference": "A container image needs an image reference."})
         if self.kind == self.Kind.VM and not (self.file or self.reference):
             raise ValidationError({"file": "A VM image needs a disk or ISO file."})
+
+
+# A user name as useradd takes it (the learner's shell runs as this user, resolved in the image).
+SHELL_USER_VALIDATOR = RegexValidator(r"^[a-z_][a-z0-9_-]{0,31}$", "Give a user name such as root or learner.")
+HOST_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
+MAX_HOSTS = 4
 
 
 class Tag(models.Model):
@@ -154,6 +162,22 @@ class Lab(models.Model):
         default=list, blank=True, help_text='Files copied into the session: [{"file", "target", "chmod"}].'
     )
     unlock_steps_in_order = models.BooleanField(default=True, help_text="A step opens once the one before passes.")
+    shell_user = models.CharField(
+        max_length=32, blank=True, default="", validators=[SHELL_USER_VALIDATOR],
+        help_text="Who the learner is in the session: empty for the image's own user, or \"root\" "
+                  "(Killercoda scenarios, which expect root).",
+    )
+    hosts = models.JSONField(
+        default=list, blank=True,
+        help_text='Host names when a session has several machines, the learner\'s first: ["controlplane", '
+                  '"node01"]. Empty: one machine.',
+    )
+    # What the last import of a Killercoda scenario set, field by field: a re-import keeps what staff
+    # changed since, unless the scenario changed that value too (labs/labformat.py).
+    imported_values = models.JSONField(default=dict, blank=True, editable=False)
+    intro_background_script = models.TextField(blank=True, help_text="Runs as root when the session starts.")
+    intro_foreground_script = models.TextField(
+        blank=True, help_text="Runs in the learner's first terminal when the session starts.")
     source_path = models.CharField(max_length=500, blank=True, editable=False)
     # Which format the lab was imported from: Killercoda scenarios get their conventions in a
     # session (/root is the workspace, scripts as root; labs/assets.py, LAB_FORMAT.md).
@@ -203,6 +227,13 @@ class Lab(models.Model):
             errors["dind_images"] = "Preloaded images must be a list of image references."
         if not isinstance(self.judge, list):
             errors["judge"] = "The judge must be a list of checks."
+        hosts = self.hosts
+        if not isinstance(hosts, list) or any(not isinstance(h, str) or not HOST_NAME.match(h) for h in hosts):
+            errors["hosts"] = "Hosts must be a list of host names (lower-case letters, digits and -)."
+        elif len(set(self.hosts)) != len(self.hosts) or len(self.hosts) > MAX_HOSTS:
+            errors["hosts"] = f"Hosts must not repeat, and a session has at most {MAX_HOSTS}."
+        elif len(self.hosts) > 1 and self.network_mode == self.NetworkMode.NONE:
+            errors["hosts"] = "Several hosts need a network to reach each other (not network mode none)."
         if errors:
             raise ValidationError(errors)
 

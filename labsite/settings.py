@@ -396,12 +396,36 @@ if LAB_GEMINI_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("LAB_GEMINI_TIMEOUT_SECONDS must be a positive number of seconds")
 LAB_GEMINI_BASE_URL = env_str("LAB_GEMINI_BASE_URL")  # empty: Google's endpoint
 
-# Killercoda scenarios name a backend image id; this maps each id to the name of a local Image.
-LAB_KILLERCODA_IMAGES: dict[str, str] = env_json("LAB_KILLERCODA_IMAGES", {"ubuntu": "labs-base"})
+# Killercoda scenarios name a backend image id; this maps each id to a local Image: its name, or
+# {"image": name, "reference": "repo:tag" (creates the image on import when missing),
+#  "docker_access": bool, "hosts": ["controlplane", "node01"], "note": "shown when importing"}.
+_KILLERCODA_HOST = {"image": "labs-killercoda", "reference": "labs/killercoda:bookworm", "docker_access": True}
+_NO_KUBERNETES = ("the hosts are Debian machines with Docker and the usual tools; Kubernetes itself is not "
+                  "installed, so steps that need a cluster cannot pass")
+LAB_KILLERCODA_IMAGES: dict[str, Any] = env_json("LAB_KILLERCODA_IMAGES", {
+    "ubuntu": _KILLERCODA_HOST,
+    "kubernetes-kubeadm-1node": {**_KILLERCODA_HOST, "hosts": ["controlplane"], "note": _NO_KUBERNETES},
+    "kubernetes-kubeadm-2nodes": {**_KILLERCODA_HOST, "hosts": ["controlplane", "node01"], "note": _NO_KUBERNETES},
+})
+
+
+def _killercoda_image_ok(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, dict) or not isinstance(value.get("image"), str) or not value["image"]:
+        return False
+    allowed = {"image": str, "reference": str, "docker_access": bool, "hosts": list, "note": str}
+    return all(key in allowed and isinstance(item, allowed[key]) for key, item in value.items()) and all(
+        isinstance(host, str) and re.fullmatch(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", host)
+        for host in value.get("hosts", []))
+
+
 if not isinstance(LAB_KILLERCODA_IMAGES, dict) or not all(
-    isinstance(key, str) and isinstance(value, str) and value for key, value in LAB_KILLERCODA_IMAGES.items()
+    isinstance(key, str) and _killercoda_image_ok(value) for key, value in LAB_KILLERCODA_IMAGES.items()
 ):
-    raise ImproperlyConfigured('LAB_KILLERCODA_IMAGES must be a JSON object of strings, e.g. {"ubuntu": "labs-base"}')
+    raise ImproperlyConfigured(
+        'LAB_KILLERCODA_IMAGES must be a JSON object mapping image ids to an image name or to '
+        '{"image": name, "reference": "repo:tag", "docker_access": true, "hosts": ["a", "b"], "note": "..."}')
 
 # import_lab: lab files are untrusted input (labs/LAB_FORMAT.md, "Limits" and "Privileged settings").
 LAB_IMPORT_MAX_FILE_BYTES = env_int("LAB_IMPORT_MAX_FILE_BYTES", 1024 * 1024, minimum=1024)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
@@ -97,6 +97,10 @@ class Session(models.Model):
                                       related_name="booted_sessions")
     boot_iso = models.ForeignKey("labs.Image", on_delete=models.SET_NULL, null=True, blank=True,
                                  related_name="booted_sessions", help_text="A learner ISO booted instead of the disk.")
+    # Scripts waiting to run in the learner's first terminal (Killercoda's foreground scripts), in
+    # order: [{"label": "Step 2", "script": "..."}]. Queued when a step starts, taken when terminal
+    # "1" is attached (claim_foreground_scripts).
+    foreground_queue = models.JSONField(default=list, blank=True)
 
     objects = SessionQuerySet.as_manager()
 
@@ -122,6 +126,22 @@ class Session(models.Model):
     @property
     def is_ended(self) -> bool:
         return self.state in ENDED_STATES
+
+    def queue_foreground_script(self, label: str, script: str) -> None:
+        """Add a script for the learner's first terminal (see foreground_queue)."""
+        with transaction.atomic():
+            locked = Session.objects.select_for_update().only("foreground_queue").get(pk=self.pk)
+            Session.objects.filter(pk=self.pk).update(
+                foreground_queue=[*locked.foreground_queue, {"label": label, "script": script}])
+
+    def claim_foreground_scripts(self) -> list[dict[str, str]]:
+        """Take every queued script for the first terminal (each is taken once, whoever asks first)."""
+        with transaction.atomic():
+            locked = Session.objects.select_for_update().only("foreground_queue").get(pk=self.pk)
+            if not locked.foreground_queue:
+                return []
+            Session.objects.filter(pk=self.pk).update(foreground_queue=[])
+            return list(locked.foreground_queue)
 
     def can_transition(self, new_state: str) -> bool:
         return new_state in TRANSITIONS[self.state]

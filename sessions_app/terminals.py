@@ -109,7 +109,12 @@ class Ping:
     pass
 
 
-Control = Resize | Ack | Ping
+@dataclass(frozen=True)
+class StepsChanged:
+    """The page saw a step start: foreground scripts may be waiting for the first terminal."""
+
+
+Control = Resize | Ack | Ping | StepsChanged
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -129,6 +134,8 @@ def parse_control(text: str) -> Control | None:
     kind = message.get("type")
     if kind == "ping":
         return Ping()
+    if kind == "steps":
+        return StepsChanged()
     if kind == "ack":
         count = message.get("bytes")
         return Ack(count) if _is_int(count) and count >= 0 else None
@@ -158,6 +165,26 @@ def attach(runner_name: str, state: dict[str, Any], request: TerminalRequest) ->
             reattached = False  # open_terminal below reports what is really wrong
     stream = runner.open_terminal(state, cols=request.cols, rows=request.rows, name=request.name)
     return stream, reattached
+
+
+# ---- foreground scripts ---------------------------------------------------------------------
+FOREGROUND_TERMINAL = "1"  # Killercoda runs foreground scripts in the first terminal
+FOREGROUND_PREFIX = "/tmp/.labs-foreground."  # noqa: S108 - in the session, made by mktemp there
+STAGE_FOREGROUND = f'umask 077; f=$(mktemp {FOREGROUND_PREFIX}XXXXXX) && cat > "$f" && printf %s "$f"'
+
+
+def stage_foreground(runner_name: str, state: dict[str, Any], script: str) -> bytes:
+    """Put a foreground script into the session as the learner's own file; return what to type into
+    the terminal to run it there (blocking: run it in a thread). Sourced, as if typed: a `cd` or an
+    `export` in it stays in the learner's shell; the leading space keeps it out of the history."""
+    runner = get_runner(runner_name)
+    staged = runner.exec(state, ["sh", "-c", STAGE_FOREGROUND], stdin=script.replace("\r\n", "\n").encode(),
+                         timeout=15)
+    path = staged.stdout.decode(errors="replace").strip()
+    if not staged.ok or not path.startswith(FOREGROUND_PREFIX):
+        raise RunnerError("cannot put the step's terminal script into the session: "
+                          f"{staged.stderr.decode(errors='replace').strip()[-200:] or 'failed'}")
+    return f" . {path}; rm -f {path}\r".encode()
 
 
 # ---- flow control ---------------------------------------------------------------------------

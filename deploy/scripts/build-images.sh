@@ -9,11 +9,13 @@
 #   labs/dind:bookworm    labs/base + docker.io, an engine of its own
 #   labs/qemu:bookworm    labs/base + QEMU and socat: the runner image of VM labs
 #                         on the Docker runner (sessions_app/runners/docker_vm.py)
+#   labs/killercoda:bookworm  labs/base + Docker's CLI, ssh, jq, vim…: the host imported
+#                         Killercoda scenarios run on (root's shell; the engine sits beside it)
 #   labs/python:3.11-slim Debian's Python 3.11 + pip + venv, flattened (~150 MB),
 #                         with the wheels of deploy/images/python/wheels.txt
 #   labs/python:3.11      labs/python:3.11-slim + build-essential, python3-dev
 #                         (~470 MB); both for the Dockerfile demo labs
-# With no image named: all of them (busybox, base, dind, python and qemu).
+# With no image named: all of them (busybox, base, dind, python, qemu and killercoda).
 # An image is rebuilt only when its org.labs.build-hash label differs from
 # the hash of its inputs (its deploy/images/NAME directory, the image it is
 # built from, the packages it is made of), so a second run takes seconds.
@@ -428,7 +430,7 @@ test_dind() {
 # --- main -------------------------------------------------------------------
 
 main() {
-    local arg want_busybox=0 want_base=0 want_dind=0 want_python=0 want_qemu=0 total
+    local arg want_busybox=0 want_base=0 want_dind=0 want_python=0 want_qemu=0 want_killercoda=0 total
     for arg in "$@"; do
         case "$arg" in
             --force|-f) FORCE=1 ;;
@@ -437,18 +439,19 @@ main() {
             --test-dind) TEST_DIND=1 ;;
             --verbose|-v) VERBOSE=1 ;;
             --help|-h) usage; exit 0 ;;
-            all) NAMED+=(busybox base dind python qemu) ;;
+            all) NAMED+=(busybox base dind python qemu killercoda) ;;
             busybox|labs/busybox|labs/busybox:latest) NAMED+=(busybox) ;;
             base|labs/base|"labs/base:$SUITE") NAMED+=(base) ;;
             dind|labs/dind|"labs/dind:$SUITE") NAMED+=(dind) ;;
             qemu|labs/qemu|"labs/qemu:$SUITE") NAMED+=(qemu) ;;
+            killercoda|labs/killercoda|"labs/killercoda:$SUITE") NAMED+=(killercoda) ;;
             python|labs/python|labs/python:3.11|labs/python:3.11-slim) NAMED+=(python) ;;
             *) usage >&2; die "unknown argument: $arg" ;;
         esac
     done
     if [ "${#NAMED[@]}" = 0 ]; then
         # qemu too: VM labs run through the Docker runner in it (run.sh and test.sh need it).
-        NAMED=(busybox base dind python qemu)
+        NAMED=(busybox base dind python qemu killercoda)
     fi
     [ "$WITH_QEMU" = 1 ] && NAMED+=(qemu)
     for arg in "${NAMED[@]}"; do
@@ -458,6 +461,7 @@ main() {
             dind) want_dind=1; want_base=1 ;;
             qemu) want_qemu=1; want_base=1 ;;
             python) want_python=1; want_base=1 ;;
+            killercoda) want_killercoda=1; want_base=1 ;;
         esac
     done
     if [ "$TEST_DIND" = 1 ]; then want_busybox=1; want_base=1; want_dind=1; fi
@@ -484,6 +488,8 @@ main() {
     [ "$want_dind" = 1 ] && build_from_base dind "labs/dind:$SUITE" "docker.io from the Debian archive, ~30 s"
     [ "$want_qemu" = 1 ] && build_from_base qemu "labs/qemu:$SUITE" "QEMU from the Debian archive, ~30 s"
     [ "$want_python" = 1 ] && build_python
+    [ "$want_killercoda" = 1 ] && build_from_base killercoda "labs/killercoda:$SUITE" \
+        "Docker's CLI, ssh and tools from the Debian archive, ~40 s"
 
     # Images replaced by a rebuild are left untagged: drop ours.
     docker image prune -f --filter "label=$HASH_LABEL" >/dev/null 2>&1 || true

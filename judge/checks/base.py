@@ -43,8 +43,8 @@ class CheckOutcome:
     def passed(self) -> bool:
         return not self.failures
 
-    def fail(self, code: str, message: str, hint: str = "") -> None:
-        self.failures.append(Failure(code=code, message=message, hint=hint))
+    def fail(self, code: str, message: str, hint: str = "", detail: str = "") -> None:
+        self.failures.append(Failure(code=code, message=message, hint=hint, detail=detail))
 
 
 class CheckContext:

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from judge.checks.base import JUDGE_USER, CheckContext, CheckKind, CheckOutcome, JudgeError, text_of
-from judge.checks.command import OUTPUT_NOTE_LIMIT, short
+from judge.checks.command import OUTPUT_NOTE_LIMIT
 from judge.checks.options import Option, Problem
+from judge.results import DETAIL_LIMIT, truncate_note
 
 # Stores standard input in a temporary file, then runs: <interpreter words> FILE <args>.
 # $1 is the number of interpreter words that follow it.
@@ -122,7 +123,8 @@ class ScriptCheck(CheckKind):
         elif result.exit_code == 125:
             raise JudgeError("cannot copy the check script into the session (is /tmp writable?)")
         elif result.exit_code != 0:
-            last = output.strip().splitlines()[-1] if output.strip() else ""
+            # As on Killercoda, a verify script speaks to the learner through what it prints.
             outcome.fail("script_failed", f"The check script exited with status {result.exit_code}"
-                                          f"{': ' + short(last) if last else '.'}")
+                                          f"{':' if output.strip() else '.'}",
+                         detail=truncate_note(output.strip(), DETAIL_LIMIT))
         return outcome

@@ -189,7 +189,8 @@ def test_a_script_from_the_lab_directory_is_copied_in_and_its_failure_reported(c
     (ctx.lab_dir / "checks" / "verify.sh").write_text("#!/bin/sh\necho 'no Dockerfile yet'\ntest -f Dockerfile\n")
     outcome = run(ctx, {"kind": "script", "file": "checks/verify.sh"})
     assert [f.code for f in outcome.failures] == ["script_failed"]
-    assert "no Dockerfile yet" in outcome.failures[0].message
+    assert outcome.failures[0].message == "The check script exited with status 1:"
+    assert outcome.failures[0].detail == "no Dockerfile yet"  # shown to the learner with the failure
     assert outcome.notes["script output"] == "no Dockerfile yet"
 
 

@@ -4,7 +4,8 @@ Wire protocol (the front end in static/js implements the other side):
   server → client  binary: terminal output; text JSON: {"type": "ready", "name", "reattached"},
                    {"type": "pong"}, {"type": "exit"} (then close 1000), {"type": "error", "message"}
   client → server  binary: keystrokes; text JSON: {"type": "resize", "cols", "rows"},
-                   {"type": "ack", "bytes": n} (bytes rendered since the previous ack), {"type": "ping"}
+                   {"type": "ack", "bytes": n} (bytes rendered since the previous ack), {"type": "ping"},
+                   {"type": "steps"} (a step started: run its foreground script in terminal "1")
 Close codes: 4400 bad request or repeated garbage, 4403 not yours (or not signed in), 4409 the
 session is not running, 4500 the runner could not attach, 1000 the shell ended.
 
@@ -134,6 +135,28 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 log.exception("cannot record the terminal of session %s", session.pk)
         await self.send(text_data=json.dumps({"type": "ready", "name": request.name, "reattached": reattached}))
         bridge.start()
+        self._runs_foreground = self._counts_activity and request.name == terminals.FOREGROUND_TERMINAL
+        await self._run_foreground_scripts()
+
+    async def _run_foreground_scripts(self) -> None:
+        """Type the scripts queued for the first terminal into it (Killercoda's foreground scripts),
+        when the learner's own first terminal is open: at connect, and when the page says a step
+        started."""
+        if not getattr(self, "_runs_foreground", False) or self.session is None or self.bridge is None:
+            return
+        session = self.session
+        scripts = await database_sync_to_async(session.claim_foreground_scripts)()
+        for item in scripts:
+            try:
+                typed = await asyncio.to_thread(terminals.stage_foreground, session.runner_name, session.runner_state,
+                                                item["script"])
+            except RunnerError as exc:
+                await database_sync_to_async(session.log)(f"{item['label']}: its terminal script could not run: "
+                                                          f"{exc}", level="warning")
+                continue
+            if self.bridge is None:
+                return
+            self.bridge.write(typed)
 
     async def _fail(self, message: str) -> None:
         await self.send(text_data=json.dumps({"type": "error", "message": message}))
@@ -167,6 +190,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             bridge.ack(control.bytes)
         elif isinstance(control, terminals.Resize):
             bridge.resize(control.cols, control.rows)
+        elif isinstance(control, terminals.StepsChanged):
+            await self._run_foreground_scripts()
         else:
             await self.send(text_data=PONG)
 

@@ -49,6 +49,10 @@ class SessionSpec:
     # A VM image's stored format ("qcow2", "raw" or "iso", as validated on upload); "" when unknown,
     # and runners then look at the file. Decides ISO boot, whatever the file is called.
     disk_format: str = ""
+    # Who the learner is: "" for the image's own user, "root" for root (Killercoda scenarios).
+    shell_user: str = ""
+    # Several machines in one session, by host name, the learner's first; () for one machine.
+    hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_session(cls, session: Any) -> SessionSpec:
@@ -92,6 +96,8 @@ class SessionSpec:
             dind_images=tuple(lab.dind_images or ()),
             consoles=tuple(lab.consoles or ()),
             disk_format=disk_format,
+            shell_user=getattr(lab, "shell_user", "") or "",
+            hosts=tuple(getattr(lab, "hosts", None) or ()),
         )
 
 
@@ -140,6 +146,15 @@ class FileStat:
     #: Permission bits with setuid/setgid/sticky (0o7777), or None where the runner cannot read
     #: them without running a program in the session (the judge then asks ``stat`` there).
     mode: int | None = None
+
+
+@dataclass(frozen=True)
+class PlacedFile:
+    """A file for ``Runner.place_files``: an absolute path in the environment, its bytes and mode."""
+
+    path: str
+    data: bytes
+    mode: int = 0o644
 
 
 @dataclass(frozen=True)
@@ -317,6 +332,12 @@ class Runner:
                 return None
             current = name
         return None
+
+    def place_files(self, state: dict[str, Any], files: list[PlacedFile], host: str = "") -> None:
+        """Put files at absolute paths of the environment (a lab's assets), owned by root, parent
+        directories made as needed; `host` names one machine of a multi-host session ("" the
+        learner's). Runners that cannot write outside the workspace refuse (permanent RunnerError)."""
+        raise RunnerError("this runner can only put files into the workspace", permanent=True)
 
     def read_file_untrusted(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
         """``read_file`` for the judge. Runners that can read the file without any program in the

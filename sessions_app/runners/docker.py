@@ -62,7 +62,7 @@ import struct
 import tarfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ from sessions_app.runners.base import (
     FileEntry,
     FileStat,
     ManagedEnvironment,
+    PlacedFile,
     PollStatus,
     ProgressCallback,
     Runner,
@@ -100,6 +101,14 @@ LABEL_USER = "labs.user"
 LABEL_LAB = "labs.lab"
 SHELL_USER_LABEL = "org.labs.shell-user"  # set on images whose USER must stay root (DinD entrypoints)
 DIND_LABEL = "org.labs.dind"  # "rootless" on images whose entrypoint can start a rootless engine
+INIT_LABEL = "org.labs.init"  # "image": the image's own CMD is the container's main process (sshd...)
+CAPS_LABEL = "org.labs.caps"  # capabilities an image's own main process needs, from IMAGE_CAPS only
+LABEL_HOST = "labs.host"  # which machine of a multi-host session a container is
+LABEL_ROLE = "labs.role"  # "host" (a machine the learner uses) or "engine" (a Docker engine beside one)
+IMAGE_CAPS = frozenset({"SYS_CHROOT", "NET_BIND_SERVICE", "AUDIT_WRITE"})  # sshd's privilege separation...
+DEFAULT_HOSTNAME = "lab"
+ENGINE_SOCKET_DIR = "/run/labs-docker"
+ENGINE_HOST = f"unix://{ENGINE_SOCKET_DIR}/docker.sock"
 
 # Keeps the container alive and exits at once on SIGTERM, so stops are fast.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -178,6 +187,26 @@ set -- $line
 [ "$1" = 0 ] && exit 0
 find / -xdev -type d \( -perm -0002 -o -user "$1" -o \( -group "$2" -perm -0020 \) \) -print -prune
 """
+# Run on the first host as the learner: a key pair once, hosts trusted on first use, the public key
+# printed. 127: no ssh-keygen in the image.
+SSH_KEY_SCRIPT = r"""
+command -v ssh-keygen >/dev/null || exit 127
+set -e
+umask 077
+mkdir -p "$HOME/.ssh"
+[ -f "$HOME/.ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C labs-session -f "$HOME/.ssh/id_ed25519"
+grep -qs 'labs-session' "$HOME/.ssh/config" || printf '%s\n' '# labs-session' 'Host *' \
+    '  StrictHostKeyChecking accept-new' '  LogLevel ERROR' >> "$HOME/.ssh/config"
+cat "$HOME/.ssh/id_ed25519.pub"
+"""
+# Run on another host as the learner, the public key on standard input.
+SSH_TRUST_SCRIPT = r"""
+set -e
+umask 077
+key=$(cat)
+mkdir -p "$HOME/.ssh"
+grep -qxF "$key" "$HOME/.ssh/authorized_keys" 2>/dev/null || printf '%s\n' "$key" >> "$HOME/.ssh/authorized_keys"
+"""
 ALWAYS_WRITABLE = ("/tmp", "/var/tmp")  # noqa: S108 (container paths)  bound to the session disk even where the image lacks them
 
 
@@ -202,15 +231,21 @@ class ImageProfile:
 
 @dataclass
 class Plan:
-    """What one start is about to create; decided before the container exists."""
+    """What one start is about to create; decided before the containers exist."""
 
     spec: SessionSpec
     image: dict[str, Any]
     profile: ImageProfile
     network: str
-    dind_mode: str = ""
+    user: str = ""  # the learner's user in the container ("" for root)
+    dind_mode: str = ""  # "rootless" (the engine in the learner's container), a legacy mode, or ""
+    engine_beside: bool = False  # a rootless engine in a container of its own (learners who are root)
     disk: Path | None = None
-    volumes: dict[str, str] = field(default_factory=dict)  # container path -> volume name
+    hosts: tuple[str, ...] = (DEFAULT_HOSTNAME,)
+
+    @property
+    def main_host(self) -> str:
+        return self.hosts[0]
 
 
 class DockerTerminal:
@@ -351,27 +386,46 @@ class DockerRunner(Runner):
             return self.vm.start(spec, progress, timeout)
         deadline = time.monotonic() + timeout
         image = self._image(spec.image)
-        plan = Plan(spec=spec, image=image, profile=self._image_profile(image), network="")
+        user = self._session_user(spec, image)
+        plan = Plan(spec=spec, image=image, profile=self._image_profile(image, user), network="",
+                    user="" if user == "root" else user, hosts=tuple(spec.hosts) or (DEFAULT_HOSTNAME,))
         if spec.docker_access:
-            plan.dind_mode = self._dind_mode(image)
+            if plan.profile.is_root:
+                # Root in the learner's container must not share it with an engine that needs /proc
+                # unmasked: the engine runs in a container of its own beside it (rootless as ever).
+                plan.engine_beside = True
+                self._dind_mode(self._image(self._engine_image()))
+            else:
+                plan.dind_mode = self._dind_mode(image)
+        if len(plan.hosts) > 1 and spec.network_mode == "none":
+            raise RunnerError("a session with several hosts needs a network (not network mode none)", permanent=True)
         plan.network = self._ensure_network(spec)
         plan.disk = self._session_disk(spec, progress)
-        progress("Creating container")
+        progress("Creating container" if len(plan.hosts) == 1 else f"Creating {len(plan.hosts)} hosts")
         container_id, adopted = self._create_container(plan, progress)
         if adopted:
             progress("Found the existing container; adopting it")
-        info = self._call("inspecting container", self.api.inspect_container, container_id)
-        if not info["State"]["Running"]:
-            progress("Starting container")
-            self._call("starting container", self.api.start, container_id)
-            info = self._call("inspecting container", self.api.inspect_container, container_id)
-        state = self._state_of(info, plan.image, spec, dind_mode=plan.dind_mode, disk=plan.disk)
+        info = self._ensure_running(container_id)
+        state = self._state_of(info, plan.image, spec, dind_mode=plan.dind_mode, disk=plan.disk, user=plan.user)
+        if plan.disk is not None and plan.profile.is_root and plan.profile.home not in ("", "/"):
+            state["shell_dir"] = plan.profile.home  # the workspace, by the name root knows it by (/root)
+        for host in plan.hosts[1:]:
+            host_id, _ = self._create_container(plan, progress, host=host)
+            self._ensure_running(host_id)
+            state.setdefault("hosts", {})[host] = host_id
+        if plan.engine_beside:
+            progress("Starting Docker engine")
+            state["engine_container_id"] = self._start_engine_beside(plan, info["Id"], progress)
         if spec.starter_dir and not self._engine_lstat(state, STARTER_MARKER):
             progress("Copying starter files")
             self._copy_starter(state, spec.starter_dir, plan.profile)
-        if plan.dind_mode:
-            progress("Starting Docker engine")
+        if plan.dind_mode or plan.engine_beside:
+            if plan.dind_mode:
+                progress("Starting Docker engine")
             self._wait_for_inner_engine(state, deadline)
+        if len(plan.hosts) > 1:
+            progress("Letting the hosts reach each other over SSH")
+            self._connect_hosts(state, plan)
         if time.monotonic() > deadline:
             raise RunnerError(f"environment not ready after {timeout:g} s")
         progress("Container ready")
@@ -379,6 +433,21 @@ class DockerRunner(Runner):
         if "vnc" in spec.consoles and endpoints.get("host"):
             endpoints["vnc"] = {"host": endpoints["host"], "port": int(self.options.get("vnc_port", 5900))}
         return StartResult(state=state, endpoints=endpoints)
+
+    def _ensure_running(self, container_id: str) -> dict[str, Any]:
+        info = self._call("inspecting container", self.api.inspect_container, container_id)
+        if not info["State"]["Running"]:
+            self._call("starting container", self.api.start, container_id)
+            info = self._call("inspecting container", self.api.inspect_container, container_id)
+        return info
+
+    def _session_user(self, spec: SessionSpec, image: dict[str, Any]) -> str:
+        """The learner's user: the lab's shell_user, else the image's (`org.labs.shell-user`, USER)."""
+        user = spec.shell_user or self._image_user(image).split(":")[0]
+        return user or "root"
+
+    def _engine_image(self) -> str:
+        return str(self.options.get("engine_image", "labs/dind:bookworm"))
 
     def _image(self, reference: str) -> dict[str, Any]:
         """Inspect an image, cached briefly: every start needs it, and it rarely changes."""
@@ -395,11 +464,10 @@ class DockerRunner(Runner):
         config = image.get("Config") or {}
         return str((config.get("Labels") or {}).get(SHELL_USER_LABEL) or config.get("User") or "")
 
-    def _image_profile(self, image: dict[str, Any]) -> ImageProfile:
-        """Who the learner is in `image` and where they can write: learned once per image by a
+    def _image_profile(self, image: dict[str, Any], user: str) -> ImageProfile:
+        """Who `user` is in `image` and where they can write: learned once per image and user by a
         short-lived container (no network, read-only), kept in memory and on disk."""
         key = str(image["Id"])
-        user = self._image_user(image).split(":")[0]
         cache_key = f"{key}:{user}"
         if cache_key in self._profiles:
             return self._profiles[cache_key]
@@ -529,10 +597,10 @@ class DockerRunner(Runner):
             return None
         return self.disks.ensure(self._name(spec.session_id), spec.disk_mb)
 
-    def _volume_for(self, plan: Plan, path: str) -> str:
-        """A volume bound to a directory of the session disk, created once per path (idempotent)."""
+    def _volume_for(self, plan: Plan, path: str, host: str = "") -> str:
+        """A volume bound to a directory of the session disk, created once per host and path (idempotent)."""
         assert plan.disk is not None
-        digest = hashlib.sha256(path.encode()).hexdigest()[:10]
+        digest = hashlib.sha256(f"{host}:{path}".encode() if host else path.encode()).hexdigest()[:10]
         directory = plan.disk / "volumes" / digest
         if not directory.exists():
             directory.mkdir(parents=True)
@@ -546,8 +614,8 @@ class DockerRunner(Runner):
 
     def _writable_paths(self, plan: Plan) -> list[str]:
         paths = {self.workspace, *ALWAYS_WRITABLE, *plan.profile.writable}
-        if plan.profile.home not in ("", "/"):
-            paths.add(plan.profile.home)
+        if plan.profile.home not in ("", "/") and not plan.profile.is_root:
+            paths.add(plan.profile.home)  # root's home is the workspace itself (see _mounts)
         if plan.dind_mode:
             paths.add(self._dind_data_root(plan.dind_mode))
         # Outermost only: a volume already covers what lies below it.
@@ -565,10 +633,26 @@ class DockerRunner(Runner):
         return None
 
     # container ------------------------------------------------------------------------------
-    def _create_container(self, plan: Plan, progress: ProgressCallback) -> tuple[str, bool]:
-        """Create the session's container; return its id and whether it already existed."""
+    def _mounts(self, plan: Plan, host: str = "") -> list[str]:
+        """The session disk's volumes for one host, as `volume:path:rw` binds (none without a disk)."""
+        if plan.disk is None:
+            return []
+        binds = []
+        for path in self._writable_paths(plan):
+            volume = self._volume_for(plan, path, host)
+            binds.append(f"{volume}:{path}:rw")
+            if path == self.workspace and plan.profile.is_root and plan.profile.home not in ("", "/"):
+                # A learner who is root works in their home, as Killercoda's scenarios expect: the
+                # workspace (what the editor and the judge see) is that same directory.
+                binds.append(f"{volume}:{plan.profile.home}:rw")
+        return binds
+
+    def _create_container(self, plan: Plan, progress: ProgressCallback, host: str = "") -> tuple[str, bool]:
+        """Create a container of the session (the learner's, or the extra `host`); return its id and
+        whether it already existed."""
         spec = plan.spec
-        host: dict[str, Any] = {
+        hostname = host or plan.main_host
+        host_config: dict[str, Any] = {
             "nano_cpus": int(spec.cpu * 1e9),
             "mem_limit": f"{spec.memory_mb}m",
             "memswap_limit": f"{spec.memory_mb}m",  # equal to the memory limit: no swap
@@ -576,60 +660,121 @@ class DockerRunner(Runner):
             "network_mode": plan.network,
             "storage_opt": self._storage_opts(spec, progress),
         }
+        labels = {**self._labels(spec), LABEL_HOST: hostname, LABEL_ROLE: "host"}
         create: dict[str, Any] = {
-            "name": self._name(spec.session_id),
-            "hostname": "lab",
-            "labels": self._labels(spec),
+            "name": self._name(spec.session_id) + (f"-{host}" if host else ""),
+            "hostname": hostname,
+            "labels": labels,
             "detach": True,
             "working_dir": self.workspace,
             "environment": {"LAB_SESSION": spec.session_id, "TERM": "xterm-256color"},
         }
         if plan.network not in ("none", "bridge"):
             create["networking_config"] = self.api.create_networking_config(
-                {plan.network: self.api.create_endpoint_config()}
+                {plan.network: self.api.create_endpoint_config(aliases=[hostname])}
             )
-        binds: dict[str, dict[str, str]] = {}
-        if plan.disk is not None:
-            for path in self._writable_paths(plan):
-                binds[self._volume_for(plan, path)] = {"bind": path, "mode": "rw"}
-        elif plan.dind_mode:
+        binds = self._mounts(plan, host)
+        if plan.dind_mode and not host:
+            return self._create_dind(plan, host_config, create, binds, progress)
+        if plan.dind_mode and host:
+            raise RunnerError("only the first host of a session can have a Docker engine", permanent=True)
+        if plan.engine_beside and not host:
+            create["environment"] = {**create["environment"], "DOCKER_HOST": ENGINE_HOST}
+            binds.append(f"{self._engine_socket_volume(plan)}:{ENGINE_SOCKET_DIR}:rw")
+        labels_of_image = (plan.image.get("Config") or {}).get("Labels") or {}
+        caps = list(self.options.get("cap_add", DEFAULT_CAPS))
+        caps += sorted(IMAGE_CAPS & set(str(labels_of_image.get(CAPS_LABEL, "")).split(",")))
+        host_config.update(
+            init=True,
+            cap_drop=["ALL"],
+            cap_add=caps,
+            security_opt=["no-new-privileges:true"],
+            binds=binds or None,
+        )
+        if labels_of_image.get(INIT_LABEL) != "image":
+            create["entrypoint"] = []
+            create["command"] = KEEPALIVE
+        return self._create_low_level(plan.image["Id"], host_config, create)
+
+    def _create_dind(self, plan: Plan, host: dict[str, Any], create: dict[str, Any], binds: list[str],
+                     progress: ProgressCallback) -> tuple[str, bool]:
+        """The learner's container with its Docker engine inside (rootless, or a legacy mode)."""
+        spec = plan.spec
+        if plan.disk is None:
             # No session disk: the engine's data still must not sit on overlayfs (overlay on overlay).
             volume = self._call("creating engine volume", self.client.volumes.create,
                                 name=f"{self._name(spec.session_id)}-docker", labels=self._labels(spec))
-            binds[volume.name] = {"bind": self._dind_data_root(plan.dind_mode), "mode": "rw"}
-        if not plan.dind_mode:
-            host.update(
-                init=True,
-                cap_drop=["ALL"],
-                cap_add=list(self.options.get("cap_add", DEFAULT_CAPS)),
-                security_opt=["no-new-privileges:true"],
-                binds=binds or None,
-            )
-            create["entrypoint"] = []
-            create["command"] = KEEPALIVE
-            return self._create_low_level(plan.image["Id"], host, create)
-        binds.update(self._preload_mounts(spec.dind_images or self.options.get("dind_preload", DEFAULT_PRELOAD),
-                                          progress))
+            binds.append(f"{volume.name}:{self._dind_data_root(plan.dind_mode)}:rw")
+        binds += self._preload_binds(spec, progress)
         host["binds"] = binds
         if plan.dind_mode == "rootless":
-            user = self._image_user(plan.image) or "learner"
-            create["user"] = user
-            create["environment"] = {**create["environment"], "DOCKER_HOST": "unix:///run/labs-docker/docker.sock"}
-            security = ["seccomp=" + json.dumps(ROOTLESS_SECCOMP)]
-            if self._apparmor_enabled():
-                security.append("apparmor=unconfined")  # rootlesskit mounts; AppArmor's docker-default forbids it
-            host.update(
-                cap_drop=["ALL"],
-                cap_add=ROOTLESS_CAPS,
-                security_opt=security,
-                devices=["/dev/net/tun:/dev/net/tun:rwm"],
-            )
+            create["user"] = plan.user or "learner"
+            create["environment"] = {**create["environment"], "DOCKER_HOST": ENGINE_HOST}
+            host.update(self._rootless_host_config())
             # The engine mounts a fresh /proc for its containers, which the kernel allows only where no
             # part of /proc is hidden; nothing here runs as root on the host, so nothing can misuse it.
             return self._create_low_level(plan.image["Id"], host, create, unmask_paths=True)
         # Legacy: the entrypoint starts the inner engine as root; shells use the shell user.
         create["user"] = "root"
         return self._create_legacy_dind(plan.image["Id"], host, create, plan.dind_mode)
+
+    def _rootless_host_config(self) -> dict[str, Any]:
+        security = ["seccomp=" + json.dumps(ROOTLESS_SECCOMP)]
+        if self._apparmor_enabled():
+            security.append("apparmor=unconfined")  # rootlesskit mounts; AppArmor's docker-default forbids it
+        return {"cap_drop": ["ALL"], "cap_add": ROOTLESS_CAPS, "security_opt": security,
+                "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
+
+    def _engine_socket_volume(self, plan: Plan) -> str:
+        """A small tmpfs volume for the engine's socket, owned by the engine's user, shared by the two
+        containers (the learner's client, the engine beside it)."""
+        engine_image = self._image(self._engine_image())
+        engine_user = self._image_user(engine_image).split(":")[0] or "learner"
+        profile = self._image_profile(engine_image, engine_user)
+        name = f"{self._name(plan.spec.session_id)}-engine-socket"
+        self._call("creating the engine's socket volume", self.client.volumes.create, name=name, driver="local",
+                   driver_opts={"type": "tmpfs", "device": "tmpfs",
+                                "o": f"size=1m,mode=0750,uid={profile.uid},gid={profile.gid}"},
+                   labels=self._labels(plan.spec))
+        return name
+
+    def _start_engine_beside(self, plan: Plan, main_id: str, progress: ProgressCallback) -> str:
+        """A rootless Docker engine in a container of its own that shares the learner's network (its
+        published ports answer on the learner's localhost) and sees the learner's workspace at the
+        same paths (so `docker run -v /root/x:/x` finds it). Nothing of it runs as root on the host."""
+        spec = plan.spec
+        engine_image = self._image(self._engine_image())
+        binds = [f"{self._engine_socket_volume(plan)}:{ENGINE_SOCKET_DIR}:rw"]
+        if plan.disk is not None:
+            workspace = self._volume_for(plan, self.workspace)
+            binds += [f"{workspace}:{self.workspace}:rw", f"{self._volume_for(plan, ROOTLESS_DATA_ROOT, 'engine')}:"
+                      f"{ROOTLESS_DATA_ROOT}:rw"]
+            if plan.profile.home not in ("", "/"):
+                binds.append(f"{workspace}:{plan.profile.home}:rw")
+        else:
+            volume = self._call("creating engine volume", self.client.volumes.create,
+                                name=f"{self._name(spec.session_id)}-docker", labels=self._labels(spec))
+            binds.append(f"{volume.name}:{ROOTLESS_DATA_ROOT}:rw")
+        binds += self._preload_binds(spec, progress)
+        host = {
+            "nano_cpus": int(spec.cpu * 1e9),
+            "mem_limit": f"{spec.memory_mb}m",
+            "memswap_limit": f"{spec.memory_mb}m",
+            "pids_limit": spec.pids_limit,
+            "network_mode": f"container:{main_id}",
+            "binds": binds,
+            **self._rootless_host_config(),
+        }
+        create = {
+            "name": f"{self._name(spec.session_id)}-engine",
+            "labels": {**self._labels(spec), LABEL_HOST: plan.main_host, LABEL_ROLE: "engine"},
+            "detach": True,
+            "user": self._image_user(engine_image).split(":")[0] or "learner",
+            "environment": {"LAB_SESSION": spec.session_id},
+        }
+        engine_id, _ = self._create_low_level(engine_image["Id"], host, create, unmask_paths=True)
+        self._ensure_running(engine_id)
+        return engine_id
 
     def _create_low_level(
         self, image_id: str, host: dict[str, Any], create: dict[str, Any], unmask_paths: bool = False
@@ -668,6 +813,10 @@ class DockerRunner(Runner):
                               permanent=True) from exc
         return container_id, False
 
+    def _preload_binds(self, spec: SessionSpec, progress: ProgressCallback) -> list[str]:
+        refs = spec.dind_images or self.options.get("dind_preload", DEFAULT_PRELOAD)
+        return [f"{source}:{target['bind']}:ro" for source, target in self._preload_mounts(refs, progress).items()]
+
     def _preload_mounts(
         self, refs: list[str] | tuple[str, ...], progress: ProgressCallback
     ) -> dict[str, dict[str, str]]:
@@ -691,16 +840,17 @@ class DockerRunner(Runner):
         return mounts
 
     def _wait_for_inner_engine(self, state: dict[str, Any], deadline: float) -> None:
-        rootless = state.get("dind_mode") == "rootless"
-        marker = ROOTLESS_READY if rootless else LEGACY_READY
+        legacy = state.get("dind_mode") not in (None, "", "rootless")
+        marker = LEGACY_READY if legacy else ROOTLESS_READY  # beside: in the socket volume both see
+        engine = state.get("engine_container_id") or state["container_id"]
         while time.monotonic() < deadline:
             if self._engine_lstat(state, marker):
                 return
-            info = self._call("inspecting container", self.api.inspect_container, state["container_id"])
+            info = self._call("inspecting container", self.api.inspect_container, engine)
             if not info["State"]["Running"]:
                 break  # the entrypoint gave up (it says why in the container's log)
             time.sleep(0.1)
-        logs = self._call("reading the container's log", self.api.logs, state["container_id"], stdout=True,
+        logs = self._call("reading the container's log", self.api.logs, engine, stdout=True,
                           stderr=True, tail=20)
         raise RunnerError("the session's Docker engine did not start: "
                           + logs.decode(errors="replace").strip()[-800:], permanent=True)
@@ -731,9 +881,45 @@ class DockerRunner(Runner):
         self._call("marking the starter files copied", self.api.put_archive, state["container_id"],
                    posixpath.dirname(STARTER_MARKER), marker.getvalue())
 
+    def _connect_hosts(self, state: dict[str, Any], plan: Plan) -> None:
+        """The learner's user on the first host may `ssh <host>` to the others, with no prompt: one key
+        pair made on the first host, its public half authorized on every other."""
+        made = self.exec(state, ["sh", "-c", SSH_KEY_SCRIPT], timeout=30)
+        if made.exit_code == 127:
+            return  # no ssh in this image: the hosts still reach each other by name
+        if not made.ok or not made.stdout.startswith(b"ssh-"):
+            raise RunnerError("cannot make the session's SSH key: "
+                              f"{(made.stderr or made.stdout).decode(errors='replace').strip()[-300:]}")
+        for host, container_id in (state.get("hosts") or {}).items():
+            trusted = self.exec({**state, "container_id": container_id}, ["sh", "-c", SSH_TRUST_SCRIPT],
+                                stdin=made.stdout, timeout=30)
+            if not trusted.ok:
+                raise RunnerError(f"cannot let the first host into {host} over SSH: "
+                                  f"{trusted.stderr.decode(errors='replace').strip()[-300:]}")
+
+    def place_files(self, state: dict[str, Any], files: list[PlacedFile], host: str = "") -> None:
+        """Through the engine's archive API, as root: nothing in the session takes part."""
+        if is_vm_state(state):
+            raise RunnerError("files cannot be placed inside a VM without a guest agent", permanent=True)
+        container_id = state["container_id"] if not host else (state.get("hosts") or {}).get(host)
+        if not container_id:
+            raise RunnerError(f"this session has no host named {host!r}", permanent=True)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for placed in files:
+                path = posixpath.normpath(placed.path)
+                if not placed.path.startswith("/") or path == "/" or "\x00" in path:
+                    raise RunnerError(f"{placed.path!r} is not an absolute file path", permanent=True)
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode, info.mtime = len(placed.data), placed.mode & 0o7777, int(time.time())
+                info.uid = info.gid = 0
+                archive.addfile(info, io.BytesIO(placed.data))
+        self._call("placing the lab's files", self.api.put_archive, container_id, "/", buffer.getvalue())
+
     def _state_of(self, info: dict[str, Any], image: dict[str, Any], spec: SessionSpec, *, dind_mode: str = "",
-                  disk: Path | None = None) -> dict[str, Any]:
-        user = self._image_user(image).split(":")[0]
+                  disk: Path | None = None, user: str | None = None) -> dict[str, Any]:
+        if user is None:
+            user = self._image_user(image).split(":")[0]
         networks = list((info.get("NetworkSettings") or {}).get("Networks") or {})
         state: dict[str, Any] = {
             "container_id": info["Id"],
@@ -769,6 +955,14 @@ class DockerRunner(Runner):
                 raise RunnerError(f"Docker engine unreachable ({_short(exc)})") from exc
             if container is not None:
                 session_id = container.labels.get(LABEL_SESSION)
+                engine = state.get("engine_container_id")
+                if engine:
+                    try:
+                        self.api.remove_container(engine, v=True, force=True)
+                    except docker.errors.NotFound:
+                        pass
+                    except Exception as exc:
+                        raise self._translate("removing the session's engine", exc) from exc
                 self._call("stopping container", container.stop, timeout=int(timeout))
                 self._call("removing container", container.remove, v=True, force=True)
         if session_id is None and state.get("name", "").startswith(f"{self.instance}-"):
@@ -778,6 +972,15 @@ class DockerRunner(Runner):
 
     def _remove_session_resources(self, session_id: str) -> None:
         label = [f"{LABEL_MANAGED}={self.instance}", f"{LABEL_SESSION}={session_id}"]
+        # The other hosts and an engine beside the learner's container (first: it uses its network).
+        others = self._call("listing containers", self.client.containers.list, all=True, filters={"label": label})
+        for container in sorted(others, key=lambda c: c.labels.get(LABEL_ROLE) != "engine"):
+            try:
+                container.remove(v=True, force=True)
+            except docker.errors.NotFound:
+                pass
+            except Exception as exc:
+                raise self._translate("removing container", exc) from exc
         for network in self._call("listing networks", self.client.networks.list, filters={"label": label}):
             self._call("removing network", network.remove)
         for volume in self._call("listing volumes", self.client.volumes.list, filters={"label": label}):
@@ -1052,7 +1255,7 @@ class DockerRunner(Runner):
             stdin=True,
             tty=True,
             user=state.get("user") or "root",
-            workdir=self.workspace,
+            workdir=state.get("shell_dir") or self.workspace,
             environment={"TERM": "xterm-256color", "LANG": "C.UTF-8", "HOME": self._home(state)},
         )
         sock = self._call("opening a terminal", self.api.exec_start, created["Id"], socket=True, tty=True)

@@ -679,6 +679,11 @@
   }
 
   document.addEventListener("session:state", (event) => sync(event.detail.state));
+  // A check finished, so a step may have started: the server runs its foreground script (Killercoda's)
+  // in terminal "1" if it has one waiting.
+  document.body.addEventListener("judge-progress", () => {
+    consoleUi?.tabs.find((tab) => tab.name === "1")?.sendJson({ type: "steps" });
+  });
   page.addEventListener("console:select", (event) => {
     if (event.detail.console === "terminal") window.requestAnimationFrame(() => consoleUi?.refit());
   });

@@ -1,0 +1,2 @@
+/ks/wait-background.sh
+echo "the intro's foreground ran in $(pwd)" > /tmp/intro-foreground.txt
