@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MULTIPART_ALLOWANCE = 64 * 1024
 # The editor sends JSON: a byte of text can take up to six (a control character as \u00XX).
 JSON_ESCAPE_FACTOR = 6
+LOGO_MAX_BYTES = 5 * 1024 * 1024  # the site logo staff upload in the admin (site appearance)
 
 
 class Audience(enum.IntEnum):
@@ -61,7 +62,11 @@ def _route_limits() -> dict[str, BodyLimit]:
     image_limit = BodyLimit(image + MULTIPART_ALLOWANCE, Audience.STAFF,
                             f"VM images uploaded here may be at most {_size(image)}; register larger ones on the "
                             "server with manage.py register_image.")
+    logo_limit = BodyLimit(LOGO_MAX_BYTES + MULTIPART_ALLOWANCE, Audience.STAFF,
+                           f"A site logo may be at most {_size(LOGO_MAX_BYTES)}.")
     return {
+        "admin:accounts_siteappearance_add": logo_limit,
+        "admin:accounts_siteappearance_change": logo_limit,
         "sessions:isos:upload": BodyLimit(iso + MULTIPART_ALLOWANCE, Audience.SIGNED_IN,
                                           f"ISO images may be at most {_size(iso)}."),
         "admin:labs_image_add": image_limit,

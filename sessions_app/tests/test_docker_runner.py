@@ -316,33 +316,31 @@ def test_list_managed_finds_sessions_and_remove_managed_cleans_them(runner, engi
 
 
 @pytest.mark.parametrize("network_mode", ["none", "unrestricted"])
-def test_a_failed_dind_start_without_its_own_network_leaves_a_volume_that_list_managed_finds(
-    runner, engine, network_mode
-):
-    # The inner engine's volume is made before the container; a preload image that is missing
-    # fails the start right after, and in these modes there is no session network to find it by.
-    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=TINY,
+def test_what_a_failed_dind_start_leaves_is_found_by_list_managed_and_removed(runner, engine, network_mode):
+    # The session's disk and its volumes are made before the container; a preload image that is
+    # missing fails the start right after, with no container to find the session by.
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image="labs/dind:bookworm",
                        memory_mb=64, network_mode=network_mode, docker_access=True,
                        dind_images=("labs/no-such-preload:latest",))
-    volume = f"{runner.instance}-{spec.session_id}-docker"
+    label = f"{LABEL_SESSION}={spec.session_id}"
     try:
         with pytest.raises(RunnerError):
             runner.start(spec)
-        assert engine.volumes.get(volume).attrs["Labels"][LABEL_SESSION] == spec.session_id
-        assert engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={spec.session_id}"}) == []
+        left = engine.volumes.list(filters={"label": label})
+        assert left and all(v.attrs["Labels"][LABEL_SESSION] == spec.session_id for v in left)
+        assert engine.containers.list(all=True, filters={"label": label}) == []
 
         managed = [env for env in runner.list_managed() if env.session_id == spec.session_id]
-        assert [(env.ref, env.running) for env in managed] == [(f"volume:{volume}", False)]
+        assert len(managed) == 1 and not managed[0].running
         runner.remove_managed(managed[0])
-        with pytest.raises(docker.errors.NotFound):
-            engine.volumes.get(volume)
+        assert engine.volumes.list(filters={"label": label}) == []
+        assert engine.networks.list(filters={"label": label}) == []
+        assert not runner.disks.exists(f"{runner.instance}-{spec.session_id}")
         assert [env for env in runner.list_managed() if env.session_id == spec.session_id] == []
         runner.remove_managed(managed[0])  # removing it again is harmless
     finally:
-        try:
-            engine.volumes.get(volume).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        for volume in engine.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
 
 
 def test_a_lone_managed_volume_without_a_session_label_is_found_and_removed(runner, engine):
