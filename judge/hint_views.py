@@ -1,7 +1,8 @@
 """The hint panel of the session page (templates/judge/_hints.html); the work is in judge/hints.py.
 
 Owner and staff only (anyone else gets a 404, like the session page). The list polls itself
-with HTMX while an answer is pending.
+with HTMX while an answer is pending. The form names the step the hint is for (`step`, its id);
+a step of another lab or one still locked is refused with a notice and nothing is stored.
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ def ask(request: HttpRequest, pk: UUID) -> HttpResponse:
     try:
         hints.request_hint(
             session, request.user,
-            step_order=request.POST.get("step"),
+            step_id=request.POST.get("step"),
             file_path=request.POST.get("file_path", ""),
             file_content=request.POST.get("file_content", ""),
         )
-    except (hints.RateLimited, QueueUnavailable) as exc:
+    except (hints.HintRefused, hints.RateLimited, QueueUnavailable) as exc:
         notice = str(exc)
     if getattr(request, "htmx", False):
         return render(request, "judge/_hints.html#hint-list", _list_context(session, notice))

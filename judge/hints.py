@@ -5,10 +5,13 @@ pending :class:`HintRequest` with the context gathered here and queues the RQ jo
 (judge.hint_jobs) → :func:`answer_hint` asks Gemini (the official ``google-genai`` SDK) and
 stores the answer → the page, polling, shows it.
 
-The context sent is the lab's title and the current step's text, the failures of the last
-judge attempt in this session, the file open in the editor (sent by the page, truncated) and
-the end of the session's terminal recordings (typed lines when the cast has input events,
-otherwise the output's tail).
+A hint is for the step the learner has open: the page names it (static/js/hints.js), and
+:func:`step_for_hint` refuses a step of another lab or one still locked for the learner, so a
+locked step's hints never leave the server (a step's solution is never sent at all). The
+context sent is the lab's title and that step's text, the failures of the last judge attempt
+of that step, the file open in the editor (sent by the page, truncated) and the end of the
+session's terminal recordings (typed lines when the cast has input events, otherwise the
+output's tail).
 
 Hints never block work: without an API key, on a timeout or on any API error the answer is a
 deterministic *fallback* from the lab itself: the hints attached to the last failures (from
@@ -31,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from judge.models import Attempt, HintRequest
+from judge.progress import locked_steps, step_progress
 from labs.models import LabStep
 from labsite.queueing import enqueue_on_commit, require_queue
 from sessions_app.models import Session, TerminalRecording
@@ -67,6 +71,10 @@ class RateLimited(Exception):
         )
 
 
+class HintRefused(Exception):
+    """The request names a step the learner may not have hints for: not of this lab, or still locked."""
+
+
 class GeminiUnavailable(Exception):
     """No answer from Gemini (no key, timeout, API error, empty answer): the fallback is used."""
 
@@ -74,14 +82,16 @@ class GeminiUnavailable(Exception):
 # ---- asking ------------------------------------------------------------------------------------
 
 
-def request_hint(session: Session, user: Any, *, step_order: Any = None, file_path: str = "",
+def request_hint(session: Session, user: Any, *, step_id: Any = None, file_path: str = "",
                  file_content: str = "") -> HintRequest:
-    """Store a pending hint request and queue its answer; RateLimited if asked too often,
+    """Store a pending hint request for the step named (see step_for_hint) and queue its answer;
+    HintRefused for a step the learner may not ask about, RateLimited if asked too often,
     labsite.queueing.QueueUnavailable (nothing stored) if the job queue does not answer."""
     require_queue()
     with transaction.atomic():
         # The session row lock makes the count and the insert one step for concurrent requests.
         Session.objects.select_for_update().filter(pk=session.pk).first()
+        step = step_for_hint(session, step_id)
         now = timezone.now()
         recent = list(
             HintRequest.objects.filter(session=session, created_at__gt=now - RATE_WINDOW)
@@ -90,7 +100,6 @@ def request_hint(session: Session, user: Any, *, step_order: Any = None, file_pa
         if len(recent) >= RATE_LIMIT:
             wait = (recent[0] + RATE_WINDOW - now).total_seconds()
             raise RateLimited(max(1, math.ceil(wait)))
-        step = current_step(session, step_order)
         hint = HintRequest.objects.create(
             user=user, session=session, step=step,
             context=build_context(session, step, file_path=file_path, file_content=file_content),
@@ -101,35 +110,54 @@ def request_hint(session: Session, user: Any, *, step_order: Any = None, file_pa
     return hint
 
 
-def current_step(session: Session, step_order: Any = None) -> LabStep | None:
-    """The step the page names, else the first step not yet passed in this session, else the last."""
+def step_for_hint(session: Session, step_id: Any = None) -> LabStep | None:
+    """The step a hint is for: the one the page names (by id), which must be a step of the
+    session's lab that is unlocked for the learner (HintRefused otherwise); without one named,
+    :func:`default_step`. None for a lab without steps."""
     steps = list(session.lab.steps.order_by("order"))
+    if step_id in (None, ""):
+        return default_step(session, steps)
+    try:
+        wanted = int(step_id)
+    except (TypeError, ValueError):
+        raise HintRefused("That is not a step of this lab.") from None
+    for number, step in enumerate(steps, start=1):
+        if step.pk == wanted:
+            if step.pk in locked_steps(session):
+                raise HintRefused(f"Step {number} is still locked: pass the earlier steps first. "
+                                  "Its hints open with it.")
+            return step
+    raise HintRefused("That is not a step of this lab.")
+
+
+def default_step(session: Session, steps: list[LabStep] | None = None) -> LabStep | None:
+    """The step a request that names none is for (a page without JavaScript): the first unlocked
+    step whose checks have not passed; the first step if no step has checks; else the last
+    unlocked step (every check passed)."""
+    steps = list(session.lab.steps.order_by("order")) if steps is None else steps
     if not steps:
         return None
-    try:
-        wanted = int(step_order) if step_order not in (None, "") else None
-    except (TypeError, ValueError):
-        wanted = None
-    for step in steps:
-        if step.order == wanted:
+    progress = step_progress(session)
+    locked = locked_steps(session, progress)
+    unlocked = [step for step in steps if step.pk not in locked]
+    for step in unlocked:
+        if step.verify and progress.get(step.pk) is not True:
             return step
-    passed = set(
-        Attempt.objects.filter(session=session, passed=True, step__isnull=False).values_list("step_id", flat=True)
-    )
-    for step in steps:
-        if step.pk not in passed:
-            return step
-    return steps[-1]
+    if not any(step.verify for step in steps):
+        return steps[0]
+    return unlocked[-1]
 
 
 # ---- context -----------------------------------------------------------------------------------
 
 
-def last_failures(session: Session) -> list[dict[str, str]]:
-    """The failures of the latest finished judge attempt of the session (none if it passed)."""
-    attempt = (
-        Attempt.objects.filter(session=session, status=Attempt.Status.DONE).order_by("-created_at", "-pk").first()
-    )
+def last_failures(session: Session, step: LabStep | None = None) -> list[dict[str, str]]:
+    """The failures of the latest finished judge attempt of `step` (of any check of the session
+    without one); none if it passed."""
+    attempts = Attempt.objects.filter(session=session, status=Attempt.Status.DONE)
+    if step is not None:
+        attempts = attempts.filter(step=step)
+    attempt = attempts.order_by("-created_at", "-pk").first()
     if attempt is None or attempt.passed or not isinstance(attempt.result, dict):
         return []
     failures = []
@@ -211,7 +239,7 @@ def build_context(
     context: dict[str, Any] = {"lab": lab.title}
     if step is not None:
         context["step"] = {"order": step.order, "title": step.title, "text": step.body[:STEP_TEXT_CHARS]}
-    failures = last_failures(session)
+    failures = last_failures(session, step)
     if failures:
         context["failures"] = failures
     if isinstance(file_path, str) and file_path.strip():

@@ -17,7 +17,8 @@ the work that must not block the event loop or grow without bound:
   per-terminal writer task that writes in a worker thread, with a bounded queue.
 - Recording: output is decoded with an incremental UTF-8 decoder (a character split across two
   reads is kept whole) into asciinema v2 events, buffered and appended to the cast file in a worker
-  thread, stopping at LAB_RECORDING_MAX_BYTES.
+  thread, stopping at LAB_RECORDING_MAX_BYTES. Which file, and how a reconnect goes on recording
+  into the same one, is sessions_app/recordings.py.
 """
 
 from __future__ import annotations
@@ -34,11 +35,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, Any, Protocol, TypeGuard
 from urllib.parse import parse_qs
 
 from django.conf import settings
-from django.utils import timezone
 
 from sessions_app.runners import get_runner
 from sessions_app.runners.base import RunnerError, TerminalStream
@@ -231,20 +231,34 @@ def cast_header(width: int, height: int, started: float, title: str = "") -> str
     return json.dumps(header, ensure_ascii=False) + "\n"
 
 
+class OutputRecorder(Protocol):
+    """What the bridge records a terminal's output through (a CastRecorder, or a connection's
+    share of one: sessions_app.recordings.CastFeed)."""
+
+    def output(self, data: bytes) -> None: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+    async def close(self) -> int | None: ...
+
+
 class CastRecorder:
     """Appends asciinema v2 events to a cast file whose header is already written.
 
     Events are built on the event loop (cheap) and written by one worker thread at a time, so a
-    slow disk never stalls the terminal; the buffer and the file are both bounded.
+    slow disk never stalls the terminal; the buffer and the file are both bounded. A recorder
+    going on with an earlier cast starts its clock at `elapsed` (seconds since the header's
+    timestamp); event times never go backwards.
     """
 
-    def __init__(self, path: Path, *, written: int, max_bytes: int) -> None:
+    def __init__(self, path: Path, *, written: int, max_bytes: int, elapsed: float = 0.0) -> None:
         self.path = path
-        self.written = written  # bytes already in the file (the header)
+        self.written = written  # bytes already in the file (the header, and any earlier events)
         self.max_bytes = max_bytes
         self.stopped = False
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._started = time.monotonic()
+        self._started = time.monotonic() - elapsed
+        self._last = elapsed
         self._pending: list[str] = []
         self._pending_bytes = 0
         self._wake = asyncio.Event()
@@ -262,8 +276,24 @@ class CastRecorder:
         if not self.stopped:
             self._event("r", f"{cols}x{rows}")
 
+    def marker(self, label: str) -> None:
+        if not self.stopped:
+            self._event("m", label)
+
+    def restart_decoder(self) -> None:
+        """Output now comes from another connection: end the last one's text (a character it left
+        cut off shows as one replacement character) and decode the next from a clean state."""
+        tail = self._decoder.decode(b"", final=True)
+        if tail and not self.stopped:
+            self._event("o", tail)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def _now(self) -> float:
+        self._last = max(self._last, round(time.monotonic() - self._started, 6))
+        return self._last
+
     def _event(self, code: str, text: str) -> None:
-        line = json.dumps([round(time.monotonic() - self._started, 6), code, text], ensure_ascii=False) + "\n"
+        line = json.dumps([self._now(), code, text], ensure_ascii=False) + "\n"
         size = len(line.encode())
         if self.written + self._pending_bytes + size > self.max_bytes:
             self._stop("recording stopped: size limit reached")
@@ -281,7 +311,7 @@ class CastRecorder:
         self.stopped = True
         # A marker event: players show it, and staff see why the replay ends early. Always small,
         # so it is allowed past the limit by its own few bytes.
-        line = json.dumps([round(time.monotonic() - self._started, 6), "m", why]) + "\n"
+        line = json.dumps([self._now(), "m", why]) + "\n"
         self._pending.append(line)
         self._pending_bytes += len(line.encode())
         self._wake.set()
@@ -327,38 +357,6 @@ class CastRecorder:
         return self.written
 
 
-def recording_name(session_id: str, terminal_name: str, when: float) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
-    month = time.strftime("%Y/%m", time.gmtime(when))
-    return f"recordings/{month}/{session_id}-{terminal_name}-{stamp}-{int(when * 1000) % 1000:03d}.cast"
-
-
-def start_recording(session: Any, request: TerminalRequest) -> tuple[int, Path, int]:
-    """Create the TerminalRecording row and its cast file with the header (blocking, ORM).
-
-    Returns the row id, the file path and the header's size.
-    """
-    from sessions_app.models import TerminalRecording
-
-    now = time.time()
-    name = recording_name(str(session.pk), request.name, now)
-    path = Path(settings.MEDIA_ROOT) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{session.lab.slug} — {session.user.get_username()} — terminal {request.name}"
-    header = cast_header(request.cols, request.rows, now, title)
-    path.write_text(header, encoding="utf-8")
-    recording = TerminalRecording.objects.create(
-        session=session, terminal_name=request.name, file=name, width=request.cols, height=request.rows,
-    )
-    return recording.pk, path, len(header.encode())
-
-
-def finish_recording(recording_id: int, size: int) -> None:
-    from sessions_app.models import TerminalRecording
-
-    TerminalRecording.objects.filter(pk=recording_id).update(ended_at=timezone.now(), size_bytes=size)
-
-
 # ---- the bridge -------------------------------------------------------------------------------
 class TerminalBridge:
     """Moves bytes between one TerminalStream and one WebSocket, on the event loop."""
@@ -369,7 +367,7 @@ class TerminalBridge:
         *,
         send_output: Callable[[bytes], Awaitable[None]],
         on_exit: Callable[[], Awaitable[None]],
-        recorder: CastRecorder | None = None,
+        recorder: OutputRecorder | None = None,
         flow: FlowControl | None = None,
         client_writable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:

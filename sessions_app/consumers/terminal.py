@@ -10,7 +10,8 @@ Close codes: 4400 bad request or repeated garbage, 4403 not yours (or not signed
 session is not running, 4500 the runner could not attach, 1000 the shell ended.
 
 The bridging itself (flow control, non-blocking reads and writes, recording) is in
-sessions_app/terminals.py.
+sessions_app/terminals.py; which cast a recorded terminal writes to (the same one again after a
+reconnect) in sessions_app/recordings.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
-from sessions_app import terminals
+from sessions_app import recordings, terminals
 from sessions_app.access import _get_session_for_user
 from sessions_app.actions import record_activity
 from sessions_app.consumers.flow import ClientFlow
@@ -87,7 +88,6 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self._strikes = 0
         self._last_activity = float("-inf")
         self._background: set[asyncio.Task[Any]] = set()
-        self._recording_id: int | None = None
         self._counts_activity = False
         # Accept first so the close code reaches the browser; nothing is attached before the checks.
         await self.accept()
@@ -127,10 +127,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                                                         client_writable=self.client_flow.wait_writable)
         if session.lab.record_terminal:
             try:
-                self._recording_id, path, header_size = await database_sync_to_async(terminals.start_recording)(
-                    session, request)
-                bridge.recorder = terminals.CastRecorder(path, written=header_size,
-                                                         max_bytes=terminals.recording_limit())
+                bridge.recorder = await recordings.join(session, request)
             except Exception:
                 log.exception("cannot record the terminal of session %s", session.pk)
         await self.send(text_data=json.dumps({"type": "ready", "name": request.name, "reattached": reattached}))
@@ -224,13 +221,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if bridge is None:
             return
         try:
-            size = await bridge.close()  # cancels a pump waiting for the client's buffer to drain
+            # Cancels a pump waiting for the client's buffer to drain; leaves the recording (the
+            # last connection of the terminal closes it and marks it ended).
+            await bridge.close()
         finally:
             if self.client_flow is not None:  # no longer daphne's producer once nothing reads the shell
                 self.client_flow.close()
                 self.client_flow = None
-        if self._recording_id is not None and size is not None:
-            await database_sync_to_async(terminals.finish_recording)(self._recording_id, size)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

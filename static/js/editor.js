@@ -5,6 +5,11 @@
  * bytes); a save sends the version it started from and gets 409 with what is on disk if the
  * file changed meanwhile, and the learner then chooses to overwrite or to reload.
  *
+ * One file is open at a time, and it is the one the title names. Replacing it while it has
+ * unsaved edits (opening another file, creating one) first asks: save them, discard them, or
+ * cancel; the edits are saved or dropped only as chosen, and the editor takes no typing until
+ * the next file is shown, so no keystroke lands in a file on its way out.
+ *
  * Other scripts: window.LabEditor.current() returns {path, content} of the open file (or null);
  * forms marked data-editor-context (e.g. the hint form) get file_path and file_content added to
  * their HTMX requests. Listens for `session:state` from session.js to enable or disable itself.
@@ -38,6 +43,7 @@
   const dirtyMark = $("[data-editor-dirty]");
   const conflictDialog = $("[data-editor-conflict]");
   const promptDialog = $("[data-editor-prompt]");
+  const unsavedDialog = $("[data-editor-unsaved]");
   const buttons = Object.fromEntries(
     [...root.querySelectorAll("[data-editor-action]")].map((b) => [b.dataset.editorAction, b]),
   );
@@ -50,6 +56,8 @@
     saving: false,
     view: null,
     language: null, // a CodeMirror Compartment
+    access: null, // a CodeMirror Compartment: read-only while not running or while switching files
+    switching: false, // the open file is being replaced: typing waits for the next one
   };
 
   // ---- small helpers ---------------------------------------------------------------------
@@ -140,13 +148,21 @@
       state.language.of(language && CM.languages[language] ? CM.languages[language]() : []),
       CM.EditorView.updateListener.of((update) => { if (update.docChanged) showDirty(); }),
       CM.EditorView.contentAttributes.of({ "aria-label": `Contents of ${path}` }),
-      CM.EditorState.readOnly.of(!state.running),
+      state.access.of(readOnlyNow()),
     ];
+  }
+
+  const readOnlyNow = () => CM.EditorState.readOnly.of(!state.running || state.switching);
+
+  function setSwitching(on) {
+    state.switching = on;
+    if (state.view && state.file) state.view.dispatch({ effects: state.access.reconfigure(readOnlyNow()) });
   }
 
   function showFile(path, text, version) {
     if (!state.view) {
       state.language = new CM.Compartment();
+      state.access = new CM.Compartment();
       state.view = new CM.EditorView({ parent: host, state: CM.EditorState.create({ extensions: [cspNonce] }) });
     }
     state.view.setState(CM.EditorState.create({ doc: text, extensions: extensionsFor(path, text) }));
@@ -328,9 +344,38 @@
 
   // ---- open and save ---------------------------------------------------------------------------
 
-  function confirmDiscard(action) {
+  /** Ask what to do with the open file's unsaved edits before `action`: "save", "discard" or "cancel". */
+  function askUnsaved(action) {
+    const name = state.file.path;
+    return new Promise((resolve) => {
+      $("[data-editor-unsaved-message]").textContent = `${name} has unsaved changes. Save them before you ${action}?`;
+      unsavedDialog.querySelector('[data-editor-unsaved-choice="save"]').textContent = `Save ${name}`;
+      unsavedDialog.querySelector('[data-editor-unsaved-choice="discard"]').textContent = `Discard changes to ${name}`;
+      unsavedDialog.returnValue = "";
+      // Escape closes the dialog with no value: the same as Cancel.
+      unsavedDialog.addEventListener("close", () => resolve(unsavedDialog.returnValue || "cancel"), { once: true });
+      unsavedDialog.showModal();
+    });
+  }
+
+  /** Whether the open file may be replaced for `action`: clean, or its edits saved or discarded as the learner chose. */
+  async function mayLeaveOpenFile(action) {
     if (!dirty()) return true;
-    return window.confirm(`${state.file.path} has unsaved changes. Discard them and ${action}?`);
+    const file = state.file;
+    const choice = await askUnsaved(action);
+    if (state.file !== file) return false; // closed meanwhile (deleted): nothing to replace
+    if (choice === "discard") return true;
+    if (choice === "save") {
+      setSwitching(true); // what is saved is what is on screen now: no typing while it goes
+      try {
+        return await save();
+      } finally {
+        setSwitching(false);
+      }
+    }
+    say(`Still editing ${file.path}; nothing else was done.`);
+    state.view?.focus();
+    return false;
   }
 
   async function openFile(path) {
@@ -338,8 +383,9 @@
       state.view?.focus();
       return;
     }
-    if (!confirmDiscard(`open ${path}`)) return;
+    if (!(await mayLeaveOpenFile(`open ${path}`))) return;
     say(`Opening ${path}…`);
+    setSwitching(true);
     try {
       const data = await call(urls.open, { params: { path } });
       showFile(data.path, data.content, data.version);
@@ -347,11 +393,14 @@
       state.view.focus();
     } catch (error) {
       say(error.message, "error");
+    } finally {
+      setSwitching(false);
     }
   }
 
+  /** Save the open file; resolves to whether it was saved (a conflict shows its dialog and gives false). */
   async function save(version = null) {
-    if (!state.file || !state.running || state.saving) return;
+    if (!state.file || !state.running || state.saving) return false;
     const file = state.file;
     const sent = state.view.state.doc; // what this save writes, even if typing goes on meanwhile
     const content = state.view.state.sliceDoc(); // joined with the file's own line separator
@@ -369,12 +418,14 @@
       }
       say(`Saved ${file.path}.`);
       LabSite.announce(`Saved ${file.path}.`);
+      return true;
     } catch (error) {
       if (error.status === 409 && error.body.conflict && state.file === file) {
         showConflict(file, error.body);
       } else {
         say(`Not saved: ${error.message}`, "error");
       }
+      return false;
     } finally {
       state.saving = false;
       showDirty();
@@ -464,15 +515,21 @@
         const kind = action === "new-file" ? "file" : "folder";
         const path = await ask(`New ${kind}`, "Path in the workspace", folder ? `${folder}/` : "", "Create");
         if (!path) return;
-        const data = await call(urls.create, { method: "POST", body: { path, kind } });
+        // A new file opens in place of the open one: settle its edits first, before anything is created.
+        if (kind === "file" && !(await mayLeaveOpenFile(`create ${path}`))) return;
+        let data;
+        setSwitching(kind === "file");
+        try {
+          data = await call(urls.create, { method: "POST", body: { path, kind } });
+          if (kind === "file") showFile(data.entry.path, "", data.version);
+        } finally {
+          setSwitching(false);
+        }
+        if (kind === "file") state.view.focus();
+        say(`Created ${data.entry.path}.`);
         await refreshTree();
         await revealFolder(parentOf(data.entry.path));
         select(data.entry.path);
-        say(`Created ${data.entry.path}.`);
-        if (kind === "file" && confirmDiscard(`open ${data.entry.path}`)) {
-          showFile(data.entry.path, "", data.version);
-          state.view.focus();
-        }
       } else if (action === "rename") {
         const path = state.selected;
         if (!path) return;
