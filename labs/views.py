@@ -20,7 +20,7 @@ def catalog(request: HtmxHttpRequest) -> HttpResponse:
     difficulty = request.GET.get("difficulty", "")
     difficulty = difficulty if difficulty in Lab.Difficulty.values else ""
     tag = request.GET.get("tag", "").strip()[:40]
-    labs = Lab.objects.published().search(q, difficulty, tag).prefetch_related("tags")
+    labs = Lab.objects.published().search(q, difficulty, tag).select_related("image").prefetch_related("tags")
     context = {
         "labs": labs,
         "q": q,
@@ -40,7 +40,7 @@ def catalog(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 def lab_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    lab = get_object_or_404(Lab.objects.prefetch_related("tags", "steps"), slug=slug)
+    lab = get_object_or_404(Lab.objects.select_related("image").prefetch_related("tags", "steps"), slug=slug)
     if not lab.published and not request.user.is_staff:
         raise Http404("No such lab")
     live_session = None
