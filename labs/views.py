@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseServerEr
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from labs.models import Lab, Tag
 from labsite.http import HtmxHttpRequest
@@ -20,7 +20,7 @@ def catalog(request: HtmxHttpRequest) -> HttpResponse:
     difficulty = request.GET.get("difficulty", "")
     difficulty = difficulty if difficulty in Lab.Difficulty.values else ""
     tag = request.GET.get("tag", "").strip()[:40]
-    labs = Lab.objects.published().search(q, difficulty, tag).prefetch_related("tags")
+    labs = Lab.objects.published().search(q, difficulty, tag).select_related("image").prefetch_related("tags")
     context = {
         "labs": labs,
         "q": q,
@@ -40,7 +40,7 @@ def catalog(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 def lab_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    lab = get_object_or_404(Lab.objects.prefetch_related("tags", "steps"), slug=slug)
+    lab = get_object_or_404(Lab.objects.select_related("image").prefetch_related("tags", "steps"), slug=slug)
     if not lab.published and not request.user.is_staff:
         raise Http404("No such lab")
     live_session = None
@@ -50,9 +50,13 @@ def lab_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def start_lab(request: HttpRequest, slug: str) -> HttpResponse:
     lab = get_object_or_404(Lab, slug=slug)
+    if request.method != "POST":
+        # Opened as a link, or where signing in led back to: the lab page has the Start button.
+        messages.info(request, "To start this lab, press Start lab.")
+        return redirect(lab)
     try:
         session = actions.start_session(request.user, lab)
     except actions.SessionActionError as exc:

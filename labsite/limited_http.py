@@ -21,12 +21,20 @@ When a response ends before the whole body has arrived (a refusal, or an applica
 early), the connection closes after it; what the client still sends meanwhile is read and
 dropped, never parsed as another request, for at most LINGER_SECONDS (closing with unread data
 would reset the connection, and most clients would then lose the answer).
+
+Before any of that, Twisted reads the request line and each header as a line of at most 16 KiB
+(LineReceiver.MAX_LENGTH), and all of them together up to 16 KiB (totalHeadersSize). Past a line's
+limit it closed the connection without a word (a search of 17,000 characters got no response at
+all); past the total, or on a malformed request, it wrote a bare "400 Bad Request" with no page.
+DroppingChannel answers those with a page: 414 for a request line too long, 431 for headers too
+long, 400 for the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from functools import partial
 from io import BytesIO
 from typing import Any
@@ -34,7 +42,7 @@ from typing import Any
 import daphne.server  # noqa: F401  # first: it installs Twisted's asyncio reactor
 from daphne.http_protocol import WebRequest
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel
 
 from labsite import body_limits
 from labsite.body_limits import Audience, BodyLimit
@@ -44,6 +52,16 @@ log = logging.getLogger(__name__)
 
 LINGER_SECONDS = 5.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# "METHOD SP": how a request line starts; a header line has no space before its colon.
+REQUEST_LINE_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ ")
+URI_TOO_LONG = (414, "The address is too long",
+                "The address of this request is longer than the server reads (16 KB): a search or link this long "
+                "cannot be answered. Shorten it and try again.")
+HEADERS_TOO_LONG = (431, "The request's headers are too long",
+                    "The request's headers (cookies, most often) are longer than the server reads (16 KB in all). "
+                    "Clear this site's cookies and try again.")
+BAD_REQUEST = (400, "Bad request", "The server could not read this request.")
+REASONS = {**RESPONSES, 431: b"Request Header Fields Too Large"}  # Twisted's table lacks 431
 
 
 class DroppingChannel(HTTPChannel):
@@ -62,9 +80,42 @@ class DroppingChannel(HTTPChannel):
         if not self._dropping:
             super().dataReceived(data)
 
+    def lineReceived(self, line: bytes) -> None:
+        # LineReceiver goes on splitting lines already buffered after a refusal; they are dropped too.
+        if not self._dropping:
+            super().lineReceived(line)
+
     def rawDataReceived(self, data: bytes) -> None:
         if not self._dropping:
             super().rawDataReceived(data)
+
+    # -- requests Twisted cannot read --------------------------------------------------------------
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line past Twisted's limit: `line` is the buffer from its start, a request line or a header."""
+        self._refuse_unread(*(URI_TOO_LONG if REQUEST_LINE_START.match(line) else HEADERS_TOO_LONG))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """Twisted's bare 400: the request line and headers over their total size, or a malformed request."""
+        if self._receivedHeaderSize <= self.totalHeadersSize:
+            self._refuse_unread(*BAD_REQUEST)
+        elif len(getattr(self, "_path", b"")) > self.totalHeadersSize // 2:
+            self._refuse_unread(*URI_TOO_LONG)  # the address took most of the room
+        else:
+            self._refuse_unread(*HEADERS_TOO_LONG)
+
+    def _refuse_unread(self, status: int, title: str, message: str) -> None:
+        """Answer a request that was never handed to a Request, then close, dropping the rest."""
+        if self._dropping:
+            return
+        self.drop_rest()
+        transport: Any = self.transport
+        log.info("refused a request from %s: %s %s", getattr(transport.getPeer(), "host", "?"), status, title)
+        headers, body = body_limits.error_response(status, title, message, as_json=False)
+        head = b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])
+        head += b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+        transport.write(head + b"\r\n" + body)
+        self.loseConnection()
 
     def loseConnection(self) -> None:
         transport: Any = self.transport

@@ -57,14 +57,19 @@ def session_status(request: HttpRequest, pk: UUID) -> HttpResponse:
 @login_required
 @require_POST
 def stop(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """Stop (or cancel) the session; back to the session page, or to "My sessions" when asked from there.
+
+    No message says it is stopping: the state on either page says so, and a banner would stay
+    "stopping" next to "Stopped" once the session page has refreshed its status.
+    """
     session = _get_session_for_user(request.user, pk)
     reason = EndReason.LEARNER if session.user_id == request.user.pk else EndReason.STAFF
     try:
         actions.stop_session(session, reason=reason)
     except actions.SessionActionError as exc:
         messages.error(request, str(exc))
-    else:
-        messages.info(request, "Your session is stopping.")
+    if request.POST.get("return_to") == "list":
+        return redirect("sessions:list")
     return redirect(session)
 
 

@@ -161,7 +161,8 @@ def mounted(module: str) -> URLResolver:
 
 ADMIN_PATHS = [p for p in concrete_paths("/admin/", admin.site.get_urls()) if p[len("/admin/"):] not in
                ADMIN_LOGIN_EXEMPT]
-RQ_PATHS = concrete_paths("/" + str(mounted("django_rq.urls").pattern), mounted("django_rq.urls").url_patterns)
+RQ_MOUNT = mounted("labsite.job_queue_pages")  # django-rq's pages, guarded (labsite/job_queue_pages.py)
+RQ_PATHS = concrete_paths("/" + str(RQ_MOUNT.pattern), RQ_MOUNT.url_patterns)
 # django-rq's JSON stats answer 401 rather than redirecting (they also take an API token).
 TOKEN_PATHS = {p for p in ADMIN_PATHS + RQ_PATHS if "/stats.json/" in p}
 

@@ -187,6 +187,10 @@
       this.term = new window.Terminal({
         fontSize: fontSize(),
         fontFamily: 'ui-monospace, "SFMono-Regular", "Cascadia Code", "Source Code Pro", Menlo, Consolas, monospace',
+        // Rows exactly one font-height tall cut off what is drawn below the baseline's descent:
+        // with DejaVu Sans Mono at 14 px and a pixel ratio of 1, every underscore ("x86_64" read
+        // "x86 64"). A little leading keeps the whole glyph inside its row.
+        lineHeight: 1.2,
         cursorBlink: true,
         scrollback: 5000,
         screenReaderMode: false,
