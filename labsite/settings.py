@@ -134,6 +134,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "labsite.method_not_allowed.MethodNotAllowedPageMiddleware",
 ]
 
 ROOT_URLCONF = "labsite.urls"

@@ -384,6 +384,18 @@ class DockerRunner(Runner):
     ) -> StartResult:
         if is_vm_spec(spec):
             return self.vm.start(spec, progress, timeout)
+        try:
+            return self._start_containers(spec, progress, timeout)
+        except BaseException:
+            # Nothing half-made stays behind (containers, networks, volumes, the disk), as the contract
+            # asks; a retried start makes it all again.
+            try:
+                self._remove_session_resources(spec.session_id)
+            except Exception as exc:
+                log.warning("cleaning up after the failed start of %s: %s", spec.session_id, exc)
+            raise
+
+    def _start_containers(self, spec: SessionSpec, progress: ProgressCallback, timeout: float) -> StartResult:
         deadline = time.monotonic() + timeout
         image = self._image(spec.image)
         user = self._session_user(spec, image)

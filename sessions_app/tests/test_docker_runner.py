@@ -315,32 +315,26 @@ def test_list_managed_finds_sessions_and_remove_managed_cleans_them(runner, engi
     assert engine.networks.list(filters={"label": f"{LABEL_SESSION}={spec.session_id}"}) == []
 
 
-@pytest.mark.parametrize("network_mode", ["none", "unrestricted"])
-def test_what_a_failed_dind_start_leaves_is_found_by_list_managed_and_removed(runner, engine, network_mode):
-    # The session's disk and its volumes are made before the container; a preload image that is
-    # missing fails the start right after, with no container to find the session by.
-    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image="labs/dind:bookworm",
+@pytest.mark.parametrize(("image", "network_mode"), [("labs/dind:bookworm", "none"), ("labs/dind:bookworm", "bridge"),
+                                                     (TINY, "unrestricted")])
+def test_a_failed_docker_in_docker_start_leaves_nothing_behind(runner, engine, image, network_mode):
+    # The session's disk, volumes and network (and, for a root learner, the container beside which
+    # the engine would run) are made before the preload images are looked up; a missing one fails
+    # the start there, and the runner removes everything it made, as the contract asks.
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=image,
                        memory_mb=64, network_mode=network_mode, docker_access=True,
                        dind_images=("labs/no-such-preload:latest",))
     label = f"{LABEL_SESSION}={spec.session_id}"
     try:
-        with pytest.raises(RunnerError):
+        with pytest.raises(RunnerError, match="no-such-preload"):
             runner.start(spec)
-        left = engine.volumes.list(filters={"label": label})
-        assert left and all(v.attrs["Labels"][LABEL_SESSION] == spec.session_id for v in left)
         assert engine.containers.list(all=True, filters={"label": label}) == []
-
-        managed = [env for env in runner.list_managed() if env.session_id == spec.session_id]
-        assert len(managed) == 1 and not managed[0].running
-        runner.remove_managed(managed[0])
         assert engine.volumes.list(filters={"label": label}) == []
         assert engine.networks.list(filters={"label": label}) == []
         assert not runner.disks.exists(f"{runner.instance}-{spec.session_id}")
         assert [env for env in runner.list_managed() if env.session_id == spec.session_id] == []
-        runner.remove_managed(managed[0])  # removing it again is harmless
     finally:
-        for volume in engine.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
+        runner._remove_session_resources(spec.session_id)
 
 
 def test_a_lone_managed_volume_without_a_session_label_is_found_and_removed(runner, engine):
