@@ -1,7 +1,8 @@
 """Making the database and the runners agree after crashes, restarts or manual meddling.
 
 - an environment a runner holds that no live session owns is removed;
-- a running session whose environment vanished is marked failed.
+- a running session whose environment vanished is marked failed;
+- a running session whose environment stopped from inside (a VM powered off) is stopped.
 
 Two passes at once (two `reconcile_runners` processes) are safe: on PostgreSQL a pass takes an
 advisory lock per runner and skips a runner another pass is reconciling, so an orphan is removed,
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection, transaction
 
+from sessions_app import actions
 from sessions_app.models import LIVE_STATES, EndReason, Session, State
 from sessions_app.runners import all_runners
 from sessions_app.runners.base import ManagedEnvironment, PollStatus, Runner, RunnerError
@@ -30,6 +32,7 @@ CHUNK = 500
 class ReconcileReport:
     orphans_removed: int = 0
     sessions_failed: int = 0
+    sessions_stopped: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -101,6 +104,15 @@ def fail_vanished(runner: Runner, found: LiveEnvironments, report: ReconcileRepo
                 report.errors.append(f"{runner.name}: polling {pk}: {exc}")
                 continue
             if status is PollStatus.RUNNING:
+                continue
+            if status is PollStatus.STOPPED:
+                # Still there but stopped from inside (a VM powered off, the main process ended): the
+                # learner's own doing, not a crash. It ends as a stop does, its teardown queued.
+                session.transition(State.STOPPING, end_reason=EndReason.LEARNER)
+                session.log("Your environment stopped from inside (a VM powered off, or its main process "
+                            "ended); the session has ended.", level="warning")
+                actions.queue_teardown(session.pk)
+                report.sessions_stopped += 1
                 continue
             session.transition(
                 State.FAILED,

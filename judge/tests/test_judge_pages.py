@@ -173,3 +173,11 @@ def test_messages_are_escaped_and_backticks_shown_as_code(client, running):
                                                "hint": ""}]})
     page = client.get(reverse("judge:attempt", args=[running.pk, attempt.pk]), **HTMX).content.decode()
     assert "&lt;b&gt;no&lt;/b&gt; <code>pip install x</code>" in page
+
+
+def test_a_step_without_checks_says_so(owner_client, owner, lab):
+    from sessions_app.models import Session, State
+
+    session = Session.objects.create(user=owner, lab=lab, state=State.RUNNING, runner_name="fake")
+    page = owner_client.get(session.get_absolute_url()).content.decode()
+    assert "This step has no check" in page

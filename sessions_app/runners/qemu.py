@@ -988,8 +988,10 @@ class QemuRunner(Runner):
                 continue
             if _arg_after(argv, "-pidfile") != str(root / session_id / "qemu.pid"):
                 continue  # another install's VM (another root), or not one of ours
+            # A guest powered off (QEMU kept for snapshots) is not running: reconciliation ends it.
+            status = self._status(root / session_id, deadline=None, timeout=1)
             found[session_id] = ManagedEnvironment(
-                session_id, str(root / session_id), True, {"pid": int(entry)}
+                session_id, str(root / session_id), status not in STOPPED_STATUSES, {"pid": int(entry)}
             )
         if root.is_dir():
             for path in sorted(root.iterdir()):

@@ -102,12 +102,17 @@ def test_a_running_session_whose_environment_vanished_is_marked_failed(running):
     assert "disappeared" in running.error
 
 
-def test_a_session_whose_environment_stopped_is_failed_and_its_remains_removed(running):
-    fake.ENVIRONMENTS[running.runner_state["env_id"]]["running"] = False  # crashed, still there
-    report = reconcile()
+def test_a_session_whose_environment_stopped_from_inside_is_stopped_and_its_remains_removed(
+    running, django_capture_on_commit_callbacks
+):
+    # Still there, but stopped from inside (a VM the learner powered off): the session ends as a stop.
+    fake.ENVIRONMENTS[running.runner_state["env_id"]]["running"] = False
+    with django_capture_on_commit_callbacks(execute=True):
+        report = reconcile()
     running.refresh_from_db()
-    assert (report.orphans_removed, report.sessions_failed, report.errors) == (0, 1, [])
-    assert (running.state, running.end_reason) == (State.FAILED, EndReason.VANISHED)
+    assert (report.orphans_removed, report.sessions_failed, report.sessions_stopped, report.errors) == (0, 0, 1, [])
+    assert (running.state, running.end_reason) == (State.STOPPED, EndReason.LEARNER)
+    assert running.events.filter(message__startswith="Your environment stopped from inside").exists()
     assert fake.ENVIRONMENTS == {}
 
 
@@ -120,7 +125,7 @@ def test_reconcile_twice_is_harmless(running):
 
 def test_the_command_reports_counts(running, capsys):
     call_command("reconcile_runners")
-    assert "orphans_removed=0 sessions_failed=0" in capsys.readouterr().out
+    assert "orphans_removed=0 sessions_failed=0 sessions_stopped=0" in capsys.readouterr().out
 
 
 def test_only_this_tests_own_places_are_scanned(db, tmp_path):

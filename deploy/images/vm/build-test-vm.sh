@@ -147,8 +147,12 @@ chmod 0755 "$ROOTFS/etc/acpi/PWRF/00000080"
 
 cat >"$ROOTFS/init" <<'INIT'
 #!/bin/sh
-# PID 1 of the labs test VM. Never exits (the kernel would panic).
+# PID 1 of the labs test VM. Never exits (the kernel would panic). busybox's poweroff, halt and
+# reboot ask PID 1 by signal (USR2, USR1, TERM), as its own init would take them.
 export PATH=/bin HOME=/root TERM=linux PS1='labvm# '
+trap 'sync; poweroff -f' USR2
+trap 'sync; halt -f' USR1
+trap 'sync; reboot -f' TERM
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

@@ -15,7 +15,8 @@ class Command(BaseCommand):
         interval = options.get("loop")
         while True:
             report = reconcile()
-            self.stdout.write(f"orphans_removed={report.orphans_removed} sessions_failed={report.sessions_failed}")
+            self.stdout.write(f"orphans_removed={report.orphans_removed} sessions_failed={report.sessions_failed} "
+                              f"sessions_stopped={report.sessions_stopped}")
             for error in report.errors:
                 self.stderr.write(error)
             if not interval:
