@@ -155,6 +155,17 @@ class ResilientWorker(Worker):
             # Idle: RQ calls this before every wait for a job, so this is where outages are waited out.
             self._once_redis_answers(lambda: super(ResilientWorker, self).heartbeat(timeout))
 
+    def monitor_work_horse(self, job: Any, queue: Any, execution: Any) -> None:
+        # Once the horse has exited RQ asks Redis how the job ended; with Redis away that raised out
+        # of the worker's loop (a traceback, and the worker quit). The job stays in the started
+        # registry, so the abandoned-job sweep settles it once Redis is back.
+        try:
+            super().monitor_work_horse(job, queue, execution)
+        except REDIS_DOWN as exc:
+            self.redis_watch.lost(exc)
+            log.warning("job %s ended while Redis was away; the sweep of abandoned jobs will settle it", job.id)
+            self._horse_pid = 0
+
     def maintain_heartbeats(self, job: Any, execution: Any) -> None:
         self._while_busy(lambda: super(ResilientWorker, self).maintain_heartbeats(job, execution))
 

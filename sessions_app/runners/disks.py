@@ -146,8 +146,10 @@ class SessionDisks:
         if not os.path.ismount(mountpoint):
             return None
         stats = os.statvfs(mountpoint)
-        total = stats.f_blocks * stats.f_frsize
-        return DiskUsage(used_bytes=total - stats.f_bfree * stats.f_frsize, total_bytes=total)
+        used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        # As df counts it: what the session has used and what it may still write (ext4 keeps a few
+        # blocks of its own back, which a learner never gets).
+        return DiskUsage(used_bytes=used, total_bytes=used + stats.f_bavail * stats.f_frsize)
 
     @staticmethod
     def _run(argv: list[str], what: str) -> None:

@@ -56,7 +56,7 @@ import json
 import logging
 import os
 import posixpath
-import select
+import selectors
 import socket
 import struct
 import tarfile
@@ -1049,13 +1049,7 @@ class DockerRunner(Runner):
         raw: socket.socket = getattr(sock, "_sock", sock)
         started = time.monotonic()
         try:
-            if stdin is not None:
-                try:
-                    raw.sendall(stdin)
-                    raw.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass  # the command stopped reading (it failed, or needs no more): its output says why
-            stdout, stderr = _read_multiplexed(raw, deadline=started + timeout + 5)
+            stdout, stderr = _exchange(raw, stdin, deadline=started + timeout + 5)
         finally:
             raw.close()
         info = self._call("reading the command's result", self.api.exec_inspect, exec_id)
@@ -1116,7 +1110,13 @@ class DockerRunner(Runner):
         )
         result = self._file_command(state, script, path, stdin=data)
         if result.exit_code != 0:
-            raise RunnerError(f"{path}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
+            reason = result.stderr.decode(errors="replace").strip()
+            if not reason:
+                # A command that dies while the data is still coming can take its message with it.
+                usage = self.disk_usage(state)
+                reason = ("No space left on device (the session's disk is full)" if usage and usage.fraction > 0.98
+                          else f"the save failed (exit status {result.exit_code})")
+            raise RunnerError(f"{path}: {reason}", permanent=True)
 
     # files the judge reads: through the engine's archive API --------------------------------
     # No program in the container takes part: a learner who is root there (Docker-in-Docker)
@@ -1396,33 +1396,58 @@ def _inside(workspace: str, target: str) -> str | None:
     return target[len(workspace) + 1:] if target.startswith(workspace + "/") else None
 
 
-def _read_multiplexed(raw: socket.socket, deadline: float) -> tuple[bytes, bytes]:
-    """Read Docker's multiplexed exec stream (8-byte frame headers) until EOF or the deadline."""
+def _exchange(raw: socket.socket, stdin: bytes | None, deadline: float) -> tuple[bytes, bytes]:
+    """Feed `stdin` to an exec and read its multiplexed output (8-byte frame headers) at the same
+    time, until EOF or the deadline. A command that stops reading early (it failed, or needs no
+    more) never blocks the feeding: what it printed is read all the while, and the rest of the
+    input is dropped when the engine closes its side."""
     buffers = {1: bytearray(), 2: bytearray()}
     pending = bytearray()
+    to_send = memoryview(stdin) if stdin is not None else None
     raw.setblocking(False)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        ready, _, _ = select.select([raw], [], [], min(remaining, 1.0))
-        if not ready:
-            continue
-        try:
-            chunk = raw.recv(65536)
-        except BlockingIOError:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        pending.extend(chunk)
-        while len(pending) >= 8:
-            stream, size = pending[0], struct.unpack(">I", pending[4:8])[0]
-            if len(pending) < 8 + size:
+    with selectors.DefaultSelector() as selector:  # poll/epoll: no limit on descriptor numbers
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if to_send is not None else 0)
+        selector.register(raw, events)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            target = buffers.get(stream, buffers[1])
-            if len(target) < MAX_OUTPUT:
-                target.extend(pending[8:8 + size][: MAX_OUTPUT - len(target)])
-            del pending[:8 + size]
+            ready = selector.select(min(remaining, 1.0))
+            if not ready:
+                continue
+            mask = ready[0][1]
+            if mask & selectors.EVENT_WRITE and to_send is not None:
+                try:
+                    sent = raw.send(to_send[:65536])
+                    to_send = to_send[sent:]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    to_send = memoryview(b"")  # the engine closed its side: the command has ended
+                if to_send is not None and not len(to_send):
+                    to_send = None
+                    try:
+                        raw.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    selector.modify(raw, selectors.EVENT_READ)
+            if not mask & selectors.EVENT_READ:
+                continue
+            try:
+                chunk = raw.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending.extend(chunk)
+            while len(pending) >= 8:
+                stream, size = pending[0], struct.unpack(">I", pending[4:8])[0]
+                if len(pending) < 8 + size:
+                    break
+                target = buffers.get(stream, buffers[1])
+                if len(target) < MAX_OUTPUT:
+                    target.extend(pending[8:8 + size][: MAX_OUTPUT - len(target)])
+                del pending[:8 + size]
     return bytes(buffers[1]), bytes(buffers[2])

@@ -92,6 +92,15 @@ def test_exec_passes_stdin(runner, started):
     assert out.stdout == b"HELLO"
 
 
+def test_a_command_that_stops_reading_its_input_early_still_reports_promptly(runner, started):
+    _, result = started()
+    began = time.monotonic()
+    out = runner.exec(result.state, ["sh", "-c", "head -c 10 >/dev/null; echo early; echo why >&2; exit 3"],
+                      stdin=b"x" * (8 * 1024 * 1024), timeout=20)
+    assert (out.exit_code, out.stdout, out.stderr) == (3, b"early\n", b"why\n")
+    assert time.monotonic() - began < 10, "the unread input never blocks the exchange"
+
+
 def test_exec_is_killed_at_its_timeout(runner, started):
     _, result = started()
     began = time.monotonic()
