@@ -111,19 +111,19 @@ FAKE_RUNNERS = {
     # takes test containers for orphans (nor the reverse).
     # LAB_TEST_DOCKER_INSTANCE keeps two test runs on one engine out of each other's way.
     "docker": {
-        "BACKEND": "sessions_app.runners.docker.DockerRunner",
+        "BACKEND": "runners.docker.DockerRunner",
         "OPTIONS": {"instance": os.environ.get("LAB_TEST_DOCKER_INSTANCE", "labstest")},
     },
-    "fake": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {}},
-    "fake-slow": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"start_delay": 3}},
-    "fake-failing": {"BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"fail_on": "start"}},
+    "fake": {"BACKEND": "runners.fake.FakeRunner", "OPTIONS": {}},
+    "fake-slow": {"BACKEND": "runners.fake.FakeRunner", "OPTIONS": {"start_delay": 3}},
+    "fake-failing": {"BACKEND": "runners.fake.FakeRunner", "OPTIONS": {"fail_on": "start"}},
 }
 
 
 @pytest.fixture(autouse=True)
 def fake_runners(settings):
     """Every test can use the in-memory runners; the real ones stay configured as usual."""
-    from sessions_app.runners import fake, reset_cache
+    from runners import fake, reset_cache
 
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, **FAKE_RUNNERS}
     reset_cache()

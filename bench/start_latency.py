@@ -29,7 +29,7 @@ def setup_django(data_dir: str) -> None:
     os.environ.pop("REDIS_URL", None)
     os.environ["LAB_EMBEDDED_JOBS"] = "inline"  # measure the job itself, not a thread hand-off
     # Its own container label: a reconciler of a real install on this engine must not touch them.
-    os.environ["LAB_RUNNERS"] = '{"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", ' \
+    os.environ["LAB_RUNNERS"] = '{"docker": {"BACKEND": "runners.docker.DockerRunner", ' \
         '"OPTIONS": {"instance": "labsbench"}}}'
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labsite.settings")
     import django
@@ -52,7 +52,7 @@ class PlatformCase:
         from django.contrib.auth.models import User
 
         from labs.models import Image, Lab
-        from sessions_app.runners import get_runner
+        from runners import get_runner
 
         self.user, _ = User.objects.get_or_create(username=f"bench-{runner_alias}-{network}")
         image, _ = Image.objects.get_or_create(name=f"bench-{runner_alias}", defaults={"reference": image_ref})

@@ -48,7 +48,7 @@ def setup_django(data_dir: str) -> None:
     os.environ["LAB_DATA_DIR"] = data_dir
     # An instance label of our own: reconciliation run by anything else on this engine must not
     # take the benchmark's container (unknown to its database) for an orphan.
-    os.environ["LAB_RUNNERS"] = json.dumps({"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner",
+    os.environ["LAB_RUNNERS"] = json.dumps({"docker": {"BACKEND": "runners.docker.DockerRunner",
                                                        "OPTIONS": {"instance": f"labsbench{uuid.uuid4().hex[:6]}"}}})
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)

@@ -40,7 +40,7 @@ def setup_django(data_dir: Path, accel: str) -> None:
     os.environ["LAB_DATA_DIR"] = str(data_dir)
     os.environ["LAB_QEMU_ACCEL"] = accel
     os.environ["LAB_RUNNERS"] = json.dumps({"qemu": {
-        "BACKEND": "sessions_app.runners.qemu.QemuRunner",
+        "BACKEND": "runners.qemu.QemuRunner",
         "OPTIONS": {"root": str(data_dir / "vms"), "run_as": "", "powerdown_timeout": 0},
     }})
     os.environ.pop("DATABASE_URL", None)
@@ -56,7 +56,7 @@ def setup_django(data_dir: Path, accel: str) -> None:
 
 
 def vnc_ready(path: str, deadline: float) -> None:
-    from sessions_app.qmp import connect_unix
+    from runners.qmp import connect_unix
 
     while True:
         try:
@@ -115,13 +115,13 @@ class PlatformCase:
 
 class RunnerCase:
     def __init__(self, disk: Path) -> None:
-        from sessions_app.runners import get_runner
+        from runners import get_runner
 
         self.disk = disk
         self.runner = get_runner("qemu")
 
     def once(self) -> float:
-        from sessions_app.runners.base import SessionSpec
+        from runners.base import SessionSpec
 
         spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="bench", lab_slug="bench",
                            image=str(self.disk), image_kind="vm", memory_mb=128, network_mode="none")

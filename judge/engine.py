@@ -20,9 +20,9 @@ from judge import steps
 from judge.checks import CheckContext, JudgeError, get_kind, validate_checks
 from judge.models import Attempt
 from judge.results import CheckReport, JudgeResult
+from runners import get_runner
+from runners.base import PollStatus, RunnerError
 from sessions_app.models import State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import PollStatus, RunnerError
 
 log = logging.getLogger(__name__)
 

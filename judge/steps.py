@@ -31,9 +31,9 @@ from judge.models import StepRun
 from judge.progress import final_passed, step_progress
 from labs.models import LabStep
 from labsite.queueing import enqueue_on_commit
+from runners import get_runner
+from runners.base import PollStatus, RunnerError
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import PollStatus, RunnerError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sessions_app.runners.base import PlacedFile, Runner, RunnerError, WorkspacePathError, clean_workspace_path
+from runners.base import PlacedFile, Runner, RunnerError, WorkspacePathError, clean_workspace_path
 
 KILLERCODA = "killercoda"
 HOME_PREFIXES = ("~", "/root")

@@ -316,7 +316,7 @@ if not isinstance(LAB_RUNNERS, dict) or not all(
 ):
     raise ImproperlyConfigured(
         'LAB_RUNNERS must be a JSON object of runner aliases, e.g. '
-        '{"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {}}}'
+        '{"docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {}}}'
     )
 LAB_DEFAULT_RUNNER = env_str("LAB_DEFAULT_RUNNER", "default")
 LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=0)

@@ -11,6 +11,6 @@ class SessionsAppConfig(AppConfig):
 
 
 def _posture_check(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
-    from sessions_app.runners.posture import unsafe_settings
+    from runners.posture import unsafe_settings
 
     return [checks.Warning(text, id=f"labs.W{index:03d}") for index, text in enumerate(unsafe_settings(), start=1)]

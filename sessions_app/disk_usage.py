@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from runners import get_runner
+from runners.base import RunnerError
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import RunnerError
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from labsite import bounded_json
+from runners.base import FileEntry
 from sessions_app import actions
 from sessions_app.access import _get_session_for_user
-from sessions_app.runners.base import FileEntry
 from sessions_app.workspace import SaveConflict, TooLarge, Workspace, WorkspaceError, max_bytes, version_of
 
 View = Callable[..., JsonResponse]

@@ -34,10 +34,10 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.html import escape
 
+from runners import get_runner
+from runners.base import Endpoint
 from sessions_app.access import _get_session_for_user
 from sessions_app.models import PreviewShare, Session, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import Endpoint
 
 SHARE_SALT = "sessions_app.preview.share"
 SHARE_PARAM = "share"

@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from judge.steps import start_open_steps
 from labs.assets import prepare_environment
+from runners import get_runner, resolve_alias
+from runners.base import Runner, RunnerError, SessionSpec
 from sessions_app.models import EndReason, Session, StaleTransition, State
-from sessions_app.runners import get_runner, resolve_alias
-from sessions_app.runners.base import Runner, RunnerError, SessionSpec
+from sessions_app.specs import spec_for
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def provision(session_id: str) -> None:
         Session.objects.filter(pk=session.pk).update(runner_name=alias)
         session.runner_name = alias
 
-    spec = SessionSpec.from_session(session)
+    spec = spec_for(session)
     if not spec.image:
         _fail(session, f"Cannot start: the image {session.lab.image.name} has no file or reference yet.")
         return

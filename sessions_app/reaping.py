@@ -23,13 +23,13 @@ from django.utils import timezone
 from labs.models import Lab
 from labsite.abandoned_jobs import sweep_abandoned_jobs
 from labsite.queueing import QueueUnavailable, require_queue
+from runners import get_runner
+from runners.base import RunnerError
 from sessions_app import job_recovery
 from sessions_app.actions import queue_removal, queue_teardown
 from sessions_app.models import ENDED_STATES, EndReason, Session, SessionEvent, SessionQuerySet, State
 from sessions_app.provisioning import remove_leftovers
 from sessions_app.row_claims import claim_in_batches, quiet_since
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import RunnerError
 
 log = logging.getLogger(__name__)
 

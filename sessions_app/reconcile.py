@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection, transaction
 
+from runners import all_runners
+from runners.base import ManagedEnvironment, PollStatus, Runner, RunnerError
 from sessions_app import actions
 from sessions_app.models import LIVE_STATES, EndReason, Session, State
-from sessions_app.runners import all_runners
-from sessions_app.runners.base import ManagedEnvironment, PollStatus, Runner, RunnerError
 
 log = logging.getLogger(__name__)
 CHUNK = 500

@@ -58,10 +58,10 @@ from accounts.models import UserQuota
 from labs.models import Image, Lab
 from labs.vm_images import qcow2_backing_file
 from labsite.queueing import QUEUE_UNAVAILABLE, QueueUnavailable, enqueue_on_commit, require_queue, retry_once
+from runners import get_runner
+from runners.base import PollStatus, Runner, RunnerError
 from sessions_app import actions
 from sessions_app.models import ENDED_STATES, Session, Snapshot, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import PollStatus, Runner, RunnerError
 
 log = logging.getLogger(__name__)
 

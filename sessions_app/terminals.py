@@ -40,8 +40,8 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import RunnerError, TerminalStream
+from runners import get_runner
+from runners.base import RunnerError, TerminalStream
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def attach(runner_name: str, state: dict[str, Any], request: TerminalRequest) ->
     """
     runner = get_runner(runner_name)
     reattached = False
-    from sessions_app.runners.docker import DockerRunner
+    from runners.docker import DockerRunner
 
     if isinstance(runner, DockerRunner):
         probe = f"command -v tmux >/dev/null 2>&1 && tmux has-session -t '=term-{request.name}' 2>/dev/null"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sessions_app.qmp import connect_unix
+from runners.qmp import connect_unix
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from django.conf import settings
 
+from runners import get_runner
+from runners.base import FileEntry, Runner, RunnerError, WorkspacePathError, clean_workspace_path
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import FileEntry, Runner, RunnerError, WorkspacePathError, clean_workspace_path
 
 ABSENT = ""  # the version of a file that does not exist
 

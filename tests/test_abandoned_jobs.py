@@ -39,7 +39,7 @@ WITHIN_SECONDS = 60
 @pytest.fixture
 def slow_lab(settings, lab):
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "fake-slower": {
-        "BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"start_delay": START_DELAY},
+        "BACKEND": "runners.fake.FakeRunner", "OPTIONS": {"start_delay": START_DELAY},
     }}
     lab.runner = "fake-slower"
     lab.save()

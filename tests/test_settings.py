@@ -69,11 +69,11 @@ def test_lab_rq_async_false_runs_jobs_inline_on_redis(base_env):
 
 
 def test_a_well_formed_lab_runners_is_accepted(base_env):
-    runners = '{"big": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"dind_mode": "auto"}}}'
+    runners = '{"big": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"dind_mode": "auto"}}}'
     values = settings_values("LAB_RUNNERS", unset=SERVICE_VARIABLES, LAB_RUNNERS=runners, **base_env)
 
     assert values["LAB_RUNNERS"] == {
-        "big": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"dind_mode": "auto"}}
+        "big": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"dind_mode": "auto"}}
     }
 
 
@@ -85,7 +85,7 @@ def test_a_well_formed_lab_runners_is_accepted(base_env):
         ({"DJANGO_DEBUG": "perhaps"}, "DJANGO_DEBUG='perhaps' is not a boolean"),
         ({"LAB_RUNNERS": "not json"}, "LAB_RUNNERS is not valid JSON"),
         ({"LAB_RUNNERS": "[1]"}, "LAB_RUNNERS must be a JSON object of runner aliases"),
-        ({"LAB_RUNNERS": '{"docker": "sessions_app.runners.docker.DockerRunner"}'},
+        ({"LAB_RUNNERS": '{"docker": "runners.docker.DockerRunner"}'},
          "LAB_RUNNERS must be a JSON object of runner aliases"),
         ({"LAB_RUNNERS": '{"big": {"OPTIONS": {}}}'}, "LAB_RUNNERS must be a JSON object of runner aliases"),
         ({"LAB_RQ_ASYNC": "true"}, "LAB_RQ_ASYNC=true needs REDIS_URL"),

@@ -142,7 +142,7 @@ def test_a_reaper_pass_with_redis_gone_changes_nothing_that_needs_a_job(rq_worke
 @pytest.fixture
 def slow_lab(settings, lab):
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "fake-slower": {
-        "BACKEND": "sessions_app.runners.fake.FakeRunner", "OPTIONS": {"start_delay": 6},
+        "BACKEND": "runners.fake.FakeRunner", "OPTIONS": {"start_delay": 6},
     }}
     lab.runner = "fake-slower"
     lab.save()

@@ -66,7 +66,7 @@ def vm_image() -> VMImage:
 
 def vm_spec(image, **fields):
     """A SessionSpec for a VM of `image` (a disk or ISO path): 128 MiB, no network, a new session id."""
-    from sessions_app.runners.base import SessionSpec
+    from runners.base import SessionSpec
 
     values = {"session_id": str(uuid.uuid4()), "user_id": 1, "username": "olivia", "lab_slug": "vm-lab",
               "image": str(image), "image_kind": "vm", "memory_mb": 128, "network_mode": "none"}

@@ -8,7 +8,7 @@
 #   labs/base:bookworm    debootstrap minbase + lab tools, users learner/judge
 #   labs/dind:bookworm    labs/base + docker.io, an engine of its own
 #   labs/qemu:bookworm    labs/base + QEMU and socat: the runner image of VM labs
-#                         on the Docker runner (sessions_app/runners/docker_vm.py)
+#                         on the Docker runner (runners/docker_vm.py)
 #   labs/killercoda:bookworm  labs/base + Docker's CLI, ssh, jq, vim…: the host imported
 #                         Killercoda scenarios run on (root's shell; the engine sits beside it)
 #   labs/python:3.11-slim Debian's Python 3.11 + pip + venv, flattened (~150 MB),

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from judge.checks.options import Option, Problem, validate
 from judge.results import Failure
-from sessions_app.runners.base import ExecResult, FileStat, Runner, RunnerError, clean_workspace_path
+from runners.base import ExecResult, FileStat, Runner, RunnerError, clean_workspace_path
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 JUDGE_USER = "judge"

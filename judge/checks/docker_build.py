@@ -26,7 +26,7 @@ from typing import Any
 from judge.checks.background import run_streaming
 from judge.checks.base import CheckContext, CheckKind, CheckOutcome, JudgeError, text_of
 from judge.checks.options import Option, Problem
-from sessions_app.runners.base import clean_workspace_path
+from runners.base import clean_workspace_path
 
 BUILT_TAG = "labs-judge/build:latest"
 BUILD_ENV = {"DOCKER_BUILDKIT": "0"}  # the classic builder: plain logs, no registry lookups

@@ -39,7 +39,7 @@ from judge.checks.dockerfile_parser import (
 )
 from judge.checks.dockerignore import is_excluded, parse_dockerignore
 from judge.checks.options import Option, Problem
-from sessions_app.runners.base import clean_workspace_path
+from runners.base import clean_workspace_path
 
 # Options that judge the Dockerfile itself (the rest is about files next to it).
 DOCKERFILE_RULES = ("min_stages", "max_stages", "base_images", "final_base_images", "dependencies_first",

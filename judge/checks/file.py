@@ -20,7 +20,7 @@ from typing import Any
 
 from judge.checks.base import CheckContext, CheckKind, CheckOutcome, text_of
 from judge.checks.options import Option
-from sessions_app.runners.base import clean_workspace_path
+from runners.base import clean_workspace_path
 
 MAX_BYTES = 1_048_576
 

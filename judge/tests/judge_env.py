@@ -19,10 +19,10 @@ from django.conf import settings
 from judge.models import Attempt
 from labs.labformat import import_labs
 from labs.models import Lab
+from runners import get_runner, reset_cache
+from runners.base import Runner, SessionSpec
+from runners.docker import DockerRunner
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner, reset_cache
-from sessions_app.runners.base import Runner, SessionSpec
-from sessions_app.runners.docker import DockerRunner
 
 DEMO = Path(settings.BASE_DIR) / "labs" / "demo_catalog"
 RUNNER_ALIAS = "docker-judge"
@@ -83,7 +83,7 @@ def use_runner(settings_fixture, instance: str) -> None:
     """Point the alias the labs use at the module's environment (the attempt job looks it up)."""
     settings_fixture.LAB_RUNNERS = {
         **settings_fixture.LAB_RUNNERS,
-        RUNNER_ALIAS: {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": runner_options(instance)},
+        RUNNER_ALIAS: {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": runner_options(instance)},
     }
     reset_cache()
 

@@ -7,9 +7,9 @@ import pytest
 from judge import actions
 from judge.models import Attempt
 from labs.models import LabStep
+from runners import get_runner
 from sessions_app import actions as session_actions
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from judge.engine import AttemptLog
 from judge.models import Attempt
 from judge.tests import judge_fixtures
 from judge.tests.judge_fixtures import check, put
-from sessions_app.runners import fake
+from runners import fake
 
 # The shared fixtures, under the names the tests ask for.
 checked_lab = judge_fixtures.checked_lab

@@ -10,8 +10,8 @@ import yaml
 from judge.checks import CheckContext
 from judge.checks.dockerfile import DockerfileCheck
 from judge.tests.judge_env import DEMO
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import SessionSpec
+from runners import get_runner
+from runners.base import SessionSpec
 
 GOOD = """\
 FROM labs/python:3.11-slim

@@ -18,8 +18,8 @@ from judge.tests.judge_env import (
     environment,
     reset_workspace,
 )
-from sessions_app.runners.base import RunnerError, SessionSpec
-from sessions_app.runners.local import LocalRunner
+from runners.base import RunnerError, SessionSpec
+from runners.local import LocalRunner
 
 pytestmark = pytest.mark.docker
 

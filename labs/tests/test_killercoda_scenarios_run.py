@@ -26,9 +26,9 @@ from judge import actions as judge_actions
 from judge.models import Attempt, StepRun
 from labs.labformat import import_labs
 from labs.models import Lab
+from runners import get_runner
 from sessions_app import actions
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
 from sessions_app.tests.terminal_harness import attach, hang_up, read_until
 
 pytestmark = pytest.mark.docker

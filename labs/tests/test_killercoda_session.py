@@ -17,10 +17,10 @@ from judge.models import StepRun
 from labs.assets import AssetPathError, apply_chmod, asset_destination, asset_directory, expand_assets
 from labs.labformat import LabImportError, import_labs
 from labs.models import Image, Lab
+from runners import get_runner
+from runners.docker import LABEL_SESSION
 from sessions_app import actions
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.docker import LABEL_SESSION
 
 SCENARIO = Path(__file__).resolve().parent / "killercoda_scenarios" / "tool-report"
 

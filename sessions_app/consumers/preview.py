@@ -39,10 +39,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from runners.base import Endpoint, RunnerError
 from sessions_app import preview, preview_origin
 from sessions_app.consumers.flow import ClientFlow, find_daphne_protocol
 from sessions_app.preview import PreviewGrant, PreviewNotFound, SessionNotRunning, UndeclaredPort
-from sessions_app.runners.base import Endpoint, RunnerError
 
 log = logging.getLogger(__name__)
 

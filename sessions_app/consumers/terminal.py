@@ -26,12 +26,12 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
+from runners.base import RunnerError
 from sessions_app import recordings, terminals
 from sessions_app.access import _get_session_for_user
 from sessions_app.actions import record_activity
 from sessions_app.consumers.flow import ClientFlow
 from sessions_app.models import Session, State
-from sessions_app.runners.base import RunnerError
 
 log = logging.getLogger(__name__)
 

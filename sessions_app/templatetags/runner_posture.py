@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from sessions_app.runners import posture
+from runners import posture
 
 register = template.Library()
 

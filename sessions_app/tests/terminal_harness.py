@@ -27,11 +27,11 @@ from django.test import Client
 from django.urls import path
 
 from labs.models import Image, Lab
+from runners import get_runner, reset_cache
 from sessions_app import actions
 from sessions_app.consumers.hosts import platform_origin_validator
 from sessions_app.consumers.terminal import TerminalConsumer
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner, reset_cache
 
 HOST = (b"host", b"localhost")
 ORIGIN = (b"origin", b"http://localhost")
@@ -63,7 +63,7 @@ def local_runner(settings: Any, tmp_path: Path) -> Iterator[str]:
     settings.DATA_DIR = tmp_path
     settings.LAB_ALLOW_UNSANDBOXED_LOCAL = False
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "local": {
-        "BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path / "local")}}}
+        "BACKEND": "runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path / "local")}}}
     reset_cache()
     yield "local"
     runner = get_runner("local")
@@ -81,7 +81,7 @@ def docker_runner(settings: Any, tmp_path: Path) -> Iterator[str]:
         pytest.fail(f"the Docker engine is required for these tests: {exc}")
     settings.DATA_DIR = tmp_path
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "docker": {
-        "BACKEND": "sessions_app.runners.docker.DockerRunner",
+        "BACKEND": "runners.docker.DockerRunner",
         "OPTIONS": {"instance": f"labst{uuid.uuid4().hex[:6]}"}}}
     reset_cache()
     yield "docker"

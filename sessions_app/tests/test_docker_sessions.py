@@ -8,12 +8,12 @@ import docker
 import pytest
 
 from labs.models import Image, Lab
+from runners import get_runner, reset_cache
+from runners.base import SessionSpec
+from runners.docker import LABEL_SESSION
 from sessions_app import actions
 from sessions_app.models import EndReason, Session, State
 from sessions_app.reconcile import reconcile
-from sessions_app.runners import get_runner, reset_cache
-from sessions_app.runners.base import SessionSpec
-from sessions_app.runners.docker import LABEL_SESSION
 
 pytestmark = pytest.mark.docker
 
@@ -24,9 +24,9 @@ def docker_runners(settings, tmp_path):
     settings.DATA_DIR = tmp_path
     settings.LAB_RUNNERS = {
         **settings.LAB_RUNNERS,
-        "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"instance": instance}},
+        "docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"instance": instance}},
         "docker-down": {
-            "BACKEND": "sessions_app.runners.docker.DockerRunner",
+            "BACKEND": "runners.docker.DockerRunner",
             "OPTIONS": {"instance": instance, "base_url": "unix:///nonexistent/docker.sock", "api_timeout": 2},
         },
     }

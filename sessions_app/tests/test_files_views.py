@@ -13,9 +13,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from runners import fake, reset_cache
 from sessions_app import actions
 from sessions_app.models import Session, State
-from sessions_app.runners import fake, reset_cache
 from sessions_app.workspace import version_of
 
 
@@ -175,7 +175,7 @@ def on_local_sandbox(lab, settings, root) -> None:
         pytest.fail("bubblewrap is required for this test: apt-get install bubblewrap")
     settings.LAB_ALLOW_UNSANDBOXED_LOCAL = False
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "local-files": {
-        "BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {"root": str(root)}}}
+        "BACKEND": "runners.local.LocalRunner", "OPTIONS": {"root": str(root)}}}
     reset_cache()
     lab.runner = "local-files"
     lab.network_mode = "none"

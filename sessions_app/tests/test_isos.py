@@ -11,8 +11,8 @@ import pytest
 from django.test import Client
 
 from labs.models import Image, Lab
+from runners import fake, get_runner
 from sessions_app.models import Session, State
-from sessions_app.runners import fake, get_runner
 from sessions_app.tests.test_snapshots import qemu_runner, vm_image, vm_lab  # noqa: F401 - fixtures
 from tests.vm_image import build_boot_iso, console_until
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from runners import fake
 from sessions_app import actions
 from sessions_app.models import EndReason, Session, State
-from sessions_app.runners import fake
 
 
 @pytest.fixture
@@ -55,14 +55,14 @@ def test_a_failing_start_fails_the_session_with_the_reason_and_leaves_nothing(st
 @pytest.fixture
 def flaky_runner(settings, monkeypatch):
     """A runner whose first starts fail with a temporary error (an engine restarting)."""
+    from runners import reset_cache
     from sessions_app import provisioning
-    from sessions_app.runners import reset_cache
 
     monkeypatch.setattr(provisioning, "RETRY_DELAY_SECONDS", 0.01)
 
     def make(fail_times: int) -> str:
         settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "fake-flaky": {
-            "BACKEND": "sessions_app.runners.fake.FakeRunner",
+            "BACKEND": "runners.fake.FakeRunner",
             "OPTIONS": {"fail_on": "start", "permanent": False, "fail_times": fail_times}}}
         reset_cache()
         return "fake-flaky"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx2 as httpx
 
-from sessions_app.runners import fake
+from runners import fake
 from sessions_app.tests.test_preview_support import preview_url, session_cookie
 
 pytest_plugins = ["sessions_app.tests.test_preview_support"]  # the shared fixtures

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import httpx2 as httpx
 import pytest
 
+from runners.base import Endpoint
 from sessions_app import preview
-from sessions_app.runners.base import Endpoint
 from sessions_app.tests.test_preview_support import preview_url, session_cookie
 
 pytest_plugins = ["sessions_app.tests.test_preview_support"]  # the shared fixtures

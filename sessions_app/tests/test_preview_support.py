@@ -25,9 +25,9 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from runners import get_runner
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import SessionSpec
+from sessions_app.specs import spec_for
 
 BLOCK = bytes(range(256)) * 256  # 64 KiB of a known pattern
 
@@ -316,7 +316,7 @@ def start_session(user: Any, lab: Any) -> Session:
     """A running session on the fake runner (whose endpoint() is 127.0.0.1:<port>)."""
     session = Session.objects.create(user=user, lab=lab, runner_name="fake", state=State.PROVISIONING)
     session = Session.objects.select_related("lab__image", "user").get(pk=session.pk)
-    result = get_runner("fake").start(SessionSpec.from_session(session))
+    result = get_runner("fake").start(spec_for(session))
     now = timezone.now()
     session.transition(State.RUNNING, runner_state=result.state, endpoints=result.endpoints, started_at=now,
                        expires_at=now + timedelta(hours=1))

@@ -14,11 +14,11 @@ from django.urls import reverse
 from accounts.models import UserQuota
 from labs.models import Image, Lab
 from labsite.queueing import QUEUE_UNAVAILABLE
+from runners import get_runner
+from runners.fake import FakeRunner
 from sessions_app import snapshots
 from sessions_app.models import Session, Snapshot, State
-from sessions_app.runners import get_runner
-from sessions_app.runners.base import SessionSpec
-from sessions_app.runners.fake import FakeRunner
+from sessions_app.specs import spec_for
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +43,7 @@ def vm_lab(settings, tmp_path, container_image):
 def running(user, lab) -> Session:
     """A running session whose environment the in-memory runner holds."""
     session = Session.objects.create(user=user, lab=lab, runner_name=lab.runner, state=State.RUNNING)
-    result = get_runner(lab.runner).start(SessionSpec.from_session(session))
+    result = get_runner(lab.runner).start(spec_for(session))
     Session.objects.filter(pk=session.pk).update(runner_state=result.state)
     session.refresh_from_db()
     return session

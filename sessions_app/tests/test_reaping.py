@@ -7,10 +7,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from runners import fake
 from sessions_app import actions, reaping
 from sessions_app.models import EndReason, Session, SessionEvent, State
 from sessions_app.reaping import reap
-from sessions_app.runners import fake
 from tests.concurrency import at_once
 
 

@@ -22,13 +22,13 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from runners import all_runners, fake, get_runner, reset_cache
+from runners.base import ManagedEnvironment, SessionSpec
+from runners.fake import FakeRunner
 from sessions_app import actions
 from sessions_app import reconcile as reconcile_module
 from sessions_app.models import EndReason, Session, SessionEvent, State
 from sessions_app.reconcile import ReconcileReport, reconcile
-from sessions_app.runners import all_runners, fake, get_runner, reset_cache
-from sessions_app.runners.base import ManagedEnvironment, SessionSpec
-from sessions_app.runners.fake import FakeRunner
 
 FAKES = ("fake", "fake-slow", "fake-failing")
 VANISHED_MESSAGE = "Your environment disappeared; the session has ended."
@@ -54,10 +54,10 @@ def own_runners(settings, tmp_path) -> dict[str, Any]:
         alias: config for alias, config in settings.LAB_RUNNERS.items() if alias in FAKES
     }
     runners.update({
-        "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"instance": instance}},
-        "local": {"BACKEND": "sessions_app.runners.local.LocalRunner",
+        "docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"instance": instance}},
+        "local": {"BACKEND": "runners.local.LocalRunner",
                   "OPTIONS": {"root": str(tmp_path / "local-sessions")}},
-        "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner",
+        "qemu": {"BACKEND": "runners.qemu.QemuRunner",
                  "OPTIONS": {"instance": instance, "root": str(tmp_path / "vm-sessions")}},
     })
     settings.LAB_RUNNERS = runners

@@ -17,9 +17,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from runners import fake
 from sessions_app import actions
 from sessions_app.models import EndReason, Session, State
-from sessions_app.runners import fake
 
 LONG_AGO = timedelta(minutes=10)  # older than LAB_ACTIVITY_WRITE_SECONDS, so a heartbeat writes
 

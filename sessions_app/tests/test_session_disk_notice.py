@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from runners import fake, get_runner
 from sessions_app.models import Session, State
-from sessions_app.runners import fake, get_runner
-from sessions_app.runners.base import SessionSpec
+from sessions_app.specs import spec_for
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +17,7 @@ def running_session(owner, lab) -> Session:
     lab.disk_mb = 100
     lab.save()
     session = Session.objects.create(user=owner, lab=lab, state=State.REQUESTED, runner_name="fake")
-    spec = SessionSpec.from_session(session)
+    spec = spec_for(session)
     result = get_runner("fake").start(spec)
     Session.objects.filter(pk=session.pk).update(state=State.RUNNING, runner_state=result.state)
     session.refresh_from_db()

@@ -12,10 +12,10 @@ import pytest
 from accounts.models import UserQuota
 from labs.models import Lab
 from labs.vm_images import register_file
+from runners import get_runner, reset_cache
+from runners.base import Runner
 from sessions_app import actions, snapshots
 from sessions_app.models import Session, Snapshot, State
-from sessions_app.runners import get_runner, reset_cache
-from sessions_app.runners.base import Runner
 from tests.vm_image import console_until, vm_image  # noqa: F401 - vm_image is a fixture
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,7 @@ def qemu_runner(settings, tmp_path):
     """The real QEMU runner under TCG; every VM it made is removed after the test."""
     root = Path(tempfile.mkdtemp(prefix="lvm-"))  # short: QEMU's unix socket paths must fit in 108 bytes
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "qemu": {
-        "BACKEND": "sessions_app.runners.qemu.QemuRunner",
+        "BACKEND": "runners.qemu.QemuRunner",
         "OPTIONS": {"root": str(root), "accel": "tcg", "powerdown_timeout": 1},
     }}
     settings.LAB_SNAPSHOT_DIR = tmp_path / "snapshots"

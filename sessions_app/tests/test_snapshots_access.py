@@ -10,9 +10,9 @@ from django.test import Client
 
 from accounts.models import UserQuota
 from labs.models import Image, Lab
+from runners import fake
 from sessions_app import snapshots
 from sessions_app.models import Session, Snapshot, State
-from sessions_app.runners import fake
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 
 from accounts.models import UserQuota
+from runners import get_runner
 from sessions_app import actions, snapshots
 from sessions_app.models import Session, Snapshot, State
-from sessions_app.runners import get_runner
 from sessions_app.tests.test_snapshots import qemu_runner, vm_image, vm_lab  # noqa: F401 - fixtures
 
 

@@ -9,8 +9,8 @@ import docker
 import pytest
 from channels.db import database_sync_to_async
 
+from runners import get_runner
 from sessions_app.models import State
-from sessions_app.runners import get_runner
 
 pytest.register_assert_rewrite("sessions_app.tests.terminal_harness")
 

@@ -6,8 +6,8 @@ import pytest
 from django.core import management
 from django.core.management.base import SystemCheckError
 
-from sessions_app.runners import reset_cache
-from sessions_app.runners.posture import unsafe_settings
+from runners import reset_cache
+from runners.posture import unsafe_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ def test_the_defaults_weaken_nothing(settings):
 def test_unsafe_docker_in_docker_is_named_on_the_admins_front_page(client, staff_user, settings):
     settings.LAB_ALLOW_UNSAFE_DIND = True
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "trusted": {
-        "BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"dind_mode": "privileged"}}}
+        "BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"dind_mode": "privileged"}}}
     reset_cache()
     client.force_login(staff_user)
     page = client.get("/admin/").content.decode()
@@ -31,7 +31,7 @@ def test_unsafe_docker_in_docker_is_named_on_the_admins_front_page(client, staff
 
 def test_guard_and_disk_limits_turned_off_are_named(settings):
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "open": {
-        "BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {"guard_host": False, "disk_limit": "off"}}}
+        "BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"guard_host": False, "disk_limit": "off"}}}
     warnings = unsafe_settings()
     assert any("guard_host off" in warning for warning in warnings)
     assert any("disk_limit off" in warning for warning in warnings)

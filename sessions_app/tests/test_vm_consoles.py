@@ -18,9 +18,9 @@ from django.db import connections
 from labs.models import Lab
 from labs.vm_images import register_file
 from labsite.asgi import application
+from runners import get_runner, reset_cache
 from sessions_app import actions
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner, reset_cache
 from sessions_app.tests.terminal_harness import cookie_for, expect_close, next_message
 from tests.vm_image import vm_image  # noqa: F401 - a fixture
 
@@ -37,7 +37,7 @@ def vm_session(settings, tmp_path, owner, vm_image):  # noqa: F811 - the fixture
     settings.ALLOWED_HOSTS = ["localhost", "testserver"]
     root = Path(tempfile.mkdtemp(prefix="lvc-"))
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "qemu": {
-        "BACKEND": "sessions_app.runners.qemu.QemuRunner",
+        "BACKEND": "runners.qemu.QemuRunner",
         "OPTIONS": {"root": str(root), "accel": "tcg", "powerdown_timeout": 1},
     }}
     settings.LAB_VM_IMAGE_DIR = tmp_path / "vm-images"

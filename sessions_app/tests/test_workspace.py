@@ -14,9 +14,9 @@ import docker
 import pytest
 
 from labs.models import Image, Lab
+from runners import get_runner, reset_cache
 from sessions_app import actions
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner, reset_cache
 from sessions_app.workspace import (
     ABSENT,
     AlreadyExists,
@@ -43,7 +43,7 @@ def backend(request, settings, tmp_path) -> Iterator[str]:
     if request.param == "local":
         if not os.access(BWRAP, os.X_OK):
             pytest.fail("bubblewrap is required for these tests: apt-get install bubblewrap")
-        config = {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path / "ls")}}
+        config = {"BACKEND": "runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path / "ls")}}
     else:
         client = docker.from_env()
         try:
@@ -51,7 +51,7 @@ def backend(request, settings, tmp_path) -> Iterator[str]:
             client.images.get(BUSYBOX)
         except Exception as exc:  # a missing engine or image must fail the run, not skip it
             pytest.fail(f"the Docker engine and {BUSYBOX} are required for these tests: {exc}")
-        config = {"BACKEND": "sessions_app.runners.docker.DockerRunner",
+        config = {"BACKEND": "runners.docker.DockerRunner",
                   "OPTIONS": {"instance": f"labsws{uuid.uuid4().hex[:6]}"}}
     alias = f"ws-{request.param}"
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, alias: config}

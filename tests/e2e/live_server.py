@@ -181,7 +181,7 @@ def _wait_until_serving(server: AsgiServer) -> None:
 def asgi_live_server(
     transactional_db, settings, collected_static, extra_lab_runners, extra_server_env, tmp_path, request
 ) -> Iterator[AsgiServer]:
-    from sessions_app.runners import reset_cache
+    from runners import reset_cache
 
     # The test process and the server must agree on the runners (the test may stop sessions itself).
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, **extra_lab_runners}
@@ -228,7 +228,7 @@ def docker_runner_for_server(instance: str) -> Iterator[dict[str, Any]]:
     `instance` label, every one of them removed afterwards. A missing engine fails the test."""
     import docker
 
-    from sessions_app.runners.docker import DockerRunner
+    from runners.docker import DockerRunner
 
     try:
         docker.from_env().ping()
@@ -236,7 +236,7 @@ def docker_runner_for_server(instance: str) -> Iterator[dict[str, Any]]:
         pytest.fail(f"the Docker engine is required for these tests: {exc}")
     options = {"instance": instance}
     try:
-        yield {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": options}}
+        yield {"docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": options}}
     finally:
         runner = DockerRunner("docker", options)
         for env in runner.list_managed():

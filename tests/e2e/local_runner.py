@@ -1,6 +1,6 @@
 """The local (bubblewrap) runner for a live server: a real shell and workspace without a container.
 
-Its sessions mount a disk image each (sessions_app/runners/disks.py), so every one of them is
+Its sessions mount a disk image each (runners/disks.py), so every one of them is
 removed when the test ends, whatever the test did.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sessions_app.runners.local import LocalRunner
+from runners.local import LocalRunner
 
 
 @contextlib.contextmanager
@@ -19,7 +19,7 @@ def local_runner_for_server(root: Path) -> Iterator[dict[str, Any]]:
     """LAB_RUNNERS entries naming the runner "local", its sessions under `root`."""
     options = {"root": str(root)}
     try:
-        yield {"local": {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": options}}
+        yield {"local": {"BACKEND": "runners.local.LocalRunner", "OPTIONS": options}}
     finally:
         runner = LocalRunner("local", options)
         for env in runner.list_managed():

@@ -21,8 +21,8 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from labs.models import Image, Lab, LabStep
+from runners.docker import LABEL_MANAGED
 from sessions_app.models import Session, State
-from sessions_app.runners.docker import LABEL_MANAGED
 from tests.e2e.conftest import ARTIFACTS, VncDesktop, assert_no_error_page, sign_in, wait_for_painted_vnc_screen
 from tests.e2e.live_server import docker_runner_for_server
 

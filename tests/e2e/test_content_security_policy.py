@@ -48,7 +48,7 @@ def github() -> Iterator[GitHubDouble]:
 @pytest.fixture
 def extra_lab_runners(tmp_path) -> dict[str, Any]:
     """The local (bubblewrap) runner: a real shell and workspace without a container."""
-    local = {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path / "local")}}
+    local = {"BACKEND": "runners.local.LocalRunner", "OPTIONS": {"root": str(tmp_path / "local")}}
     return {"local": local}
 
 

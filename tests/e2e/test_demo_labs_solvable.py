@@ -28,8 +28,8 @@ from django.conf import settings
 from labs.labformat import import_labs
 from labs.models import Lab
 from labs.vm_images import register_file
+from runners.qemu import QemuRunner
 from sessions_app.models import Session, State
-from sessions_app.runners.qemu import QemuRunner
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.lab_walkthrough import (
     Edit,
@@ -174,7 +174,7 @@ def extra_lab_runners(docker_instance) -> Iterator[dict[str, Any]]:
     qemu_options = {"root": str(root), "accel": "tcg", "powerdown_timeout": 1}
     try:
         with docker_runner_for_server(docker_instance) as runners:
-            yield {**runners, "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner", "OPTIONS": qemu_options}}
+            yield {**runners, "qemu": {"BACKEND": "runners.qemu.QemuRunner", "OPTIONS": qemu_options}}
     finally:
         qemu = QemuRunner("qemu", qemu_options)
         for env in qemu.list_managed():

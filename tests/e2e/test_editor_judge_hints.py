@@ -28,8 +28,8 @@ from playwright.sync_api import Page, expect
 
 from judge.models import Attempt, HintRequest
 from labs.models import Image, Lab, LabStep
+from runners import get_runner
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
 from tests.e2e.live_server import docker_runner_for_server
 from tests.gemini_double import GeminiDouble

@@ -30,9 +30,9 @@ import pytest
 from playwright.sync_api import expect
 
 from labs.models import Image, Lab
+from runners import get_runner
 from sessions_app import actions, preview
 from sessions_app.models import Session, State
-from sessions_app.runners import get_runner
 from tests.e2e.conftest import ARTIFACTS, sign_in
 from tests.e2e.live_server import set_server_password
 
@@ -232,7 +232,7 @@ def extra_lab_runners(local_root) -> Iterator[dict[str, Any]]:
     """The sandboxed local runner, sharing the host's network so the preview reaches the app on
     127.0.0.1; every session removed afterwards."""
     options = {"root": str(local_root), "share_host_network": True}
-    yield {"local": {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": options}}
+    yield {"local": {"BACKEND": "runners.local.LocalRunner", "OPTIONS": options}}
     runner = get_runner("local")
     for env in runner.list_managed():
         runner.remove_managed(env)

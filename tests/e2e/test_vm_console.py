@@ -12,9 +12,9 @@ import pytest
 
 from labs.models import Lab
 from labs.vm_images import register_file
+from runners.qemu import QemuRunner
 from sessions_app import actions
 from sessions_app.models import State
-from sessions_app.runners.qemu import QemuRunner
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in, wait_for_painted_vnc_screen
 from tests.e2e.live_server import set_server_password
 from tests.vm_image import vm_image  # noqa: F401 - a fixture
@@ -26,7 +26,7 @@ def extra_lab_runners():
     """A QEMU runner (TCG) shared by the test process, which starts the VM, and the server."""
     root = Path(tempfile.mkdtemp(prefix="le2e-"))
     options = {"root": str(root), "accel": "tcg", "powerdown_timeout": 1}
-    yield {"qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner", "OPTIONS": options}}
+    yield {"qemu": {"BACKEND": "runners.qemu.QemuRunner", "OPTIONS": options}}
     runner = QemuRunner("qemu", options)
     for env in runner.list_managed():
         runner.remove_managed(env)

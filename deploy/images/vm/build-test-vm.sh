@@ -3,7 +3,7 @@
 #
 #   deploy/images/vm/build-test-vm.sh [--force] [--refresh-kernel] [--print-dir] [--help]
 #
-# Result: an image directory in the QEMU runner's convention (sessions_app/runners/qemu.py):
+# Result: an image directory in the QEMU runner's convention (runners/qemu.py):
 #
 #   $LABS_VM_CACHE/testvm/          (default /var/cache/labs-images/vm/testvm)
 #       disk.qcow2    the base disk: 64 MiB qcow2 whose first sector says LABS-TEST-VM-DISK

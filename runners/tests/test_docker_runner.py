@@ -10,8 +10,8 @@ import uuid
 import docker
 import pytest
 
-from sessions_app.runners.base import PollStatus, RunnerError, SessionSpec
-from sessions_app.runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
+from runners.base import PollStatus, RunnerError, SessionSpec
+from runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
 
 pytestmark = pytest.mark.docker
 TINY = "labs/busybox:latest"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sessions_app.runners import qemu
-from sessions_app.runners.base import SessionSpec
-from sessions_app.runners.qemu import QemuRunner, kvm_usable, resolve_accel
+from runners import qemu
+from runners.base import SessionSpec
+from runners.qemu import QemuRunner, kvm_usable, resolve_accel
 from tests.settings_env import settings_values
 from tests.vm_image import VMImage, build_vm_image, console_until
 
@@ -66,7 +66,7 @@ def test_auto_prefers_kvm_when_the_probe_vm_runs_under_it(tmp_path):
 def test_auto_falls_back_to_tcg_when_kvm_guests_hang_refuse_or_qemu_is_missing(tmp_path, caplog):
     hanging = wrapper(tmp_path, "exec sleep 60")
     refusing = wrapper(tmp_path, 'echo "Could not access KVM kernel module: Permission denied" >&2; exit 1')
-    caplog.set_level(logging.WARNING, logger="sessions_app.runners.qemu")
+    caplog.set_level(logging.WARNING, logger="runners.qemu")
 
     began = time.monotonic()
     assert not kvm_usable(hanging, timeout=1)

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from sessions_app.runners import firewall
-from sessions_app.runners.base import SessionSpec
-from sessions_app.runners.docker import DockerRunner
+from runners import firewall
+from runners.base import SessionSpec
+from runners.docker import DockerRunner
 from tests.netns import remote_hosts
 
 pytestmark = pytest.mark.docker

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from sessions_app.runners import runner_configs
-from sessions_app.runners.docker import UNSAFE_DIND_MODES
+from runners import runner_configs
+from runners.docker import UNSAFE_DIND_MODES
 
 
 def unsafe_settings() -> list[str]:

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from labs.models import Image, Lab
+from runners import firewall, get_runner, reset_cache
+from runners.base import PollStatus, RunnerError
+from runners.qemu import QemuRunner
+from runners.qmp import QMPClient, connect_unix
 from sessions_app import actions
 from sessions_app.models import State
-from sessions_app.qmp import QMPClient, connect_unix
 from sessions_app.reconcile import reconcile
-from sessions_app.runners import firewall, get_runner, reset_cache
-from sessions_app.runners.base import PollStatus, RunnerError
-from sessions_app.runners.qemu import QemuRunner
 from tests.netns import remote_hosts
 from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
 
@@ -162,7 +162,7 @@ def test_a_staff_uploaded_iso_boots_from_the_cdrom_whatever_its_file_is_called(
     (tmp_path / "upload-tmp").mkdir()
     settings.LAB_RUNNERS = {
         **settings.LAB_RUNNERS,
-        "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner",
+        "qemu": {"BACKEND": "runners.qemu.QemuRunner",
                  "OPTIONS": {"root": str(tmp_path / "vms"), "accel": "tcg", "run_as": "", "powerdown_timeout": 0}},
     }
     settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT
@@ -279,10 +279,10 @@ def test_reconcile_kills_an_orphaned_vm_and_keeps_a_live_sessions_vm(settings, t
     settings.DATA_DIR = tmp_path
     settings.LAB_RUNNERS = {
         **settings.LAB_RUNNERS,
-        "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner",
+        "qemu": {"BACKEND": "runners.qemu.QemuRunner",
                  "OPTIONS": {"root": str(tmp_path / "vms"), "accel": "tcg", "run_as": ""}},
         # reconcile() visits every runner: keep the Docker one off other installs' containers.
-        "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner",
+        "docker": {"BACKEND": "runners.docker.DockerRunner",
                    "OPTIONS": {"instance": f"labst{uuid.uuid4().hex[:6]}"}},
     }
     settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sessions_app.qmp import QMPClient, QMPCommandError, QMPError, QMPTimeout
+from runners.qmp import QMPClient, QMPCommandError, QMPError, QMPTimeout
 
 
 def _accepts(path) -> bool:

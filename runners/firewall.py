@@ -26,7 +26,7 @@ import subprocess
 import threading
 from collections.abc import Iterable
 
-from sessions_app.runners.base import RunnerError
+from runners.base import RunnerError
 
 BRIDGED_PREFIX = "labs"  # bridge and isolated networks
 OPEN_PREFIX = "labu"  # unrestricted networks

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from sessions_app.runners.base import RunnerError, SessionSpec
-from sessions_app.runners.disks import SessionDisks
-from sessions_app.runners.docker import DockerRunner
-from sessions_app.runners.local import LocalRunner
+from runners.base import RunnerError, SessionSpec
+from runners.disks import SessionDisks
+from runners.docker import DockerRunner
+from runners.local import LocalRunner
 
 pytestmark = pytest.mark.docker
 

@@ -90,7 +90,7 @@ from typing import Any
 
 from django.conf import settings
 
-from sessions_app.runners.base import (
+from runners.base import (
     DiskUsage,
     Endpoint,
     ExecResult,
@@ -107,7 +107,7 @@ from sessions_app.runners.base import (
     _no_progress,
     clean_workspace_path,
 )
-from sessions_app.runners.disks import SessionDisks
+from runners.disks import SessionDisks
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from sessions_app.runners.base import PollStatus, RunnerError, SessionSpec, WorkspacePathError
-from sessions_app.runners.local import LocalRunner, LocalTerminal
+from runners.base import PollStatus, RunnerError, SessionSpec, WorkspacePathError
+from runners.local import LocalRunner, LocalTerminal
 
 BWRAP = "/usr/bin/bwrap"
 
@@ -168,7 +168,7 @@ def test_default_root_is_under_data_dir(settings: Any, tmp_path: Path) -> None:
 
 
 def test_registry_builds_the_local_runner() -> None:
-    from sessions_app.runners import get_runner
+    from runners import get_runner
 
     assert isinstance(get_runner("local"), LocalRunner)
 
@@ -412,7 +412,7 @@ def test_stop_kills_sandboxes_it_did_not_spawn_itself(runner: LocalRunner, start
     terminal.write(f"sleep {token} & echo started-$((2+2))\n".encode())
     read_until(terminal, b"started-4")
     other = LocalRunner("local", {"root": str(tmp_path)})
-    from sessions_app.runners import local
+    from runners import local
 
     # Forget this process's handle, as a different process would not have it.
     with local._live_lock:
@@ -446,8 +446,8 @@ CRASHING_PLATFORM = """
 import sys, threading, time
 from django.conf import settings
 settings.configure(LAB_ALLOW_UNSANDBOXED_LOCAL=False)
-from sessions_app.runners.base import SessionSpec
-from sessions_app.runners.local import LocalRunner
+from runners.base import SessionSpec
+from runners.local import LocalRunner
 runner = LocalRunner("local", {"root": sys.argv[1], "disk_root": sys.argv[1] + "-disks"})
 state = runner.start(SessionSpec("crash", 1, "olivia", "tiny", "local")).state
 opened = []

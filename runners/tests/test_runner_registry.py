@@ -3,11 +3,11 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from sessions_app.runners import get_runner, reset_cache, resolve_alias
-from sessions_app.runners.base import RunnerError
-from sessions_app.runners.docker import DockerRunner
-from sessions_app.runners.fake import FakeRunner
-from sessions_app.runners.local import LocalRunner
+from runners import get_runner, reset_cache, resolve_alias
+from runners.base import RunnerError
+from runners.docker import DockerRunner
+from runners.fake import FakeRunner
+from runners.local import LocalRunner
 
 
 def test_default_is_docker_when_the_engine_answers(settings):
@@ -19,7 +19,7 @@ def test_default_is_docker_when_the_engine_answers(settings):
 def test_default_falls_back_to_the_local_runner_without_an_engine(settings):
     settings.LAB_RUNNERS = {
         **settings.LAB_RUNNERS,
-        "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner",
+        "docker": {"BACKEND": "runners.docker.DockerRunner",
                    "OPTIONS": {"base_url": "unix:///nonexistent/docker.sock", "api_timeout": 1}},
     }
     reset_cache()
@@ -51,3 +51,13 @@ def test_an_entry_without_backend_is_a_configuration_error(settings):
     settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "broken": {"OPTIONS": {}}}
     with pytest.raises(ImproperlyConfigured, match="needs a BACKEND"):
         get_runner("fake")
+
+
+def test_a_backend_named_by_its_old_path_still_loads_with_a_warning(settings, caplog):
+    from runners import get_runner, reset_cache
+    from runners.fake import FakeRunner
+
+    settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "old": {"BACKEND": "sessions_app.runners.fake.FakeRunner"}}
+    reset_cache()
+    assert isinstance(get_runner("old"), FakeRunner)
+    assert "is now runners.fake.FakeRunner" in caplog.text

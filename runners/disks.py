@@ -28,7 +28,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from sessions_app.runners.base import DiskUsage, RunnerError
+from runners.base import DiskUsage, RunnerError
 
 log = logging.getLogger(__name__)
 

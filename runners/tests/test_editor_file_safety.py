@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from sessions_app.runners.base import RunnerError, SessionSpec
-from sessions_app.runners.docker import DockerRunner
-from sessions_app.runners.local import LocalRunner
+from runners.base import RunnerError, SessionSpec
+from runners.docker import DockerRunner
+from runners.local import LocalRunner
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from sessions_app.runners.base import (
+from runners.base import (
     DiskUsage,
     Endpoint,
     ExecResult,

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from django.conf import settings
 
-from sessions_app.runners.base import RunnerError, SessionSpec
-from sessions_app.runners.docker import DockerRunner
+from runners.base import RunnerError, SessionSpec
+from runners.docker import DockerRunner
 
 pytestmark = pytest.mark.docker
 

@@ -64,8 +64,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from sessions_app.runners.base import ProgressCallback, RunnerError, SessionSpec, StartResult
-from sessions_app.runners.qemu import (
+from runners.base import ProgressCallback, RunnerError, SessionSpec, StartResult
+from runners.qemu import (
     _OPTION_RE,
     DEFAULT_CMDLINE,
     DISK_NAMES,
@@ -75,7 +75,7 @@ from sessions_app.runners.qemu import (
 )
 
 if TYPE_CHECKING:
-    from sessions_app.runners.docker import DockerRunner, DockerTerminal
+    from runners.docker import DockerRunner, DockerTerminal
 
 VM_KINDS = ("vm", "iso")
 DEFAULT_VM_IMAGE = "labs/qemu:bookworm"
@@ -459,7 +459,7 @@ class DockerVM:
     # consoles ---------------------------------------------------------------------------------------
     def open_terminal(self, state: dict[str, Any], cols: int, rows: int) -> DockerTerminal:
         """The VM's serial console (one client at a time, as QEMU serves it), on an exec's TTY."""
-        from sessions_app.runners.docker import DockerTerminal
+        from runners.docker import DockerTerminal
 
         runner = self.runner
         if not self._running(state):

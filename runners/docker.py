@@ -71,8 +71,8 @@ import docker.errors
 import docker.utils
 from django.conf import settings
 
-from sessions_app.runners import firewall
-from sessions_app.runners.base import (
+from runners import firewall
+from runners.base import (
     DiskUsage,
     Endpoint,
     ExecResult,
@@ -90,8 +90,8 @@ from sessions_app.runners.base import (
     _no_progress,
     clean_workspace_path,
 )
-from sessions_app.runners.disks import SessionDisks
-from sessions_app.runners.docker_vm import DockerVM, is_vm_spec, is_vm_state
+from runners.disks import SessionDisks
+from runners.docker_vm import DockerVM, is_vm_spec, is_vm_state
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import docker
 import pytest
 
 from labs.models import Image, Lab
+from runners import docker_vm, get_runner, reset_cache
+from runners.base import PollStatus, RunnerError
+from runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
+from runners.docker_vm import DEFAULT_VM_IMAGE
 from sessions_app import actions
 from sessions_app.models import State
-from sessions_app.runners import docker_vm, get_runner, reset_cache
-from sessions_app.runners.base import PollStatus, RunnerError
-from sessions_app.runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
-from sessions_app.runners.docker_vm import DEFAULT_VM_IMAGE
 from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
 
 pytestmark = pytest.mark.docker

@@ -36,7 +36,7 @@ The directory is root's (0700; the platform's user when not root). QEMU opens ev
 it drops to run_as, and gets the overlay as two descriptors (-add-fd, /dev/fdset/1) because it
 reopens its disk later (saving memory): so a QEMU running as run_as can reach no file at all.
 QEMU runs in this directory and names its sockets relatively: a unix socket address holds only
-~107 bytes. Clients of a longer path connect with sessions_app.qmp.connect_unix.
+~107 bytes. Clients of a longer path connect with runners.qmp.connect_unix.
 QEMU runs as `qemu-system-x86_64 -name labs-<session_id> ...`, a child of the platform process in
 a session of its own (start_new_session): it survives a restart of the web or worker process, and
 list_managed() finds it again by that name on its command line (and its -pidfile under this
@@ -119,9 +119,8 @@ from typing import Any
 
 from django.conf import settings
 
-from sessions_app.qmp import QMPClient, QMPCommandError, QMPError, connect_unix
-from sessions_app.runners import firewall
-from sessions_app.runners.base import (
+from runners import firewall
+from runners.base import (
     Endpoint,
     ExecResult,
     FileEntry,
@@ -135,6 +134,7 @@ from sessions_app.runners.base import (
     StartResult,
     _no_progress,
 )
+from runners.qmp import QMPClient, QMPCommandError, QMPError, connect_unix
 
 SESSION_FILE = "session.json"
 OVERLAY = "overlay.qcow2"

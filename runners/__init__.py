@@ -1,6 +1,6 @@
 """Runner backends, configured like Django's STORAGES.
 
-    LAB_RUNNERS = {"docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {...}}}
+    LAB_RUNNERS = {"docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {...}}}
 
 A lab names its runner. The alias "default" (used by labs that name none) is the Docker
 runner when an engine answers, else the sandboxed local runner, unless LAB_RUNNERS says otherwise.
@@ -9,6 +9,7 @@ runner when an engine answers, else the sandboxed local runner, unless LAB_RUNNE
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -16,13 +17,16 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from sessions_app.runners.base import Runner, RunnerError
+from runners.base import Runner, RunnerError
 
 BUILTIN_RUNNERS: dict[str, dict[str, Any]] = {
-    "docker": {"BACKEND": "sessions_app.runners.docker.DockerRunner", "OPTIONS": {}},
-    "local": {"BACKEND": "sessions_app.runners.local.LocalRunner", "OPTIONS": {}},
-    "qemu": {"BACKEND": "sessions_app.runners.qemu.QemuRunner", "OPTIONS": {}},
+    "docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {}},
+    "local": {"BACKEND": "runners.local.LocalRunner", "OPTIONS": {}},
+    "qemu": {"BACKEND": "runners.qemu.QemuRunner", "OPTIONS": {}},
 }
+
+LEGACY_PREFIX = "sessions_app.runners."
+log = logging.getLogger(__name__)
 
 _cache: dict[str, tuple[str, Runner]] = {}
 _lock = threading.Lock()
@@ -47,10 +51,16 @@ def _build(alias: str, config: dict[str, Any]) -> Runner:
         cached = _cache.get(alias)
         if cached and cached[0] == key:
             return cached[1]
+    path = str(config["BACKEND"])
+    if path.startswith(LEGACY_PREFIX):
+        # Runners lived in sessions_app/runners/ before they became a package of their own.
+        log.warning("LAB_RUNNERS[%r]: %s is now %s; please update the setting", alias, path,
+                    "runners." + path[len(LEGACY_PREFIX):])
+        path = "runners." + path[len(LEGACY_PREFIX):]
     try:
-        backend = import_string(config["BACKEND"])
+        backend = import_string(path)
     except ImportError as exc:
-        raise ImproperlyConfigured(f"LAB_RUNNERS[{alias!r}]: cannot import {config['BACKEND']}: {exc}") from exc
+        raise ImproperlyConfigured(f"LAB_RUNNERS[{alias!r}]: cannot import {path}: {exc}") from exc
     runner = backend(alias, config.get("OPTIONS", {}))
     with _lock:
         _cache[alias] = (key, runner)
