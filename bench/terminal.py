@@ -93,7 +93,7 @@ def free_port() -> int:
 def start_daphne(data_dir: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LAB_DATA_DIR": data_dir, "DJANGO_SETTINGS_MODULE": "labsite.settings",
            "LAB_LOG_LEVEL": "WARNING", "LAB_MANIFEST_STATIC": "false"}
-    process = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "labsite.serve", "-b", "127.0.0.1",
+    process = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "webserver.serve", "-b", "127.0.0.1",
                                 "-p", str(port), "labsite.asgi:application"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30

@@ -1,4 +1,4 @@
-"""Large request bodies: what they cost the web server, plain daphne against labsite.serve.
+"""Large request bodies: what they cost the web server, plain daphne against webserver.serve.
 
 Both servers run in the same run, one after the other, as subprocesses on 127.0.0.1 serving
 labsite.asgi:application on the same data (SQLite in a temporary directory). For each:
@@ -10,7 +10,7 @@ labsite.asgi:application on the same data (SQLite in a temporary directory). For
                      peak memory growth, throughput (MiB/s, first byte sent to answer received)
   pages meanwhile    the slowest GET of the catalog page while the body was being sent
 
-Ratios are plain daphne / labsite.serve. Plain daphne needs about 12 times a body in memory:
+Ratios are plain daphne / webserver.serve. Plain daphne needs about 12 times a body in memory:
 mind --upload-mb on a small machine.
 
     python bench/upload_memory.py [--anon-mb 100] [--upload-mb 256]
@@ -45,7 +45,7 @@ from tests.http_bodies import (  # noqa: E402
     zeros,
 )
 
-SERVERS = {"plain daphne": "daphne", "labsite.serve": "labsite.serve"}
+SERVERS = {"plain daphne": "daphne", "webserver.serve": "webserver.serve"}
 
 
 @dataclass
@@ -130,9 +130,9 @@ def ratio(plain: float, ours: float) -> str:
 
 
 def report(title: str, results: dict[str, Figures], throughput_mib: float | None = None) -> None:
-    plain, ours = results["plain daphne"], results["labsite.serve"]
+    plain, ours = results["plain daphne"], results["webserver.serve"]
     print(f"\n{title}")
-    print(f"  {'':34}{'plain daphne':>14}{'labsite.serve':>15}  {'plain / ours':>10}")
+    print(f"  {'':34}{'plain daphne':>14}{'webserver.serve':>15}  {'plain / ours':>10}")
     print(f"  {'answer':34}{plain.status:>14}{ours.status:>15}")
     print(f"  {'peak RSS growth (MiB)':34}{plain.growth_mib:>14.1f}{ours.growth_mib:>15.1f}"
           f"  {ratio(plain.growth_mib, ours.growth_mib)}")
@@ -162,7 +162,7 @@ def main() -> None:
                 cases["cl"][name] = measured(port, pid, partial(anonymous_post, port, args.anon_mb * MB, False))
                 cases["chunked"][name] = measured(port, pid, partial(anonymous_post, port, args.anon_mb * MB, True))
                 cases["upload"][name] = measured(port, pid, partial(iso_upload, port, args.upload_mb * MB, cookie))
-        print(f"request bodies: plain daphne vs labsite.serve on 127.0.0.1, {os.cpu_count()} cores, "
+        print(f"request bodies: plain daphne vs webserver.serve on 127.0.0.1, {os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f}")
         report(f"anonymous {args.anon_mb} MiB multipart POST to /, Content-Length", cases["cl"])
         report(f"anonymous {args.anon_mb} MiB multipart POST to /, chunked", cases["chunked"])

@@ -7,11 +7,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from jobqueue.queueing import QUEUE_UNAVAILABLE, QueueUnavailable, enqueue_on_commit, require_queue
 from judge import jobs
 from judge.models import Attempt
 from judge.progress import active_attempt, close_stale_attempts, locked_steps
 from labs.models import LabStep
-from labsite.queueing import QUEUE_UNAVAILABLE, QueueUnavailable, enqueue_on_commit, require_queue
 from sessions_app.models import Session, State
 
 
@@ -26,7 +26,7 @@ def request_check(session: Session, step: LabStep | None, user: Any) -> Attempt:
     down): a second click on the same button returns the attempt already under way, a click
     on another button is refused until it finishes.
     """
-    if session.user_id != user.pk:
+    if not session.is_learner(user):
         raise JudgeActionError("Only the learner whose session this is can run its checks.")
     if step is not None and step.lab_id != session.lab_id:
         raise JudgeActionError("That step belongs to another lab.")

@@ -12,7 +12,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from judge import hint_admin  # noqa: F401  (registers the hint request admin first)
+from judge.hints import admin as hint_admin  # noqa: F401  (registers the hint request admin first)
 from judge.models import Attempt, StepRun
 
 

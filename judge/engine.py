@@ -20,7 +20,6 @@ from judge import steps
 from judge.checks import CheckContext, JudgeError, get_kind, validate_checks
 from judge.models import Attempt
 from judge.results import CheckReport, JudgeResult
-from runners import get_runner
 from runners.base import PollStatus, RunnerError
 from sessions_app.models import State
 
@@ -175,7 +174,7 @@ def _judge(attempt: Attempt, attempt_log: AttemptLog) -> JudgeResult:
     if session is None or session.state != State.RUNNING or not session.runner_state:
         raise JudgeError("the session is not running, so there is nothing to check")
     try:
-        runner = get_runner(session.runner_name)
+        runner = session.runner()
         if runner.poll(session.runner_state) != PollStatus.RUNNING:
             raise JudgeError("the session's environment is not running")
     except RunnerError as exc:

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
+from jobqueue.queueing import enqueue_on_commit
 from judge import jobs
-from judge.hint_jobs import answer_hint_job
-from judge.hints import answer_awaited_for
+from judge.hints.answers import answer_awaited_for
+from judge.hints.jobs import answer_hint_job
 from judge.models import Attempt, HintRequest
 from judge.progress import STALE_AFTER
-from labsite.queueing import enqueue_on_commit
 from sessions_app.job_recovery import RECOVER_AFTER_SECONDS, Recovered, statuses_by_pk
 from sessions_app.row_claims import claim_in_batches
 

@@ -112,7 +112,7 @@ def step_context(session: Session, step: LabStep, user: Any, *, message: str = "
     progress = progress_of(session)
     locked = step.pk in locked_of(session)
     last = Attempt.objects.filter(session=session, step=step).select_related("step").order_by("-created_at").first()
-    owner = session.user_id == getattr(user, "pk", None)
+    owner = session.is_learner(user)
     return {
         "session": session,
         "step": step,
@@ -131,7 +131,7 @@ def final_context(session: Session, user: Any, *, message: str = "") -> dict[str
     progress = progress_of(session)
     checked_steps = [step for step in lab.steps.all() if step.verify]
     last = Attempt.objects.filter(session=session, step__isnull=True).order_by("-created_at").first()
-    owner = session.user_id == getattr(user, "pk", None)
+    owner = session.is_learner(user)
     complete = lab_complete(session, progress)
     return {
         "session": session,

@@ -15,7 +15,7 @@ session (so a daemon it leaves running does not hold the exec open), the end of 
 
 A *foreground script* runs in the learner's first terminal, as Killercoda runs it: it is queued
 on the session (``Session.queue_foreground_script``) when its step starts, and the terminal
-consumer types it into terminal "1" as soon as that terminal is open (sessions_app/consumers).
+consumer types it into terminal "1" as soon as that terminal is open (consoles/consumers.py).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ from typing import Any
 
 from django.utils import timezone
 
+from jobqueue.queueing import enqueue_on_commit
 from judge.checks.base import SAFE_PATH
 from judge.checks.script import interpreter
 from judge.models import StepRun
 from judge.progress import final_passed, step_progress
 from labs.models import LabStep
-from labsite.queueing import enqueue_on_commit
-from runners import get_runner
 from runners.base import PollStatus, RunnerError
 from sessions_app.models import Session, State
 
@@ -92,12 +91,16 @@ def start_open_steps(session: Session) -> list[StepRun]:
         if background.strip():
             new.append(run)
     if new:
-        from judge import jobs  # jobs imports the engine, which calls back into this module
-
         ids = [run.pk for run in new]
-        enqueue_on_commit(jobs.run_step_scripts, ids, job_id=f"step-scripts-{ids[0]}",
+        # By name: the jobs module imports the engine, which calls into this one.
+        enqueue_on_commit("judge.jobs.run_step_scripts", ids, job_id=f"step-scripts-{ids[0]}",
                           job_timeout=SCRIPT_TIMEOUT * len(ids) + 120)
     return new
+
+
+def on_session_ready(sender: Any, session: Session, **kwargs: Any) -> None:
+    """sessions_app's `session_ready`: the intro and the first step start with the session."""
+    start_open_steps(session)
 
 
 def run_step_scripts(run_ids: list[int]) -> None:
@@ -124,7 +127,7 @@ def _run(run: StepRun) -> tuple[str, int | None, str]:
     if session.state != State.RUNNING or not session.runner_state:
         return StepRun.Status.FAILED, None, "the session was not running"
     try:
-        runner = get_runner(session.runner_name)
+        runner = session.runner()
         if runner.poll(session.runner_state) != PollStatus.RUNNING:
             return StepRun.Status.FAILED, None, "the session's environment was not running"
     except RunnerError as exc:

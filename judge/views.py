@@ -7,6 +7,7 @@ Without JavaScript the buttons are plain forms that redirect back to the session
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models.fields.json import KeyTransform
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
@@ -22,9 +23,9 @@ from django.views.decorators.http import require_GET, require_POST
 from judge import actions, pages
 from judge.models import Attempt
 from labs.models import LabStep
-from labsite.http import AuthenticatedHttpRequest
-from sessions_app.access import _get_session_for_user
+from sessions_app.access import get_learners_session, get_session_for_user
 from sessions_app.models import Session
+from webserver.http import AuthenticatedHttpRequest
 
 # Sent with the last poll of an attempt: step boxes and the final box refresh on it
 # (a passed step may open the next one).
@@ -32,10 +33,7 @@ PROGRESS_EVENT = "judge-progress"
 
 
 def _owned_session(request: AuthenticatedHttpRequest, pk: UUID) -> Session:
-    session = _get_session_for_user(request.user, pk)
-    if session.user_id != request.user.pk:
-        raise Http404("No such session")  # staff may look, but checks are the learner's to run
-    return session
+    return get_learners_session(request.user, pk)  # staff may look, but checks are the learner's to run
 
 
 def _step(session: Session, step_id: int) -> LabStep:
@@ -62,7 +60,7 @@ def _announce_if_finished(response: HttpResponse, context: dict[str, Any], attem
 @login_required
 @require_GET
 def step_box(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> HttpResponse:
-    session = _get_session_for_user(request.user, pk)
+    session = get_session_for_user(request.user, pk)
     return _partial(request, "judge/_step_check.html", pages.step_context(session, _step(session, step_id),
                                                                           request.user))
 
@@ -72,6 +70,13 @@ def step_box(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> HttpR
 def check_step(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> HttpResponse:
     session = _owned_session(request, pk)
     step = _step(session, step_id)
+    return _run_check(request, session, step, f"#step-{step.order}", "judge/_step_check.html",
+                      lambda message: pages.step_context(session, step, request.user, message=message))
+
+
+def _run_check(request: AuthenticatedHttpRequest, session: Session, step: LabStep | None, anchor: str,
+               template: str, context_for: Callable[[str], dict[str, Any]]) -> HttpResponse:
+    """Ask for a check (of `step`, or the final one); the box again for HTMX, else back to the page."""
     message = ""
     attempt = None
     try:
@@ -81,15 +86,15 @@ def check_step(request: AuthenticatedHttpRequest, pk: UUID, step_id: int) -> Htt
     if not request.htmx:
         if message:
             messages.error(request, message)
-        return redirect(f"{session.get_absolute_url()}#step-{step.order}")
-    context = pages.step_context(session, step, request.user, message=message)
-    return _announce_if_finished(_partial(request, "judge/_step_check.html", context), context, attempt)
+        return redirect(f"{session.get_absolute_url()}{anchor}")
+    context = context_for(message)
+    return _announce_if_finished(_partial(request, template, context), context, attempt)
 
 
 @login_required
 @require_GET
 def final_box(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
-    session = _get_session_for_user(request.user, pk)
+    session = get_session_for_user(request.user, pk)
     return _partial(request, "judge/_final_check.html", pages.final_context(session, request.user))
 
 
@@ -97,25 +102,15 @@ def final_box(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
 @require_POST
 def check_final(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     session = _owned_session(request, pk)
-    message = ""
-    attempt = None
-    try:
-        attempt = actions.request_check(session, None, request.user)
-    except actions.JudgeActionError as exc:
-        message = str(exc)
-    if not request.htmx:
-        if message:
-            messages.error(request, message)
-        return redirect(f"{session.get_absolute_url()}#judge-final")
-    context = pages.final_context(session, request.user, message=message)
-    return _announce_if_finished(_partial(request, "judge/_final_check.html", context), context, attempt)
+    return _run_check(request, session, None, "#judge-final", "judge/_final_check.html",
+                      lambda message: pages.final_context(session, request.user, message=message))
 
 
 @login_required
 @require_GET
 def attempt_status(request: AuthenticatedHttpRequest, pk: UUID, attempt_id: int) -> HttpResponse:
     """An attempt's result, or its progress and streamed log while it runs (polled every second)."""
-    session = _get_session_for_user(request.user, pk)
+    session = get_session_for_user(request.user, pk)
     attempt = get_object_or_404(Attempt.objects.select_related("step", "session"), pk=attempt_id, session=session)
     context = pages.attempt_context(attempt)
     if not request.htmx:
@@ -129,7 +124,7 @@ def attempt_status(request: AuthenticatedHttpRequest, pk: UUID, attempt_id: int)
 @login_required
 @require_GET
 def attempt_history(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
-    session = _get_session_for_user(request.user, pk)
+    session = get_session_for_user(request.user, pk)
     attempts = Attempt.objects.filter(session=session).select_related("step").order_by("-created_at")[:100]
     return render(request, "judge/attempts.html", {
         "session": session,

@@ -38,7 +38,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     # Uploads stream through a hashing handler, which must be installed before the request body
     # is read; CSRF is still checked, by changeform_view's own csrf_protect. The server refuses a
-    # body much past LAB_VM_IMAGE_MAX_BYTES before reading it (labsite/body_limits.py); the
+    # body much past LAB_VM_IMAGE_MAX_BYTES before reading it (webserver/body_limits.py); the
     # handler holds the file itself to the limit.
     @method_decorator(csrf_exempt)
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:

@@ -75,7 +75,7 @@ from labs.labformat import (
 )
 from labs.models import Lab, LabStep
 from labs.source_files import MAX_DEPTH, SourceFileError, inside, read_text
-from labsite import bounded_json
+from webserver import bounded_json
 
 log = logging.getLogger(__name__)
 

@@ -673,11 +673,21 @@ def _not_json(value: Any, path: KeyPath) -> tuple[KeyPath, str] | None:
 # rather than failing when a learner presses "Check".
 
 
+CheckValidator = Callable[[list[Any], Path], list[tuple[KeyPath, str]]]
+_check_validators: list[CheckValidator] = []
+
+
+def register_check_validator(validator: CheckValidator) -> None:
+    """The judge registers its schema here (JudgeConfig.ready): labs never imports the judge."""
+    if validator not in _check_validators:
+        _check_validators.append(validator)
+
+
 def judge_check_problems(items: list[Any], directory: Path) -> list[tuple[KeyPath, str]]:
     """Problems of a list of checks, paths relative to the list (``(2, "max_size_mb")``)."""
-    from judge.checks import validate_checks  # late: the judge app's models import labs.models
-
-    return validate_checks(items, directory)
+    if not _check_validators:
+        return [((), "checks cannot be validated: the judge app is not installed")]
+    return [problem for validator in _check_validators for problem in validator(items, directory)]
 
 
 # end of judge check validation
@@ -856,7 +866,8 @@ class YamlLabLoader:
         return steps
 
 
-# Formats tried in order for each directory; a Killercoda loader (index.json) slots in here.
+# Formats tried in order for each directory; labs/killercoda.py adds its loader (index.json) when
+# LabsConfig.ready imports it.
 LOADERS: list[LabLoader] = [YamlLabLoader()]
 
 
@@ -1143,7 +1154,3 @@ def import_labs(paths: Iterable[Path], *, dry_run: bool = False, allow_privilege
         if dry_run:
             transaction.set_rollback(True)
     return outcomes
-
-
-# Other formats register themselves in LOADERS when imported (kept last: they import this module).
-from labs import killercoda  # noqa: E402,F401

@@ -2,7 +2,7 @@
 
 Every way an image file enters the platform goes through `inspect_file()`: the admin upload
 (`labs.forms.ImageAdminForm`), `manage.py register_image`, and a learner's own ISO
-(`store_learner_iso`). A file is accepted only when it really is what it claims to be:
+(`vms.isos.store_learner_iso`). A file is accepted only when it really is what it claims to be:
 
 - qcow2: `qemu-img info -f qcow2` opens it, it has no backing file and no external data
   file (either could point at files on the host), it is not encrypted or marked corrupt, and
@@ -521,77 +521,3 @@ def _copy_boot_files(source: Path, folder: Path) -> list[str]:
 
 
 # -- learners' own ISOs ---------------------------------------------------------------------
-
-
-def _image_storage() -> Any:
-    return Image._meta.get_field("file").storage  # type: ignore[union-attr]
-
-
-def learner_isos(user: Any) -> Any:
-    return Image.objects.filter(owner=user, kind=Image.Kind.VM, disk_format=Image.DiskFormat.ISO)
-
-
-def store_learner_iso(user: Any, upload: UploadedFile) -> Image:
-    """Validate and keep a learner's ISO, within the size limit and their count limit.
-
-    The count is checked and the row created under a lock on the learner's quota row, so
-    two uploads at once cannot both take the last free place.
-    """
-    from accounts.models import UserQuota
-
-    limit = settings.LAB_ISO_MAX_BYTES
-    if upload.size is not None and upload.size > limit:
-        raise ImageRejected(f"The file is larger than the limit of {filesizeformat(limit)}.")
-    info = inspect_upload(upload, Image.DiskFormat.ISO)
-    if info.size_bytes > limit:
-        raise ImageRejected(f"The file is larger than the limit of {filesizeformat(limit)}.")
-
-    UserQuota.for_user(user)
-    stored_name = ""
-    try:
-        with transaction.atomic():
-            UserQuota.objects.select_for_update().get(user=user)
-            count = learner_isos(user).count()
-            if count >= settings.LAB_ISO_PER_USER:
-                raise ImageRejected(
-                    f"You already have {count} ISO image(s) (limit {settings.LAB_ISO_PER_USER}). Delete one first."
-                )
-            token = uuid.uuid4().hex[:10]
-            image = Image(
-                name=f"iso-{user.pk}-{token}", kind=Image.Kind.VM, owner=user, active=True,
-                description=(upload.name or "upload.iso")[:200],
-            )
-            apply_info(image, info)
-            image.file.save(f"iso-{user.pk}-{token}.iso", upload, save=False)
-            stored_name = image.file.name or ""
-            make_read_only(Path(image.file.path))
-            image.save()
-    except Exception:
-        if stored_name:
-            _image_storage().delete(stored_name)
-        raise
-    return image
-
-
-def delete_learner_iso(user: Any, image: Image) -> None:
-    """Remove a learner's ISO and its file; refused while a live session boots from it."""
-    from sessions_app.models import Session
-
-    if image.owner_id != user.pk:
-        raise ImageRejected("This ISO is not yours.")
-    if Session.objects.live().filter(boot_iso=image).exists():
-        raise ImageRejected("A running session boots from this ISO; stop it first.")
-    if image.file:
-        from sessions_app.snapshots import snapshots_needing
-
-        needing = snapshots_needing(user.pk, image.file.path)
-        if needing:
-            raise ImageRejected(
-                f"Your snapshot “{needing[0].name}” was taken with this ISO inserted and cannot be booted "
-                "without it; delete that snapshot first."
-            )
-    name = image.file.name
-    with transaction.atomic():
-        image.delete()
-        if name:
-            transaction.on_commit(lambda: _image_storage().delete(name))

@@ -3,9 +3,9 @@
 HTTP goes to Django, except the web preview (`/sessions/<id>/preview/<port>/...`), which a
 streaming Channels consumer proxies. WebSockets (terminal, VNC, preview upgrades) go through
 Channels with the session cookie authenticated, opened only from the platform's own origin
-(sessions_app/consumers/origin_check.py); anything else is refused before any consumer runs.
+(labsite/origin_check.py); anything else is refused before any consumer runs.
 
-With LAB_PREVIEW_HOST set (sessions_app/preview_origin.py), requests to that host reach only the
+With LAB_PREVIEW_HOST set (preview/origin.py), requests to that host reach only the
 preview (HTTP and WebSocket, authorized by its own grant cookie, never by the platform's session)
 and everything else there is 404; on the platform's host, preview paths go to Django, which
 redirects them to the preview host, and the preview WebSocket is refused.
@@ -23,9 +23,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from sessions_app.consumers import hosts  # noqa: E402
-from sessions_app.consumers.preview import PREVIEW_PATH, PreviewHttpConsumer, PreviewWebSocketConsumer  # noqa: E402
-from sessions_app.routing import websocket_urlpatterns  # noqa: E402
+from consoles.routing import websocket_urlpatterns as console_websockets  # noqa: E402
+from labsite import hosts  # noqa: E402
+from preview.consumers import PREVIEW_PATH, PreviewHttpConsumer, PreviewWebSocketConsumer  # noqa: E402
 
 # The platform's host. The preview route is skipped (left to Django's redirect) when a preview host is set.
 platform_http = URLRouter(
@@ -64,7 +64,11 @@ application = ProtocolTypeRouter(
         ),
         "websocket": hosts.by_host(
             hosts.platform_origin_validator(AuthMiddlewareStack(URLRouter(
-                [*websocket_urlpatterns, re_path(r"", hosts.deny_websocket)]  # unknown paths: refused, not an error
+                [
+                    *console_websockets,
+                    re_path(PREVIEW_PATH, PreviewWebSocketConsumer.as_asgi()),
+                    re_path(r"", hosts.deny_websocket),  # unknown paths: refused, not an error
+                ]
             ))),
             preview_websocket,
         ),

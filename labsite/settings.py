@@ -119,13 +119,16 @@ INSTALLED_APPS = [
     "accounts",
     "labs",
     "sessions_app",
+    "consoles",
+    "preview",
+    "vms",
     "judge",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "labsite.content_security.PlatformCSPMiddleware",  # after WhiteNoise: static files need no policy
+    "webserver.content_security.PlatformCSPMiddleware",  # after WhiteNoise: static files need no policy
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,7 +137,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "labsite.method_not_allowed.MethodNotAllowedPageMiddleware",
+    "webserver.method_not_allowed.MethodNotAllowedPageMiddleware",
 ]
 
 ROOT_URLCONF = "labsite.urls"
@@ -286,7 +289,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"  # the web preview view opts into SAMEORIGIN for its iframe
 
 # Content-Security-Policy of every page Django serves (django-csp). Inline scripts and styles need
-# the response's nonce (`request.csp_nonce` in templates); labsite/content_security.py adds the
+# the response's nonce (`request.csp_nonce` in templates); webserver/content_security.py adds the
 # page's ws:/wss: origin, LAB_PREVIEW_HOST and the few per-page exceptions. Fixed in code, not an
 # environment variable: every source is there because a page needs it.
 _github_url = urlsplit(env_str("GITHUB_URL") or "https://github.com")
@@ -380,7 +383,7 @@ LAB_SNAPSHOT_MAX_AGE_DAYS = env_int("LAB_SNAPSHOT_MAX_AGE_DAYS", 30, minimum=1)
 LAB_EDITOR_MAX_BYTES = env_int("LAB_EDITOR_MAX_BYTES", 1024 * 1024, minimum=1)
 
 # Request bodies, refused with 413 before they are read when larger than their route allows
-# (labsite/body_limits.py, enforced by the server labsite/serve.py). Routes for uploads take more,
+# (webserver/body_limits.py, enforced by the server webserver/serve.py). Routes for uploads take more,
 # and only from their own users: ISOs (LAB_ISO_MAX_BYTES) from signed-in learners, VM images
 # uploaded in the admin from staff, editor saves (sized from LAB_EDITOR_MAX_BYTES) from signed-in users.
 LAB_MAX_BODY_BYTES = env_int("LAB_MAX_BODY_BYTES", 1024 * 1024, minimum=4096)

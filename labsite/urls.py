@@ -1,22 +1,43 @@
-from django.contrib import admin
-from django.urls import include, path
+"""The site's URLs. Each app owns its patterns; they are composed here, so no app imports a
+higher one to mount its pages. The session's pages from preview, vms and consoles join the
+"sessions" namespace, so their names (sessions:shares:list, sessions:recording_replay…) stay."""
 
-from labsite import job_queue_pages
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver, include, path
+
+import consoles.urls
+import labs.urls
+import preview.urls
+import sessions_app.urls
+import vms.urls
+from jobqueue import job_queue_pages
 
 job_queue_pages.register_admin(admin.site)  # before admin.site.urls below reads the registry
+
+session_patterns: list[URLPattern | URLResolver] = [
+    *sessions_app.urls.urlpatterns,
+    path("<uuid:pk>/files/", include((sessions_app.urls.files_patterns, "files"))),
+    path("<uuid:pk>/shares/", include((preview.urls.share_patterns, "shares"))),
+    preview.urls.open_pattern,
+    path("snapshots/", include((vms.urls.snapshot_patterns, "snapshots"))),
+    path("isos/", include((vms.urls.iso_patterns, "isos"))),
+    path("recordings/", include(consoles.urls.urlpatterns)),
+]
+
+lab_patterns: list[URLPattern | URLResolver] = [*labs.urls.urlpatterns, sessions_app.urls.start_pattern]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.github_login")),  # before allauth's: GitHub only when set up
     path("accounts/", include("allauth.urls")),
     path("rq/", include(job_queue_pages)),
-    path("sessions/<uuid:pk>/hints/", include("judge.hint_urls")),
+    path("sessions/<uuid:pk>/hints/", include("judge.hints.urls")),
     path("sessions/<uuid:pk>/judge/", include("judge.urls")),
-    path("sessions/", include("sessions_app.urls")),
+    path("sessions/", include((session_patterns, "sessions"))),
     path("attempts/", include("judge.history_urls")),
-    path("", include("labs.urls")),
+    path("", include((lab_patterns, "labs"))),
 ]
 
-handler403 = "labs.views.permission_denied"
-handler404 = "labs.views.page_not_found"
-handler500 = "labs.views.server_error"
+handler403 = "labsite.errors.permission_denied"
+handler404 = "labsite.errors.page_not_found"
+handler500 = "labsite.errors.server_error"

@@ -17,10 +17,11 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from runners.base import Runner, RunnerError
+from runners.base import VM_IMAGE_KINDS, Runner, RunnerError
 
 BUILTIN_RUNNERS: dict[str, dict[str, Any]] = {
     "docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {}},
+    "docker-vm": {"BACKEND": "runners.docker_vm.DockerVmRunner", "OPTIONS": {}},
     "local": {"BACKEND": "runners.local.LocalRunner", "OPTIONS": {}},
     "qemu": {"BACKEND": "runners.qemu.QemuRunner", "OPTIONS": {}},
 }
@@ -67,14 +68,21 @@ def _build(alias: str, config: dict[str, Any]) -> Runner:
     return runner
 
 
-def resolve_alias(name: str) -> str:
-    """The concrete alias a name refers to ("default" picks the best available backend)."""
+def resolve_alias(name: str, image_kind: str = "") -> str:
+    """The concrete alias a name refers to ("default" picks the best available backend). With a
+    VM image kind, a runner that sends its VM labs elsewhere (Runner.vm_runner) gives that alias."""
     configs = runner_configs()
     if name in configs:
-        return name
-    if name in ("", "default"):
-        return _auto_default_alias(configs)
-    raise RunnerError(f"No runner named {name!r} is configured (LAB_RUNNERS).", permanent=True)
+        alias = name
+    elif name in ("", "default"):
+        alias = _auto_default_alias(configs)
+    else:
+        raise RunnerError(f"No runner named {name!r} is configured (LAB_RUNNERS).", permanent=True)
+    if image_kind in VM_IMAGE_KINDS:
+        companion = _build(alias, configs[alias]).vm_runner
+        if companion and companion != alias:
+            return resolve_alias(companion)
+    return alias
 
 
 def get_runner(name: str) -> Runner:

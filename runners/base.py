@@ -110,6 +110,10 @@ class PlacedFile:
     mode: int = 0o644
 
 
+# Image kinds that boot a virtual machine (a disk image, or an ISO on the CD-ROM).
+VM_IMAGE_KINDS = ("vm", "iso")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where the platform reaches a session port: a TCP address or a unix socket."""
@@ -117,6 +121,23 @@ class Endpoint:
     host: str | None = None
     port: int | None = None
     unix_path: str | None = None
+
+
+def vnc_endpoint_of(endpoints: Any) -> Endpoint | None:
+    """Where a session's VNC server listens, from the endpoints its start recorded
+    (StartResult.endpoints, kept on the session): a runner with a graphical console records
+    {"vnc": {"unix": path}} or {"vnc": {"host": ..., "port": ...}}. Not supported (no graphical
+    console, or a malformed record): None. Read from the record, so no runner is asked."""
+    vnc = endpoints.get("vnc") if isinstance(endpoints, dict) else None
+    if not isinstance(vnc, dict):
+        return None
+    unix = vnc.get("unix")
+    if isinstance(unix, str) and unix.startswith("/"):
+        return Endpoint(unix_path=unix)
+    host, port = vnc.get("host"), vnc.get("port")
+    if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return Endpoint(host=host, port=port)
+    return None
 
 
 @dataclass(frozen=True)
@@ -168,7 +189,7 @@ class TerminalStream(Protocol):
 ProgressCallback = Callable[[str], None]
 
 
-def _no_progress(message: str) -> None:
+def no_progress(message: str) -> None:
     return None
 
 
@@ -198,13 +219,18 @@ class Runner:
     #: The workspace directory inside the environment.
     workspace = "/workspace"
 
+    #: The alias of the runner that takes this runner's VM labs (image kinds in VM_IMAGE_KINDS),
+    #: when it does not boot them itself: the registry sends them there. None: this runner boots
+    #: them, or refuses them in start().
+    vm_runner: str | None = None
+
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         self.name = name
         self.options = dict(options or {})
 
     # lifecycle -----------------------------------------------------------------------
     def start(
-        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+        self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0
     ) -> StartResult:
         """Create and start the environment for `spec`; return its state and endpoints.
 
@@ -309,6 +335,12 @@ class Runner:
         """Attach an interactive shell. Where the backend can, `name` re-attaches the same shell."""
         raise NotImplementedError
 
+    def terminal_exists(self, state: dict[str, Any], name: str) -> bool:
+        """Whether a shell named `name` is still there to re-attach (asked before open_terminal, so
+        the page can say "reconnected"). Not supported: False, the answer of runners that keep no
+        shells between connections. Never raises: open_terminal reports what is really wrong."""
+        return False
+
     # supervision ---------------------------------------------------------------------
     def list_managed(self) -> list[ManagedEnvironment]:
         """Every environment this runner created that still exists, found by its labels."""
@@ -326,6 +358,21 @@ class Runner:
         """How full the session's disk is, where the runner limits it; None where it does not.
         Must be cheap (the session page asks on every refresh): no program in the session."""
         return None
+
+    # snapshots --------------------------------------------------------------------------
+    # Whether snapshot() works. Not supported: False, and snapshot() raises a permanent RunnerError.
+    can_snapshot = False
+
+    def snapshot(self, state: dict[str, Any], dest_path: str, include_memory: bool) -> int:
+        """Save the session's disk (and its memory, when asked and running) as `dest_path` and its
+        companions (`.state`, `.json`), for a new session to boot from; the bytes written. Leaves
+        nothing behind when it fails."""
+        raise RunnerError("this runner cannot take snapshots", permanent=True)
+
+    def snapshot_disk_bytes(self, state: dict[str, Any]) -> int:
+        """The most disk bytes a snapshot of the session would copy now (its own disk layer), for
+        the quota reservation. Not supported or nothing there: 0."""
+        return 0
 
     def available(self) -> bool:
         """Whether this backend can run sessions on this machine right now."""

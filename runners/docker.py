@@ -31,14 +31,10 @@ OPTIONS (all optional):
                     addresses (cloud metadata), and bridge-mode sessions never reach private networks.
                     Session bridges are named "labs…" (bridge, isolated) and "labu…" (unrestricted).
                     Needs root and iptables.
-    vm_image        the runner image for VM labs (default "labs/qemu:bookworm"). A session whose
-                    image is a VM disk or ISO boots in a container of this image: QEMU as its main
-                    process, the base bind-mounted read-only, a qcow2 overlay on a per-session volume,
-                    QMP and the serial console on unix sockets inside (the terminal is the serial
-                    console), VNC on vnc_port of the session's network only. See docker_vm.py, also
-                    for vm_accel (default settings.LAB_QEMU_ACCEL), vm_powerdown_timeout (10),
-                    vm_memory_overhead_mb (256, added to the lab's memory for QEMU itself) and
-                    vm_tcg_cache_mb (64).
+    vm_runner       the alias that takes this runner's VM labs (default "docker-vm": runners/docker_vm.py,
+                    QEMU in a container on this same engine). Its options (vm_image, vm_accel,
+                    vnc_port, vm_powerdown_timeout, vm_memory_overhead_mb, vm_tcg_cache_mb) may be
+                    set here too; the docker-vm runner reads them from its engine's options.
 
 Disk limits: with a session disk, every directory the learner can write in the image (the
 workspace, the home, /tmp, /var/tmp and any other directory writable by the learner's user or
@@ -73,6 +69,7 @@ from django.conf import settings
 
 from runners import firewall
 from runners.base import (
+    VM_IMAGE_KINDS,
     DiskUsage,
     Endpoint,
     ExecResult,
@@ -87,11 +84,11 @@ from runners.base import (
     RunnerStats,
     SessionSpec,
     StartResult,
-    _no_progress,
     clean_workspace_path,
+    no_progress,
 )
 from runners.disks import SessionDisks
-from runners.docker_vm import DockerVM, is_vm_spec, is_vm_state
+from runners.docker_terminal import DockerTerminal, api_error_text
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +207,6 @@ grep -qxF "$key" "$HOME/.ssh/authorized_keys" 2>/dev/null || printf '%s\n' "$key
 ALWAYS_WRITABLE = ("/tmp", "/var/tmp")  # noqa: S108 (container paths)  bound to the session disk even where the image lacks them
 
 
-def _short(exc: Exception) -> str:
-    text = getattr(exc, "explanation", None) or str(exc)
-    return str(text).strip().splitlines()[0][:300] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -248,48 +242,6 @@ class Plan:
         return self.hosts[0]
 
 
-class DockerTerminal:
-    """A TTY exec attached over the hijacked API socket."""
-
-    def __init__(self, runner: DockerRunner, exec_id: str, sock: Any) -> None:
-        self._runner = runner
-        self.exec_id = exec_id
-        self._sock_wrapper = sock
-        self._sock: socket.socket = getattr(sock, "_sock", sock)
-        self._closed = False
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def read(self, max_bytes: int = 65536) -> bytes:
-        try:
-            return self._sock.recv(max_bytes)
-        except OSError:
-            return b""
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            raise RunnerError(f"the terminal is closed ({exc})") from exc
-
-    def resize(self, cols: int, rows: int) -> None:
-        try:
-            self._runner.api.exec_resize(self.exec_id, height=rows, width=cols)
-        except docker.errors.APIError as exc:
-            raise RunnerError(f"resize failed: {_short(exc)}") from exc
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-
-
 class DockerRunner(Runner):
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(name, options)
@@ -300,7 +252,11 @@ class DockerRunner(Runner):
         self._profiles: dict[str, ImageProfile] = {}
         self._storage_driver: tuple[str, str] | None = None
         self._apparmor: bool | None = None
-        self.vm = DockerVM(self)  # VM labs: QEMU in a runner container (docker_vm.py)
+
+    @property
+    def vm_runner(self) -> str | None:  # type: ignore[override]  # an option here, a constant elsewhere
+        """VM labs go to the docker-vm runner (runners/docker_vm.py), which shares this engine."""
+        return str(self.options.get("vm_runner", "docker-vm"))
 
     # engine -------------------------------------------------------------------------------
     @functools.cached_property
@@ -319,7 +275,7 @@ class DockerRunner(Runner):
                     else:
                         self._client = docker.from_env(timeout=timeout)
                 except docker.errors.DockerException as exc:
-                    raise RunnerError(f"Docker engine unreachable: {_short(exc)}") from exc
+                    raise RunnerError(f"Docker engine unreachable: {api_error_text(exc)}") from exc
             return self._client
 
     @property
@@ -334,7 +290,7 @@ class DockerRunner(Runner):
                 self._client = None
             return False
 
-    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    def call_engine(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one engine call, turning the SDK's errors into RunnerError with a readable reason."""
         try:
             return func(*args, **kwargs)
@@ -345,25 +301,25 @@ class DockerRunner(Runner):
         if isinstance(exc, RunnerError):
             return exc
         if isinstance(exc, docker.errors.ImageNotFound):
-            return RunnerError(f"{what}: image not found on this engine ({_short(exc)})", permanent=True)
+            return RunnerError(f"{what}: image not found on this engine ({api_error_text(exc)})", permanent=True)
         if isinstance(exc, docker.errors.NotFound):
-            return RunnerError(f"{what}: not found ({_short(exc)})", permanent=True)
+            return RunnerError(f"{what}: not found ({api_error_text(exc)})", permanent=True)
         if isinstance(exc, docker.errors.APIError):
-            return RunnerError(f"{what}: {_short(exc)}", permanent=bool(exc.is_client_error()))
+            return RunnerError(f"{what}: {api_error_text(exc)}", permanent=bool(exc.is_client_error()))
         unreachable = isinstance(exc, (docker.errors.DockerException, OSError)) or any(
             word in type(exc).__name__ for word in ("Connection", "Timeout")
         )
         if unreachable:
             with self._client_lock:
                 self._client = None
-            return RunnerError(f"{what}: Docker engine unreachable ({_short(exc)})")
+            return RunnerError(f"{what}: Docker engine unreachable ({api_error_text(exc)})")
         return exc
 
     def _engine_is_local(self) -> bool:
         return not str(self.options.get("base_url", "")).startswith(("tcp://", "ssh://", "http"))
 
     # naming -------------------------------------------------------------------------------
-    def _labels(self, spec: SessionSpec) -> dict[str, str]:
+    def labels_for(self, spec: SessionSpec) -> dict[str, str]:
         return {
             LABEL_MANAGED: self.instance,
             LABEL_SESSION: spec.session_id,
@@ -371,7 +327,7 @@ class DockerRunner(Runner):
             LABEL_LAB: spec.lab_slug,
         }
 
-    def _name(self, session_id: str) -> str:
+    def container_name(self, session_id: str) -> str:
         return f"{self.instance}-{session_id}"
 
     def _session_of_disk(self, disk_name: str) -> str | None:
@@ -380,10 +336,10 @@ class DockerRunner(Runner):
 
     # start ----------------------------------------------------------------------------------
     def start(
-        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+        self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0
     ) -> StartResult:
-        if is_vm_spec(spec):
-            return self.vm.start(spec, progress, timeout)
+        if spec.image_kind in VM_IMAGE_KINDS:
+            raise RunnerError(f"VM labs run on the {self.vm_runner} runner, not on {self.name}", permanent=True)
         try:
             return self._start_containers(spec, progress, timeout)
         except BaseException:
@@ -397,7 +353,7 @@ class DockerRunner(Runner):
 
     def _start_containers(self, spec: SessionSpec, progress: ProgressCallback, timeout: float) -> StartResult:
         deadline = time.monotonic() + timeout
-        image = self._image(spec.image)
+        image = self.image_info(spec.image)
         user = self._session_user(spec, image)
         plan = Plan(spec=spec, image=image, profile=self._image_profile(image, user), network="",
                     user="" if user == "root" else user, hosts=tuple(spec.hosts) or (DEFAULT_HOSTNAME,))
@@ -406,19 +362,19 @@ class DockerRunner(Runner):
                 # Root in the learner's container must not share it with an engine that needs /proc
                 # unmasked: the engine runs in a container of its own beside it (rootless as ever).
                 plan.engine_beside = True
-                self._dind_mode(self._image(self._engine_image()))
+                self._dind_mode(self.image_info(self._engine_image()))
             else:
                 plan.dind_mode = self._dind_mode(image)
         if len(plan.hosts) > 1 and spec.network_mode == "none":
             raise RunnerError("a session with several hosts needs a network (not network mode none)", permanent=True)
-        plan.network = self._ensure_network(spec)
+        plan.network = self.ensure_network(spec)
         plan.disk = self._session_disk(spec, progress)
         progress("Creating container" if len(plan.hosts) == 1 else f"Creating {len(plan.hosts)} hosts")
         container_id, adopted = self._create_container(plan, progress)
         if adopted:
             progress("Found the existing container; adopting it")
         info = self._ensure_running(container_id)
-        state = self._state_of(info, plan.image, spec, dind_mode=plan.dind_mode, disk=plan.disk, user=plan.user)
+        state = self.state_of(info, plan.image, spec, dind_mode=plan.dind_mode, disk=plan.disk, user=plan.user)
         if plan.disk is not None and plan.profile.is_root and plan.profile.home not in ("", "/"):
             state["shell_dir"] = plan.profile.home  # the workspace, by the name root knows it by (/root)
         for host in plan.hosts[1:]:
@@ -441,16 +397,16 @@ class DockerRunner(Runner):
         if time.monotonic() > deadline:
             raise RunnerError(f"environment not ready after {timeout:g} s")
         progress("Container ready")
-        endpoints = self._endpoints(info)
+        endpoints = self.endpoints_of(info)
         if "vnc" in spec.consoles and endpoints.get("host"):
             endpoints["vnc"] = {"host": endpoints["host"], "port": int(self.options.get("vnc_port", 5900))}
         return StartResult(state=state, endpoints=endpoints)
 
     def _ensure_running(self, container_id: str) -> dict[str, Any]:
-        info = self._call("inspecting container", self.api.inspect_container, container_id)
+        info = self.call_engine("inspecting container", self.api.inspect_container, container_id)
         if not info["State"]["Running"]:
-            self._call("starting container", self.api.start, container_id)
-            info = self._call("inspecting container", self.api.inspect_container, container_id)
+            self.call_engine("starting container", self.api.start, container_id)
+            info = self.call_engine("inspecting container", self.api.inspect_container, container_id)
         return info
 
     def _session_user(self, spec: SessionSpec, image: dict[str, Any]) -> str:
@@ -461,13 +417,13 @@ class DockerRunner(Runner):
     def _engine_image(self) -> str:
         return str(self.options.get("engine_image", "labs/dind:bookworm"))
 
-    def _image(self, reference: str) -> dict[str, Any]:
+    def image_info(self, reference: str) -> dict[str, Any]:
         """Inspect an image, cached briefly: every start needs it, and it rarely changes."""
         now = time.monotonic()
         cached = self._image_cache.get(reference)
         if cached and now - cached[0] < 30:
             return cached[1]
-        attrs = self._call(f"looking up image {reference}", self.api.inspect_image, reference)
+        attrs = self.call_engine(f"looking up image {reference}", self.api.inspect_image, reference)
         self._image_cache[reference] = (now, attrs)
         return attrs
 
@@ -501,7 +457,7 @@ class DockerRunner(Runner):
         return profile
 
     def _scan_image(self, image_id: str, user: str) -> ImageProfile:
-        container = self._call(
+        container = self.call_engine(
             "reading the image's users", self.api.create_container, image_id,
             command=["sh", "-c", PROFILE_SCRIPT, "labs-profile", user], entrypoint=[], user="root",
             network_disabled=True, labels={LABEL_MANAGED: self.instance},
@@ -511,10 +467,11 @@ class DockerRunner(Runner):
         )
         container_id = container["Id"]
         try:
-            self._call("reading the image's users", self.api.start, container_id)
-            result = self._call("reading the image's users", self.api.wait, container_id, timeout=60)
-            output = self._call("reading the image's users", self.api.logs, container_id, stdout=True, stderr=False)
-            errors = self._call("reading the image's users", self.api.logs, container_id, stdout=False, stderr=True)
+            self.call_engine("reading the image's users", self.api.start, container_id)
+            result = self.call_engine("reading the image's users", self.api.wait, container_id, timeout=60)
+            reading = "reading the image's users"
+            output = self.call_engine(reading, self.api.logs, container_id, stdout=True, stderr=False)
+            errors = self.call_engine(reading, self.api.logs, container_id, stdout=False, stderr=True)
         finally:
             try:
                 self.api.remove_container(container_id, force=True)
@@ -554,16 +511,16 @@ class DockerRunner(Runner):
 
     def _apparmor_enabled(self) -> bool:
         if self._apparmor is None:
-            info = self._call("reading engine info", self.client.info)
+            info = self.call_engine("reading engine info", self.client.info)
             self._apparmor = any("apparmor" in str(option) for option in info.get("SecurityOptions") or [])
         return self._apparmor
 
     # network ----------------------------------------------------------------------------------
-    def _ensure_network(self, spec: SessionSpec) -> str:
+    def ensure_network(self, spec: SessionSpec) -> str:
         mode = spec.network_mode
         if mode == "none":
             return "none"
-        name = self._name(spec.session_id)
+        name = self.container_name(spec.session_id)
         self._ensure_guard()
         prefix = firewall.OPEN_PREFIX if mode == "unrestricted" else firewall.BRIDGED_PREFIX
         try:
@@ -571,7 +528,7 @@ class DockerRunner(Runner):
                 name,
                 driver="bridge",
                 internal=(mode == "isolated"),
-                labels=self._labels(spec),
+                labels=self.labels_for(spec),
                 options={"com.docker.network.bridge.name": prefix + spec.session_id.replace("-", "")[:11]},
                 check_duplicate=True,
             )
@@ -607,7 +564,7 @@ class DockerRunner(Runner):
                 raise RunnerError(f"cannot limit this session's disk: {reason}", permanent=True)
             progress(f"Note: the disk limit of {spec.disk_mb} MB is not enforced here ({reason})")
             return None
-        return self.disks.ensure(self._name(spec.session_id), spec.disk_mb)
+        return self.disks.ensure(self.container_name(spec.session_id), spec.disk_mb)
 
     def _volume_for(self, plan: Plan, path: str, host: str = "") -> str:
         """A volume bound to a directory of the session disk, created once per host and path (idempotent)."""
@@ -618,10 +575,10 @@ class DockerRunner(Runner):
             directory.mkdir(parents=True)
             if path in ALWAYS_WRITABLE:
                 directory.chmod(0o1777)  # as /tmp should be, where the image has none to copy from
-        name = f"{self._name(plan.spec.session_id)}-{digest}"
-        self._call("creating a volume on the session disk", self.client.volumes.create, name=name, driver="local",
+        name = f"{self.container_name(plan.spec.session_id)}-{digest}"
+        self.call_engine("creating a volume on the session disk", self.client.volumes.create, name=name, driver="local",
                    driver_opts={"type": "none", "o": "bind", "device": str(directory)},
-                   labels=self._labels(plan.spec))
+                   labels=self.labels_for(plan.spec))
         return name
 
     def _writable_paths(self, plan: Plan) -> list[str]:
@@ -636,7 +593,7 @@ class DockerRunner(Runner):
 
     def _storage_opts(self, spec: SessionSpec, progress: ProgressCallback) -> dict[str, str] | None:
         if self._storage_driver is None:
-            info = self._call("reading engine info", self.client.info)
+            info = self.call_engine("reading engine info", self.client.info)
             backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
             self._storage_driver = (info.get("Driver", ""), backing)
         driver, backing = self._storage_driver
@@ -672,9 +629,9 @@ class DockerRunner(Runner):
             "network_mode": plan.network,
             "storage_opt": self._storage_opts(spec, progress),
         }
-        labels = {**self._labels(spec), LABEL_HOST: hostname, LABEL_ROLE: "host"}
+        labels = {**self.labels_for(spec), LABEL_HOST: hostname, LABEL_ROLE: "host"}
         create: dict[str, Any] = {
-            "name": self._name(spec.session_id) + (f"-{host}" if host else ""),
+            "name": self.container_name(spec.session_id) + (f"-{host}" if host else ""),
             "hostname": hostname,
             "labels": labels,
             "detach": True,
@@ -706,7 +663,7 @@ class DockerRunner(Runner):
         if labels_of_image.get(INIT_LABEL) != "image":
             create["entrypoint"] = []
             create["command"] = KEEPALIVE
-        return self._create_low_level(plan.image["Id"], host_config, create)
+        return self.create_container(plan.image["Id"], host_config, create)
 
     def _create_dind(self, plan: Plan, host: dict[str, Any], create: dict[str, Any], binds: list[str],
                      progress: ProgressCallback) -> tuple[str, bool]:
@@ -714,8 +671,8 @@ class DockerRunner(Runner):
         spec = plan.spec
         if plan.disk is None:
             # No session disk: the engine's data still must not sit on overlayfs (overlay on overlay).
-            volume = self._call("creating engine volume", self.client.volumes.create,
-                                name=f"{self._name(spec.session_id)}-docker", labels=self._labels(spec))
+            volume = self.call_engine("creating engine volume", self.client.volumes.create,
+                                name=f"{self.container_name(spec.session_id)}-docker", labels=self.labels_for(spec))
             binds.append(f"{volume.name}:{self._dind_data_root(plan.dind_mode)}:rw")
         binds += self._preload_binds(spec, progress)
         host["binds"] = binds
@@ -725,7 +682,7 @@ class DockerRunner(Runner):
             host.update(self._rootless_host_config())
             # The engine mounts a fresh /proc for its containers, which the kernel allows only where no
             # part of /proc is hidden; nothing here runs as root on the host, so nothing can misuse it.
-            return self._create_low_level(plan.image["Id"], host, create, unmask_paths=True)
+            return self.create_container(plan.image["Id"], host, create, unmask_paths=True)
         # Legacy: the entrypoint starts the inner engine as root; shells use the shell user.
         create["user"] = "root"
         return self._create_legacy_dind(plan.image["Id"], host, create, plan.dind_mode)
@@ -740,14 +697,14 @@ class DockerRunner(Runner):
     def _engine_socket_volume(self, plan: Plan) -> str:
         """A small tmpfs volume for the engine's socket, owned by the engine's user, shared by the two
         containers (the learner's client, the engine beside it)."""
-        engine_image = self._image(self._engine_image())
+        engine_image = self.image_info(self._engine_image())
         engine_user = self._image_user(engine_image).split(":")[0] or "learner"
         profile = self._image_profile(engine_image, engine_user)
-        name = f"{self._name(plan.spec.session_id)}-engine-socket"
-        self._call("creating the engine's socket volume", self.client.volumes.create, name=name, driver="local",
+        name = f"{self.container_name(plan.spec.session_id)}-engine-socket"
+        self.call_engine("creating the engine's socket volume", self.client.volumes.create, name=name, driver="local",
                    driver_opts={"type": "tmpfs", "device": "tmpfs",
                                 "o": f"size=1m,mode=0750,uid={profile.uid},gid={profile.gid}"},
-                   labels=self._labels(plan.spec))
+                   labels=self.labels_for(plan.spec))
         return name
 
     def _start_engine_beside(self, plan: Plan, main_id: str, progress: ProgressCallback) -> str:
@@ -755,7 +712,7 @@ class DockerRunner(Runner):
         published ports answer on the learner's localhost) and sees the learner's workspace at the
         same paths (so `docker run -v /root/x:/x` finds it). Nothing of it runs as root on the host."""
         spec = plan.spec
-        engine_image = self._image(self._engine_image())
+        engine_image = self.image_info(self._engine_image())
         binds = [f"{self._engine_socket_volume(plan)}:{ENGINE_SOCKET_DIR}:rw"]
         if plan.disk is not None:
             workspace = self._volume_for(plan, self.workspace)
@@ -764,8 +721,8 @@ class DockerRunner(Runner):
             if plan.profile.home not in ("", "/"):
                 binds.append(f"{workspace}:{plan.profile.home}:rw")
         else:
-            volume = self._call("creating engine volume", self.client.volumes.create,
-                                name=f"{self._name(spec.session_id)}-docker", labels=self._labels(spec))
+            volume = self.call_engine("creating engine volume", self.client.volumes.create,
+                                name=f"{self.container_name(spec.session_id)}-docker", labels=self.labels_for(spec))
             binds.append(f"{volume.name}:{ROOTLESS_DATA_ROOT}:rw")
         binds += self._preload_binds(spec, progress)
         host = {
@@ -778,17 +735,17 @@ class DockerRunner(Runner):
             **self._rootless_host_config(),
         }
         create = {
-            "name": f"{self._name(spec.session_id)}-engine",
-            "labels": {**self._labels(spec), LABEL_HOST: plan.main_host, LABEL_ROLE: "engine"},
+            "name": f"{self.container_name(spec.session_id)}-engine",
+            "labels": {**self.labels_for(spec), LABEL_HOST: plan.main_host, LABEL_ROLE: "engine"},
             "detach": True,
             "user": self._image_user(engine_image).split(":")[0] or "learner",
             "environment": {"LAB_SESSION": spec.session_id},
         }
-        engine_id, _ = self._create_low_level(engine_image["Id"], host, create, unmask_paths=True)
+        engine_id, _ = self.create_container(engine_image["Id"], host, create, unmask_paths=True)
         self._ensure_running(engine_id)
         return engine_id
 
-    def _create_low_level(
+    def create_container(
         self, image_id: str, host: dict[str, Any], create: dict[str, Any], unmask_paths: bool = False
     ) -> tuple[str, bool]:
         host_config = self.api.create_host_config(**{k: v for k, v in host.items() if v is not None})
@@ -800,7 +757,7 @@ class DockerRunner(Runner):
             created = self.api.create_container(image_id, host_config=host_config, **create)
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # created by an earlier or concurrent start: adopt it
-                existing = self._call("adopting container", self.api.inspect_container, create["name"])
+                existing = self.call_engine("adopting container", self.api.inspect_container, create["name"])
                 return existing["Id"], True
             raise self._translate("creating container", exc) from exc
         except Exception as exc:
@@ -814,13 +771,13 @@ class DockerRunner(Runner):
             attempt["privileged"] = True
         else:
             attempt.update(DIND_CAPABILITY_OPTIONS)
-        container_id, adopted = self._create_low_level(image_id, attempt, create, unmask_paths=mode != "privileged")
+        container_id, adopted = self.create_container(image_id, attempt, create, unmask_paths=mode != "privileged")
         if adopted:
             return container_id, True
         try:
-            self._call("starting container", self.api.start, container_id)
+            self.call_engine("starting container", self.api.start, container_id)
         except RunnerError as exc:
-            self._call("removing failed container", self.api.remove_container, container_id, force=True)
+            self.call_engine("removing failed container", self.api.remove_container, container_id, force=True)
             raise RunnerError(f"cannot start a {mode} Docker-in-Docker container on this host: {exc}",
                               permanent=True) from exc
         return container_id, False
@@ -837,13 +794,13 @@ class DockerRunner(Runner):
         cache.mkdir(parents=True, exist_ok=True)
         mounts: dict[str, dict[str, str]] = {}
         for ref in refs:
-            image = self._call(f"looking up preload image {ref}", self.client.images.get, ref)
+            image = self.call_engine(f"looking up preload image {ref}", self.client.images.get, ref)
             tarball = cache / f"{image.id.replace(':', '_')}.tar"
             if not tarball.exists():
                 progress(f"Saving {ref} for the inner engine (first time only)")
                 partial = tarball.with_suffix(f".{os.getpid()}.partial")
                 with partial.open("wb") as out:
-                    for chunk in self._call(f"saving {ref}", image.save, named=True):
+                    for chunk in self.call_engine(f"saving {ref}", image.save, named=True):
                         out.write(chunk)
                 os.chmod(partial, 0o644)  # the rootless engine loads it as the learner
                 partial.replace(tarball)
@@ -858,11 +815,11 @@ class DockerRunner(Runner):
         while time.monotonic() < deadline:
             if self._engine_lstat(state, marker):
                 return
-            info = self._call("inspecting container", self.api.inspect_container, engine)
+            info = self.call_engine("inspecting container", self.api.inspect_container, engine)
             if not info["State"]["Running"]:
                 break  # the entrypoint gave up (it says why in the container's log)
             time.sleep(0.1)
-        logs = self._call("reading the container's log", self.api.logs, engine, stdout=True,
+        logs = self.call_engine("reading the container's log", self.api.logs, engine, stdout=True,
                           stderr=True, tail=20)
         raise RunnerError("the session's Docker engine did not start: "
                           + logs.decode(errors="replace").strip()[-800:], permanent=True)
@@ -883,14 +840,14 @@ class DockerRunner(Runner):
                         archive.addfile(info, handle)
                 else:
                     archive.addfile(info)
-        self._call("copying starter files", self.api.put_archive, state["container_id"], self.workspace,
+        self.call_engine("copying starter files", self.api.put_archive, state["container_id"], self.workspace,
                    buffer.getvalue())
         marker = io.BytesIO()
         with tarfile.open(fileobj=marker, mode="w") as archive:
             info = tarfile.TarInfo(STARTER_MARKER.rsplit("/", 1)[1])
             info.mtime = int(time.time())
             archive.addfile(info, io.BytesIO(b""))
-        self._call("marking the starter files copied", self.api.put_archive, state["container_id"],
+        self.call_engine("marking the starter files copied", self.api.put_archive, state["container_id"],
                    posixpath.dirname(STARTER_MARKER), marker.getvalue())
 
     def _connect_hosts(self, state: dict[str, Any], plan: Plan) -> None:
@@ -911,8 +868,6 @@ class DockerRunner(Runner):
 
     def place_files(self, state: dict[str, Any], files: list[PlacedFile], host: str = "") -> None:
         """Through the engine's archive API, as root: nothing in the session takes part."""
-        if is_vm_state(state):
-            raise RunnerError("files cannot be placed inside a VM without a guest agent", permanent=True)
         container_id = state["container_id"] if not host else (state.get("hosts") or {}).get(host)
         if not container_id:
             raise RunnerError(f"this session has no host named {host!r}", permanent=True)
@@ -926,9 +881,9 @@ class DockerRunner(Runner):
                 info.size, info.mode, info.mtime = len(placed.data), placed.mode & 0o7777, int(time.time())
                 info.uid = info.gid = 0
                 archive.addfile(info, io.BytesIO(placed.data))
-        self._call("placing the lab's files", self.api.put_archive, container_id, "/", buffer.getvalue())
+        self.call_engine("placing the lab's files", self.api.put_archive, container_id, "/", buffer.getvalue())
 
-    def _state_of(self, info: dict[str, Any], image: dict[str, Any], spec: SessionSpec, *, dind_mode: str = "",
+    def state_of(self, info: dict[str, Any], image: dict[str, Any], spec: SessionSpec, *, dind_mode: str = "",
                   disk: Path | None = None, user: str | None = None) -> dict[str, Any]:
         if user is None:
             user = self._image_user(image).split(":")[0]
@@ -943,10 +898,10 @@ class DockerRunner(Runner):
         if dind_mode:
             state["dind_mode"] = dind_mode
         if disk is not None:
-            state["disk"] = self._name(spec.session_id)
+            state["disk"] = self.container_name(spec.session_id)
         return state
 
-    def _endpoints(self, info: dict[str, Any]) -> dict[str, Any]:
+    def endpoints_of(self, info: dict[str, Any]) -> dict[str, Any]:
         networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
         for net in networks.values():
             if net.get("IPAddress"):
@@ -954,8 +909,6 @@ class DockerRunner(Runner):
         return {}
 
     def stop(self, state: dict[str, Any], timeout: float = 10.0) -> None:
-        if is_vm_state(state):
-            self.vm.power_down(state, timeout)  # the guest shuts down first; removal is the same below
         container_id = state.get("container_id")
         session_id = None
         if container_id:
@@ -964,7 +917,7 @@ class DockerRunner(Runner):
             except docker.errors.NotFound:
                 container = None
             except docker.errors.DockerException as exc:
-                raise RunnerError(f"Docker engine unreachable ({_short(exc)})") from exc
+                raise RunnerError(f"Docker engine unreachable ({api_error_text(exc)})") from exc
             if container is not None:
                 session_id = container.labels.get(LABEL_SESSION)
                 engine = state.get("engine_container_id")
@@ -975,8 +928,8 @@ class DockerRunner(Runner):
                         pass
                     except Exception as exc:
                         raise self._translate("removing the session's engine", exc) from exc
-                self._call("stopping container", container.stop, timeout=int(timeout))
-                self._call("removing container", container.remove, v=True, force=True)
+                self.call_engine("stopping container", container.stop, timeout=int(timeout))
+                self.call_engine("removing container", container.remove, v=True, force=True)
         if session_id is None and state.get("name", "").startswith(f"{self.instance}-"):
             session_id = state["name"][len(self.instance) + 1:]
         if session_id:
@@ -985,7 +938,7 @@ class DockerRunner(Runner):
     def _remove_session_resources(self, session_id: str) -> None:
         label = [f"{LABEL_MANAGED}={self.instance}", f"{LABEL_SESSION}={session_id}"]
         # The other hosts and an engine beside the learner's container (first: it uses its network).
-        others = self._call("listing containers", self.client.containers.list, all=True, filters={"label": label})
+        others = self.call_engine("listing containers", self.client.containers.list, all=True, filters={"label": label})
         for container in sorted(others, key=lambda c: c.labels.get(LABEL_ROLE) != "engine"):
             try:
                 container.remove(v=True, force=True)
@@ -993,11 +946,11 @@ class DockerRunner(Runner):
                 pass
             except Exception as exc:
                 raise self._translate("removing container", exc) from exc
-        for network in self._call("listing networks", self.client.networks.list, filters={"label": label}):
-            self._call("removing network", network.remove)
-        for volume in self._call("listing volumes", self.client.volumes.list, filters={"label": label}):
-            self._call("removing volume", volume.remove, force=True)
-        self.disks.remove(self._name(session_id))
+        for network in self.call_engine("listing networks", self.client.networks.list, filters={"label": label}):
+            self.call_engine("removing network", network.remove)
+        for volume in self.call_engine("listing volumes", self.client.volumes.list, filters={"label": label}):
+            self.call_engine("removing volume", volume.remove, force=True)
+        self.disks.remove(self.container_name(session_id))
 
     def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
         return self.disks.usage(state["disk"]) if state.get("disk") else None
@@ -1008,7 +961,7 @@ class DockerRunner(Runner):
         except docker.errors.NotFound:
             return PollStatus.MISSING
         except docker.errors.DockerException as exc:
-            raise RunnerError(f"Docker engine unreachable ({_short(exc)})") from exc
+            raise RunnerError(f"Docker engine unreachable ({api_error_text(exc)})") from exc
         return PollStatus.RUNNING if container.status == "running" else PollStatus.STOPPED
 
     # exec -----------------------------------------------------------------------------------
@@ -1023,15 +976,13 @@ class DockerRunner(Runner):
         workdir: str | None = None,
         environment: dict[str, str] | None = None,
     ) -> ExecResult:
-        if is_vm_state(state):
-            raise RunnerError("commands cannot run inside a VM without a guest agent", permanent=True)
         exec_user = user if user is not None else (state.get("user") or "root")
         if state.get("dind_mode") == "rootless" and exec_user.split(":")[0] in ("root", "0"):
             # Its /proc is unmasked for the inner engine: root there could write the host's sysctls.
             raise RunnerError("nothing runs as root in a rootless Docker-in-Docker session", permanent=True)
         wrapped = ["sh", "-c", OOM_FIRST + 'exec "$@"', "labs-exec",
                    "timeout", "-s", "KILL", str(max(1, int(timeout + 0.999))), *command]
-        created = self._call(
+        created = self.call_engine(
             "running a command",
             self.api.exec_create,
             state["container_id"],
@@ -1045,14 +996,14 @@ class DockerRunner(Runner):
             environment=environment or {},
         )
         exec_id = created["Id"]
-        sock = self._call("running a command", self.api.exec_start, exec_id, socket=True)
+        sock = self.call_engine("running a command", self.api.exec_start, exec_id, socket=True)
         raw: socket.socket = getattr(sock, "_sock", sock)
         started = time.monotonic()
         try:
             stdout, stderr = _exchange(raw, stdin, deadline=started + timeout + 5)
         finally:
             raw.close()
-        info = self._call("reading the command's result", self.api.exec_inspect, exec_id)
+        info = self.call_engine("reading the command's result", self.api.exec_inspect, exec_id)
         exit_code = info.get("ExitCode")
         elapsed = time.monotonic() - started
         timed_out = exit_code is None or (exit_code in (124, 137) and elapsed >= timeout - 0.05)
@@ -1126,8 +1077,6 @@ class DockerRunner(Runner):
 
     def _engine_lstat(self, state: dict[str, Any], absolute: str) -> dict[str, Any] | None:
         """The engine's lstat of a container path (the last component is not followed); None if absent."""
-        if is_vm_state(state):
-            raise RunnerError("VM labs have no file access", permanent=True)
         url = self.api._url("/containers/{0}/archive", state.get("container_id", ""))
         try:
             response = self.api.head(url, params={"path": absolute}, timeout=self.api.timeout)
@@ -1241,17 +1190,22 @@ class DockerRunner(Runner):
 
     # reaching the session ---------------------------------------------------------------------
     def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
-        if is_vm_state(state):
-            raise RunnerError("the ports of a VM lab cannot be reached from the platform", permanent=True)
-        info = self._call("finding the container", self.api.inspect_container, state.get("container_id", ""))
-        endpoints = self._endpoints(info)
+        info = self.call_engine("finding the container", self.api.inspect_container, state.get("container_id", ""))
+        endpoints = self.endpoints_of(info)
         if not endpoints.get("host"):
             raise RunnerError("this session has no network, so its ports cannot be reached", permanent=True)
         return Endpoint(host=endpoints["host"], port=port)
 
+    def terminal_exists(self, state: dict[str, Any], name: str) -> bool:
+        # Shells are kept in a per-name tmux session where the image has tmux; `tmux new-session -A`
+        # does not say whether it created or joined one, so tmux is asked first.
+        probe = f"command -v tmux >/dev/null 2>&1 && tmux has-session -t '=term-{name}' 2>/dev/null"
+        try:
+            return self.exec(state, ["sh", "-c", probe], timeout=5).exit_code == 0
+        except RunnerError:
+            return False
+
     def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> DockerTerminal:
-        if is_vm_state(state):
-            return self.vm.open_terminal(state, cols, rows)  # the VM's serial console
         safe_name = "".join(c for c in name if c.isalnum() or c in "-_")[:32] or "1"
         # A per-terminal tmux session survives reconnects; plain bash where the image has no tmux.
         shell = (
@@ -1259,7 +1213,7 @@ class DockerRunner(Runner):
             "\\; set-option -g status off; fi; "
             "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
         )
-        created = self._call(
+        created = self.call_engine(
             "opening a terminal",
             self.api.exec_create,
             state["container_id"],
@@ -1270,8 +1224,8 @@ class DockerRunner(Runner):
             workdir=state.get("shell_dir") or self.workspace,
             environment={"TERM": "xterm-256color", "LANG": "C.UTF-8", "HOME": self._home(state)},
         )
-        sock = self._call("opening a terminal", self.api.exec_start, created["Id"], socket=True, tty=True)
-        terminal = DockerTerminal(self, created["Id"], sock)
+        sock = self.call_engine("opening a terminal", self.api.exec_start, created["Id"], socket=True, tty=True)
+        terminal = DockerTerminal(self.api, created["Id"], sock)
         try:
             terminal.resize(cols, rows)
         except RunnerError:
@@ -1284,7 +1238,7 @@ class DockerRunner(Runner):
 
     # supervision ------------------------------------------------------------------------------
     def list_managed(self) -> list[ManagedEnvironment]:
-        containers = self._call(
+        containers = self.call_engine(
             "listing containers", self.client.containers.list, all=True,
             filters={"label": f"{LABEL_MANAGED}={self.instance}"},
         )
@@ -1293,7 +1247,7 @@ class DockerRunner(Runner):
             for c in containers
         ]
         with_container = {env.session_id for env in found}
-        networks = self._call(
+        networks = self.call_engine(
             "listing networks", self.client.networks.list, filters={"label": f"{LABEL_MANAGED}={self.instance}"}
         )
         for network in networks:
@@ -1303,7 +1257,7 @@ class DockerRunner(Runner):
                 with_container.add(session_id)
         # A failed Docker-in-Docker start in network mode none/unrestricted has no network of its
         # own, so its engine volume can be all that is left: report it, or nothing ever removes it.
-        volumes = self._call(
+        volumes = self.call_engine(
             "listing volumes", self.client.volumes.list, filters={"label": f"{LABEL_MANAGED}={self.instance}"}
         )
         for volume in volumes:
@@ -1338,15 +1292,15 @@ class DockerRunner(Runner):
         else:
             try:
                 container = self.client.containers.get(env.ref)
-                self._call("removing container", container.remove, v=True, force=True)
+                self.call_engine("removing container", container.remove, v=True, force=True)
             except docker.errors.NotFound:
                 pass
         if env.session_id:
             self._remove_session_resources(env.session_id)
 
     def stats(self, state: dict[str, Any]) -> RunnerStats:
-        container = self._call("finding the container", self.client.containers.get, state.get("container_id", ""))
-        raw = self._call("reading stats", container.stats, stream=False)
+        container = self.call_engine("finding the container", self.client.containers.get, state.get("container_id", ""))
+        raw = self.call_engine("reading stats", container.stats, stream=False)
         cpu = raw.get("cpu_stats", {})
         pre = raw.get("precpu_stats", {})
         cpu_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get("total_usage", 0)

@@ -1,10 +1,11 @@
-"""VM labs through the Docker runner: the session's QEMU runs inside a runner container.
+"""VM labs on a Docker engine (runner alias "docker-vm"): the session's QEMU runs in a container.
 
-The Docker runner hands every session whose image is a VM disk or ISO (`spec.image_kind` "vm" or
-"iso") to `DockerVM`, so the same VM labs the host QEMU runner boots also work wherever only a
-container engine is available (and, later, in Kubernetes pods).
+The registry sends every session whose image is a VM disk or ISO (`spec.image_kind` "vm" or
+"iso") and whose lab names the Docker runner here (DockerRunner.vm_runner), so the same VM labs
+the host QEMU runner boots also work wherever only a container engine is available. The runner is
+composed of a DockerRunner for the engine (DockerVmRunner.engine), not a branch inside it.
 
-One container per session, made from the runner image (Docker runner option `vm_image`, default
+One container per session, made from the runner image (option `vm_image`, default
 labs/qemu:bookworm, built by deploy/scripts/build-images.sh from deploy/images/qemu):
 
     /vm/base/disk           the base disk (or /vm/base/cdrom.iso), bind-mounted read-only
@@ -60,24 +61,40 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 
-from runners.base import ProgressCallback, RunnerError, SessionSpec, StartResult
+from runners import runner_configs
+from runners.base import (
+    VM_IMAGE_KINDS,
+    DiskUsage,
+    Endpoint,
+    ExecResult,
+    FileEntry,
+    FileStat,
+    ManagedEnvironment,
+    PlacedFile,
+    PollStatus,
+    ProgressCallback,
+    Runner,
+    RunnerError,
+    RunnerStats,
+    SessionSpec,
+    StartResult,
+    no_progress,
+)
+from runners.docker import DockerRunner
+from runners.docker_terminal import DockerTerminal
 from runners.qemu import (
-    _OPTION_RE,
     DEFAULT_CMDLINE,
     DISK_NAMES,
+    QEMU_OPTION_RE,
     SANDBOX,
     STOPPED_STATUSES,
     resolve_accel,
 )
 
-if TYPE_CHECKING:
-    from runners.docker import DockerRunner, DockerTerminal
-
-VM_KINDS = ("vm", "iso")
 DEFAULT_VM_IMAGE = "labs/qemu:bookworm"
 SOCKET_DIR = "/run/vm"
 DISK_DIR = "/var/lib/labs-vm"
@@ -195,39 +212,35 @@ SERIAL_ATTACH = (
 )
 
 
-def is_vm_spec(spec: SessionSpec) -> bool:
-    """Whether the Docker runner should boot this session as a VM in a runner container."""
-    return spec.image_kind in VM_KINDS
-
-
-def is_vm_state(state: dict[str, Any]) -> bool:
-    return state.get("kind") == "vm"
-
-
 class MonitorUnavailable(RunnerError):
     """QMP did not answer (QEMU not up yet, busy, or gone)."""
 
 
 class DockerVM:
-    """The VM half of the Docker runner; it reuses the runner's engine, naming and cleanup."""
+    """The VM machinery of a DockerVmRunner: QEMU's container, its monitor, its serial console."""
 
-    def __init__(self, runner: DockerRunner) -> None:
-        self.runner = runner
+    def __init__(self, host: DockerVmRunner) -> None:
+        self.host = host
+
+    @property
+    def runner(self) -> DockerRunner:
+        """The Docker runner whose engine, naming and cleanup the VM containers share."""
+        return self.host.engine
 
     # options ------------------------------------------------------------------------------------
     @property
     def image_ref(self) -> str:
-        return str(self.runner.options.get("vm_image") or DEFAULT_VM_IMAGE)
+        return str(self.host.option("vm_image") or DEFAULT_VM_IMAGE)
 
     def _accel(self) -> str:
-        accel = str(self.runner.options.get("vm_accel") or getattr(settings, "LAB_QEMU_ACCEL", "auto") or "auto")
-        if not _OPTION_RE.match(accel):
+        accel = str(self.host.option("vm_accel") or settings.LAB_QEMU_ACCEL or "auto")
+        if not QEMU_OPTION_RE.match(accel):
             raise RunnerError(f"invalid QEMU accelerator {accel!r}", permanent=True)
         # "auto" probes this host's QEMU: the container's QEMU uses the same /dev/kvm.
         return resolve_accel(accel)
 
     def _vnc_port(self) -> int:
-        port = int(self.runner.options.get("vnc_port", 5900))
+        port = int(self.host.option("vnc_port", 5900))
         if not 5900 <= port < 5900 + 100:
             raise RunnerError("vnc_port must be between 5900 and 5999 for VM labs (a QEMU display)", permanent=True)
         return port
@@ -238,7 +251,7 @@ class DockerVM:
         runner = self.runner
         binds, plan = self._plan(spec)
         try:
-            image = runner._image(self.image_ref)
+            image = runner.image_info(self.image_ref)
         except RunnerError as exc:
             raise RunnerError(f"{exc} (the VM runner image; build it with deploy/scripts/build-images.sh qemu)",
                               permanent=exc.permanent) from exc
@@ -246,32 +259,32 @@ class DockerVM:
         try:
             # The platform reaches VNC over the container's network, so even "none" gets one (internal).
             reach = "bridge" if spec.network_mode in ("bridge", "unrestricted") else "isolated"
-            network = runner._ensure_network(dataclasses.replace(spec, network_mode=reach))
+            network = runner.ensure_network(dataclasses.replace(spec, network_mode=reach))
             progress("Creating VM container")
-            volume = runner._call("creating disk volume", runner.client.volumes.create,
-                                  name=f"{runner._name(spec.session_id)}-vm", labels=runner._labels(spec))
+            volume = runner.call_engine("creating disk volume", runner.client.volumes.create,
+                                  name=f"{runner.container_name(spec.session_id)}-vm", labels=runner.labels_for(spec))
             binds[volume.name] = {"bind": DISK_DIR, "mode": "rw"}
-            container_id, adopted = runner._create_low_level(
+            container_id, adopted = runner.create_container(
                 image["Id"], self._host_config(spec, network, binds), self._create_options(spec, network, plan)
             )
-            info = runner._call("inspecting container", runner.api.inspect_container, container_id)
+            info = runner.call_engine("inspecting container", runner.api.inspect_container, container_id)
             if adopted and info["State"]["Running"]:
                 progress("Found the running VM; adopting it")
             else:
                 progress("Starting VM")
-                runner._call("starting container", runner.api.start, container_id)
-                info = runner._call("inspecting container", runner.api.inspect_container, container_id)
-            state = runner._state_of(info, image, spec)
+                runner.call_engine("starting container", runner.api.start, container_id)
+                info = runner.call_engine("inspecting container", runner.api.inspect_container, container_id)
+            state = runner.state_of(info, image, spec)
             state["kind"] = "vm"
             self._wait_running(state, deadline, timeout)
-            ip = runner._endpoints(runner._call("inspecting container", runner.api.inspect_container,
+            ip = runner.endpoints_of(runner.call_engine("inspecting container", runner.api.inspect_container,
                                                 container_id)).get("host")
             if not ip:
                 raise RunnerError("the VM container has no address on its network")
         except BaseException:
             # Nothing half-made stays behind (container, network, volume), as the contract asks.
             with contextlib.suppress(Exception):
-                runner.stop({"container_id": container_id, "name": runner._name(spec.session_id)}, timeout=0)
+                runner.stop({"container_id": container_id, "name": runner.container_name(spec.session_id)}, timeout=0)
             raise
         progress("VM running")
         return StartResult(state=state, endpoints={"vnc": {"host": ip, "port": self._vnc_port()}})
@@ -294,11 +307,11 @@ class DockerVM:
         accel = self._accel()
         if accel == "tcg":
             # TCG's translation cache defaults to 1 GiB; keep QEMU inside the container's memory limit.
-            accel += f",tb-size={int(self.runner.options.get('vm_tcg_cache_mb', 64))}"
+            accel += f",tb-size={int(self.host.option('vm_tcg_cache_mb', 64))}"
         argv = [
-            str(self.runner.options.get("vm_qemu", "qemu-system-x86_64")),
+            str(self.host.option("vm_qemu", "qemu-system-x86_64")),
             "-name", f"{self.runner.instance}-{spec.session_id}",
-            "-machine", str(self.runner.options.get("vm_machine", "pc")),
+            "-machine", str(self.host.option("vm_machine", "pc")),
             "-accel", accel,
             "-smp", str(smp),
             "-m", str(memory_mb),
@@ -343,7 +356,7 @@ class DockerVM:
         return binds, plan
 
     def _host_config(self, spec: SessionSpec, network: str, binds: dict[str, dict[str, str]]) -> dict[str, Any]:
-        overhead = int(self.runner.options.get("vm_memory_overhead_mb", 256))
+        overhead = int(self.host.option("vm_memory_overhead_mb", 256))
         limit = max(int(spec.memory_mb), 32) + overhead  # the guest's RAM plus QEMU itself
         host: dict[str, Any] = {
             "nano_cpus": int(spec.cpu * 1e9),
@@ -366,9 +379,9 @@ class DockerVM:
     def _create_options(self, spec: SessionSpec, network: str, plan: dict[str, Any]) -> dict[str, Any]:
         runner = self.runner
         return {
-            "name": runner._name(spec.session_id),
+            "name": runner.container_name(spec.session_id),
             "hostname": "lab",
-            "labels": runner._labels(spec),
+            "labels": runner.labels_for(spec),
             "detach": True,
             "working_dir": DISK_DIR,
             "environment": {"LAB_SESSION": spec.session_id},
@@ -380,7 +393,7 @@ class DockerVM:
     def _wait_running(self, state: dict[str, Any], deadline: float, timeout: float) -> None:
         last = "no answer yet"
         while True:
-            info = self.runner._call("inspecting container", self.runner.api.inspect_container,
+            info = self.runner.call_engine("inspecting container", self.runner.api.inspect_container,
                                      state["container_id"])
             if not info["State"]["Running"]:
                 code = info["State"].get("ExitCode")
@@ -435,7 +448,7 @@ class DockerVM:
     # stop -------------------------------------------------------------------------------------------
     def power_down(self, state: dict[str, Any], timeout: float) -> None:
         """ACPI power button, then QMP quit; the Docker runner removes the rest afterwards."""
-        grace = max(min(timeout, float(self.runner.options.get("vm_powerdown_timeout", 10))), 0.0)
+        grace = max(min(timeout, float(self.host.option("vm_powerdown_timeout", 10))), 0.0)
         if not self._running(state):
             return
         if grace > 0:
@@ -459,18 +472,106 @@ class DockerVM:
     # consoles ---------------------------------------------------------------------------------------
     def open_terminal(self, state: dict[str, Any], cols: int, rows: int) -> DockerTerminal:
         """The VM's serial console (one client at a time, as QEMU serves it), on an exec's TTY."""
-        from runners.docker import DockerTerminal
 
         runner = self.runner
         if not self._running(state):
             raise RunnerError("the VM is not running", permanent=True)
-        created = runner._call(
+        created = runner.call_engine(
             "opening the serial console", runner.api.exec_create, state["container_id"],
             ["sh", "-c", SERIAL_ATTACH, "labs-serial", SERIAL_BRIDGE],
             stdin=True, tty=True, user=state.get("user") or "root", workdir="/",
         )
-        sock = runner._call("opening the serial console", runner.api.exec_start, created["Id"], socket=True, tty=True)
-        terminal = DockerTerminal(runner, created["Id"], sock)
+        sock = runner.call_engine("opening the serial console", runner.api.exec_start, created["Id"],
+                                  socket=True, tty=True)
+        terminal = DockerTerminal(runner.api, created["Id"], sock)
         with contextlib.suppress(RunnerError):
             terminal.resize(cols, rows)  # the exec's TTY only; a serial line has no window size
         return terminal
+
+
+class DockerVmRunner(Runner):
+    """VM labs on a Docker engine (alias "docker-vm"): each session's QEMU in a container.
+
+    Composed of a DockerRunner for the engine (`engine`: connection, names, labels, networks,
+    cleanup), configured from the Docker runner named by the option `engine` (default "docker")
+    with this runner's own options on top; the VM options (vm_image, vm_accel, vnc_port, ...) may
+    stand in either. A VM has no guest agent: commands, files and ports are refused as not
+    supported; its consoles are the serial line (terminal) and QEMU's VNC server.
+    """
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        engine_alias = str(self.options.get("engine", "docker"))
+        engine_options = (runner_configs().get(engine_alias) or {}).get("OPTIONS") or {}
+        self.engine = DockerRunner(name, {**engine_options, **self.options})
+        self.vm = DockerVM(self)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """A VM option: this runner's own, else the engine's (where older settings put them)."""
+        return self.options[key] if key in self.options else self.engine.options.get(key, default)
+
+    @property
+    def instance(self) -> str:
+        return self.engine.instance
+
+    def container_name(self, session_id: str) -> str:
+        return self.engine.container_name(session_id)
+
+    def start(self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0) -> StartResult:
+        if spec.image_kind not in VM_IMAGE_KINDS:
+            raise RunnerError("the docker-vm runner boots VM disks and ISOs only", permanent=True)
+        return self.vm.start(spec, progress, timeout)
+
+    def stop(self, state: dict[str, Any], timeout: float = 10.0) -> None:
+        self.vm.power_down(state, timeout)  # the guest shuts down first; removal is the engine's
+        self.engine.stop(state, timeout)
+
+    def poll(self, state: dict[str, Any]) -> PollStatus:
+        return self.engine.poll(state)
+
+    # A VM has no guest agent: the learner's commands and files belong in the guest.
+    def exec(self, state: dict[str, Any], command: list[str], *, timeout: float = 15.0, stdin: bytes | None = None,
+             user: str | None = None, workdir: str | None = None,
+             environment: dict[str, str] | None = None) -> ExecResult:
+        raise RunnerError("commands cannot run inside a VM without a guest agent", permanent=True)
+
+    def list_files(self, state: dict[str, Any], path: str = "") -> list[FileEntry]:
+        raise RunnerError("VM labs have no file access", permanent=True)
+
+    def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
+        raise RunnerError("VM labs have no file access", permanent=True)
+
+    def read_file_untrusted(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
+        raise RunnerError("VM labs have no file access", permanent=True)
+
+    def write_file(self, state: dict[str, Any], path: str, data: bytes) -> None:
+        raise RunnerError("VM labs have no file access", permanent=True)
+
+    def stat_file(self, state: dict[str, Any], path: str) -> FileStat | None:
+        raise RunnerError("VM labs have no file access", permanent=True)
+
+    def place_files(self, state: dict[str, Any], files: list[PlacedFile], host: str = "") -> None:
+        raise RunnerError("files cannot be placed inside a VM without a guest agent", permanent=True)
+
+    def endpoint(self, state: dict[str, Any], port: int) -> Endpoint:
+        raise RunnerError("the ports of a VM lab cannot be reached from the platform", permanent=True)
+
+    def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> DockerTerminal:
+        return self.vm.open_terminal(state, cols, rows)  # the VM's serial console
+
+    # The engine's containers, labelled alike: reconciliation sees VM and container sessions in
+    # either runner's listing and keeps every environment of a live session.
+    def list_managed(self) -> list[ManagedEnvironment]:
+        return self.engine.list_managed()
+
+    def remove_managed(self, env: ManagedEnvironment) -> None:
+        self.engine.remove_managed(env)
+
+    def stats(self, state: dict[str, Any]) -> RunnerStats:
+        return self.engine.stats(state)
+
+    def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
+        return self.engine.disk_usage(state)
+
+    def available(self) -> bool:
+        return self.engine.available()

@@ -26,8 +26,8 @@ from runners.base import (
     RunnerStats,
     SessionSpec,
     StartResult,
-    _no_progress,
     clean_workspace_path,
+    no_progress,
 )
 
 ENVIRONMENTS: dict[str, dict[str, Any]] = {}
@@ -51,7 +51,10 @@ class FakeTerminal:
         return os.read(self._read_fd, max_bytes)
 
     def write(self, data: bytes) -> None:
-        os.write(self._write_fd, data)
+        try:
+            os.write(self._write_fd, data)
+        except OSError as exc:  # only RunnerError leaves a runner
+            raise RunnerError(f"the terminal is closed ({exc.strerror or exc})", permanent=True) from exc
 
     def resize(self, cols: int, rows: int) -> None:
         self.size = (cols, rows)
@@ -81,7 +84,7 @@ class FakeRunner(Runner):
             raise RunnerError(f"fake runner told to fail on {operation}", permanent=self.options.get("permanent", True))
 
     def start(
-        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+        self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0
     ) -> StartResult:
         progress("Creating environment")
         with _lock:

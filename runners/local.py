@@ -104,8 +104,8 @@ from runners.base import (
     SessionSpec,
     StartResult,
     WorkspacePathError,
-    _no_progress,
     clean_workspace_path,
+    no_progress,
 )
 from runners.disks import SessionDisks
 
@@ -475,7 +475,7 @@ class LocalRunner(Runner):
             return None
 
     def _allow_unsandboxed(self) -> bool:
-        return bool(getattr(settings, "LAB_ALLOW_UNSANDBOXED_LOCAL", False))
+        return bool(settings.LAB_ALLOW_UNSANDBOXED_LOCAL)
 
     def _require_mode(self) -> bool:
         """True to sandbox, False to run unsandboxed (only when allowed); RunnerError otherwise."""
@@ -591,7 +591,7 @@ class LocalRunner(Runner):
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(
-        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+        self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0
     ) -> StartResult:
         if not _SESSION_ID_RE.match(spec.session_id) or ".." in spec.session_id:
             raise RunnerError(f"unusable session id {spec.session_id!r}", permanent=True)

@@ -132,7 +132,7 @@ from runners.base import (
     RunnerStats,
     SessionSpec,
     StartResult,
-    _no_progress,
+    no_progress,
 )
 from runners.qmp import QMPClient, QMPCommandError, QMPError, connect_unix
 
@@ -152,7 +152,7 @@ SANDBOX = "on,spawn=deny,resourcecontrol=deny"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_OPTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:,=-]*$")
+QEMU_OPTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:,=-]*$")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -451,8 +451,8 @@ class QemuRunner(Runner):
         return str(self.options.get("qemu_img", "qemu-img"))
 
     def _accel(self) -> str:
-        accel = str(self.options.get("accel") or getattr(settings, "LAB_QEMU_ACCEL", "auto") or "auto")
-        if not _OPTION_RE.match(accel):
+        accel = str(self.options.get("accel") or settings.LAB_QEMU_ACCEL or "auto")
+        if not QEMU_OPTION_RE.match(accel):
             raise RunnerError(f"invalid QEMU accelerator {accel!r}", permanent=True)
         return resolve_accel(accel, self.qemu)
 
@@ -555,7 +555,7 @@ class QemuRunner(Runner):
 
     # start ----------------------------------------------------------------------------------
     def start(
-        self, spec: SessionSpec, progress: ProgressCallback = _no_progress, timeout: float = 120.0
+        self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0
     ) -> StartResult:
         deadline = time.monotonic() + timeout
         session_dir = self._session_dir(spec.session_id)
@@ -1030,6 +1030,15 @@ class QemuRunner(Runner):
         )
 
     # snapshots --------------------------------------------------------------------------------
+    can_snapshot = True
+
+    def snapshot_disk_bytes(self, state: dict[str, Any]) -> int:
+        try:
+            _, session_dir = self._state_dir(state)
+            return (session_dir / OVERLAY).stat().st_size
+        except (RunnerError, OSError):
+            return 0
+
     def snapshot(self, state: dict[str, Any], dest_path: str, include_memory: bool) -> int:
         """Save the session's disk (and memory) as <dest>, <dest>.state and <dest>.json; see the
         module docstring. Returns the bytes written. Leaves nothing behind when it fails."""

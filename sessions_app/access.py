@@ -11,17 +11,21 @@ from django.http import Http404
 from sessions_app.models import Session
 
 
-def _get_session_for_user(user: Any, pk: UUID | str) -> Session:
+def get_session_for_user(user: Any, pk: UUID | str) -> Session:
     """Return the session if `user` owns it or is staff; raise Http404 otherwise.
 
     A 404 (not a 403) so outsiders cannot probe which session ids exist.
     """
-    if user is None or not user.is_authenticated:
-        raise Http404("No such session")
     try:
-        session = Session.objects.select_related("lab", "lab__image", "user").get(pk=pk)
+        return Session.objects.visible_to(user).select_related("lab", "lab__image", "user").get(pk=pk)
     except (Session.DoesNotExist, ValueError, ValidationError):
         raise Http404("No such session") from None
-    if session.user_id != user.pk and not user.is_staff:
+
+
+def get_learners_session(user: Any, pk: UUID | str) -> Session:
+    """The session only if `user` is the learner it belongs to: staff may look at a session, but
+    what only its learner does (checks, activity) stays theirs. Http404 otherwise."""
+    session = get_session_for_user(user, pk)
+    if not session.is_learner(user):
         raise Http404("No such session")
     return session

@@ -11,8 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import UserQuota
+from jobqueue.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
 from labs.models import Lab
-from labsite.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
 from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
 
 
@@ -33,7 +33,7 @@ class JobQueueUnavailable(SessionActionError):
 
 
 def _require_queue() -> None:
-    """Refuse before changing anything when the job queue is away (see labsite/queueing.py)."""
+    """Refuse before changing anything when the job queue is away (see jobqueue/queueing.py)."""
     try:
         require_queue()
     except QueueUnavailable as exc:
@@ -85,25 +85,20 @@ def _log_later(session_id: Any, message: str) -> Callable[[], object]:
 
 def queue_provision(session_id: Any) -> None:
     """Queue the session's start once the transaction commits (idempotent, retried once if its worker dies)."""
-    from sessions_app import jobs
-
-    enqueue_on_commit(jobs.provision_session, str(session_id), job_id=f"provision-{session_id}",
+    enqueue_on_commit("sessions_app.jobs.provision_session", str(session_id), job_id=f"provision-{session_id}",
                       retry=retry_once(), if_unavailable=_log_later(session_id, PROVISION_NOT_QUEUED))
 
 
 def queue_teardown(session_id: Any) -> None:
     """Queue the session's teardown once the transaction commits (one job id per session, never doubled)."""
-    from sessions_app import jobs
-
-    enqueue_on_commit(jobs.teardown_session, str(session_id), job_id=f"teardown-{session_id}",
+    enqueue_on_commit("sessions_app.jobs.teardown_session", str(session_id), job_id=f"teardown-{session_id}",
                       retry=retry_once(), if_unavailable=_log_later(session_id, TEARDOWN_NOT_QUEUED))
 
 
 def queue_removal(session_id: Any) -> None:
     """Queue removal of what a failed session's start left behind (the reconciler's job if this is lost)."""
-    from sessions_app import jobs
-
-    enqueue_on_commit(jobs.remove_environment, str(session_id), job_id=f"remove-{session_id}", retry=retry_once())
+    enqueue_on_commit("sessions_app.jobs.remove_environment", str(session_id), job_id=f"remove-{session_id}",
+                      retry=retry_once())
 
 
 def stop_session(session: Session, reason: str = EndReason.LEARNER) -> Session:

@@ -9,7 +9,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from sessions_app import actions
-from sessions_app.models import EndReason, PreviewShare, Session, SessionEvent, Snapshot, State, TerminalRecording
+from sessions_app.models import EndReason, Session, SessionEvent, State
 
 
 class SessionEventInline(admin.TabularInline):
@@ -125,70 +125,6 @@ class SessionEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-
-@admin.register(PreviewShare)
-class PreviewShareAdmin(admin.ModelAdmin):
-    list_display = ("session", "port", "created_by", "created_at", "expires_at", "revoked_at")
-    list_filter = ("port",)
-    search_fields = ("session__id", "created_by__username", "session__lab__slug")
-    list_select_related = ("session", "session__lab", "session__user", "created_by")
-    readonly_fields = ("id", "session", "port", "created_by", "created_at")
-    actions = ["revoke"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # shares are made by the session's owner on the session page
-
-    @admin.action(description="Revoke selected share links")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[PreviewShare]) -> None:
-        from django.utils import timezone
-
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {revoked} share link(s).", messages.SUCCESS)
-
-
-@admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "lab", "status", "size_bytes", "includes_memory", "created_at")
-    list_filter = ("status", "includes_memory", "lab")
-    search_fields = ("name", "owner__username", "lab__slug")
-    list_select_related = ("owner", "lab")
-    readonly_fields = ("id", "owner", "lab", "source_session", "path", "size_bytes", "reserved_bytes",
-                       "includes_memory", "status", "error", "created_at")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # snapshots are taken from running sessions, with quota accounting
-
-
-@admin.register(TerminalRecording)
-class TerminalRecordingAdmin(admin.ModelAdmin):
-    """Recorded terminals (labs with record_terminal), read only, each with a Replay link."""
-
-    list_display = ["started_at", "session", "terminal_name", "width", "height", "ended_at", "size_bytes", "replay"]
-    list_filter = ["session__lab"]
-    search_fields = ["session__id", "session__user__username", "session__lab__slug", "terminal_name"]
-    list_select_related = ["session__lab", "session__user"]
-    date_hierarchy = "started_at"
-    # The file as plain text: recordings are served only through the staff-only replay view.
-    fields = readonly_fields = ("session", "terminal_name", "cast_file", "width", "height", "started_at", "ended_at",
-                                "size_bytes", "replay")
-
-    @admin.display(description="cast file")
-    def cast_file(self, recording: TerminalRecording) -> str:
-        return recording.file.name or ""
-
-    @admin.display(description="replay")
-    def replay(self, recording: TerminalRecording) -> str:
-        from django.urls import reverse
-        from django.utils.html import format_html
-
-        return format_html('<a href="{}">Replay</a>', reverse("sessions:recording_replay", args=[recording.pk]))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # recordings are made by the terminal itself
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from runners import get_runner
 from runners.base import RunnerError
 from sessions_app.models import Session, State
 
@@ -37,7 +36,7 @@ def disk_report(session: Session) -> DiskReport | None:
     if session.state != State.RUNNING or not session.runner_state:
         return None
     try:
-        usage = get_runner(session.runner_name).disk_usage(session.runner_state)
+        usage = session.runner().disk_usage(session.runner_state)
     except (RunnerError, OSError) as exc:
         log.warning("reading the disk use of session %s: %s", session.pk, exc)
         return None

@@ -14,10 +14,9 @@ nothing for RECOVER_AFTER_SECONDS (time enough for a commit's own enqueue):
   done, so a shorter wait could start a second one beside a running one): queued again.
 
 A `provisioning` session whose job record vanished (Redis restarted empty) may still be
-provisioning in a worker; it is left to the reaper's start timeout. A snapshot being taken whose
-job failed is failed; one whose job cannot be queued fails at once (sessions_app/snapshots.py),
-and one whose job record vanished is left to the snapshot garbage collection. The judge's side
-(checks, hints) is in judge/job_recovery.py.
+provisioning in a worker; it is left to the reaper's start timeout. Other apps' jobs are repaired
+by what they `register()`: snapshots in vms/job_recovery.py, checks and hints in
+judge/job_recovery.py.
 """
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ from uuid import UUID
 
 from django.db.models import OuterRef, Q, Subquery
 
-from labsite.queueing import job_statuses, uses_redis
+from jobqueue.queueing import job_statuses, uses_redis
 from sessions_app.actions import TEARDOWN_NOT_QUEUED, queue_provision, queue_removal, queue_teardown
-from sessions_app.models import EndReason, Session, SessionEvent, Snapshot, State
+from sessions_app.models import EndReason, Session, SessionEvent, State
 from sessions_app.row_claims import claim_in_batches, quiet_since
 
 RECOVER_AFTER_SECONDS = 10
@@ -41,7 +40,6 @@ START_LOST = "The job queue lost this start (Redis was unavailable): queued it a
 START_ABANDONED = ("Your environment's start was interrupted: the worker preparing it stopped. "
                    "Start the lab again.")
 STOP_LOST = "The job queue lost this stop (Redis was unavailable): queued it again."
-SNAPSHOT_ABANDONED = "The snapshot was interrupted: the worker taking it stopped. Take it again."
 
 
 @dataclass
@@ -115,31 +113,26 @@ def recover_stops(now: datetime) -> Recovered:
     return Recovered(requeued=claim_in_batches(waiting, repair))
 
 
-def recover_snapshots(now: datetime) -> Recovered:
-    from sessions_app import snapshots
+Recoverer = Callable[[datetime], Recovered]
+_recoverers: list[Recoverer] = []
 
-    waiting = Snapshot.objects.filter(
-        status=Snapshot.Status.CREATING, created_at__lte=now - timedelta(seconds=RECOVER_AFTER_SECONDS)
-    )
 
-    def repair(ids: list[UUID]) -> int:
-        statuses = statuses_by_pk(ids, lambda pk: f"snapshot-{pk}")
-        abandoned = [pk for pk in ids if statuses[pk] == "failed"]
-        for snapshot in Snapshot.objects.filter(pk__in=abandoned):
-            snapshots.fail(snapshot, SNAPSHOT_ABANDONED)
-        return len(abandoned)
-
-    return Recovered(failed=claim_in_batches(waiting, repair))
+def register(recoverer: Recoverer) -> Recoverer:
+    """Add a higher app's repair to every pass (vms and judge register theirs in AppConfig.ready)."""
+    if recoverer not in _recoverers:
+        _recoverers.append(recoverer)
+    return recoverer
 
 
 def recover(now: datetime) -> Recovered:
-    """Every repair above, and the judge's. QueueUnavailable if Redis does not answer.
+    """Every repair above, and those registered by other apps. QueueUnavailable if Redis does not answer.
 
     Only with Redis: embedded jobs live in the memory of the process that queued them, where
     no other process can look them up.
     """
-    from judge import job_recovery as judge_recovery
-
     if not uses_redis():
         return Recovered()
-    return recover_starts(now) + recover_stops(now) + recover_snapshots(now) + judge_recovery.recover(now)
+    done = recover_starts(now) + recover_stops(now)
+    for recoverer in _recoverers:
+        done += recoverer(now)
+    return done

@@ -10,6 +10,9 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from runners import get_runner
+from runners.base import Runner
+
 
 class InvalidTransition(Exception):
     """A state change the session's state machine does not allow."""
@@ -72,9 +75,12 @@ class SessionQuerySet(models.QuerySet["Session"]):
         return self.filter(state=from_state).update(state=to_state, **changes)
 
     def visible_to(self, user: Any) -> SessionQuerySet:
+        """The sessions `user` may see: their own, or all for staff (sessions_app/access.py)."""
+        if user is None or not user.is_authenticated:
+            return self.none()
         if user.is_staff:
             return self.all()
-        return self.filter(user=user)
+        return self.filter(user_id=user.pk)
 
 
 class Session(models.Model):
@@ -93,7 +99,7 @@ class Session(models.Model):
     end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True, default="")
     error = models.TextField(blank=True)
     extensions_used = models.PositiveIntegerField(default=0)
-    boot_snapshot = models.ForeignKey("Snapshot", on_delete=models.SET_NULL, null=True, blank=True,
+    boot_snapshot = models.ForeignKey("vms.Snapshot", on_delete=models.SET_NULL, null=True, blank=True,
                                       related_name="booted_sessions")
     boot_iso = models.ForeignKey("labs.Image", on_delete=models.SET_NULL, null=True, blank=True,
                                  related_name="booted_sessions", help_text="A learner ISO booted instead of the disk.")
@@ -118,6 +124,15 @@ class Session(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("sessions:detail", args=[self.pk])
+
+    def runner(self) -> Runner:
+        """The runner that holds (or will hold) this session's environment: the alias it was
+        started on, else its lab's. RunnerError if that alias is not configured."""
+        return get_runner(self.runner_name or self.lab.runner)
+
+    def is_learner(self, user: Any) -> bool:
+        """Whether `user` is the learner this session belongs to (staff looking at it are not)."""
+        return user is not None and user.is_authenticated and self.user_id == user.pk
 
     @property
     def is_live(self) -> bool:
@@ -200,76 +215,3 @@ class SessionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%H:%M:%S} {self.message}"
-
-
-class PreviewShare(models.Model):
-    """An explicit, expiring, revocable link that lets others see one port of a session's preview."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="preview_shares")
-    port = models.PositiveIntegerField()
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField()
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"share of {self.session_id}:{self.port}"
-
-    def is_valid(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and self.expires_at > now and self.session.state == State.RUNNING
-
-
-class TerminalRecording(models.Model):
-    """A terminal stream saved as an asciinema v2 cast, for staff to replay."""
-
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="recordings")
-    terminal_name = models.CharField(max_length=40)
-    file = models.FileField(upload_to="recordings/%Y/%m/", max_length=300)
-    width = models.PositiveIntegerField(default=80)
-    height = models.PositiveIntegerField(default=24)
-    started_at = models.DateTimeField(default=timezone.now)
-    ended_at = models.DateTimeField(null=True, blank=True)
-    size_bytes = models.BigIntegerField(default=0)
-
-    class Meta:
-        ordering = ["-started_at"]
-
-    def __str__(self) -> str:
-        return f"recording {self.terminal_name} of {self.session_id}"
-
-
-class Snapshot(models.Model):
-    """A saved VM state (disk, and memory when it was running) that a new session can boot from."""
-
-    class Status(models.TextChoices):
-        CREATING = "creating", "Creating"
-        READY = "ready", "Ready"
-        FAILED = "failed", "Failed"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="snapshots")
-    lab = models.ForeignKey("labs.Lab", on_delete=models.CASCADE, related_name="snapshots")
-    source_session = models.ForeignKey(Session, on_delete=models.SET_NULL, null=True, blank=True,
-                                       related_name="snapshots")
-    name = models.CharField(max_length=100)
-    path = models.CharField(max_length=500, blank=True)
-    size_bytes = models.BigIntegerField(default=0)
-    reserved_bytes = models.BigIntegerField(default=0)
-    includes_memory = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATING)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(condition=Q(size_bytes__gte=0), name="snapshot_size_not_negative"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.owner})"

@@ -1,4 +1,7 @@
-"""Bringing a session's environment up and tearing it down, driven by the jobs in jobs.py."""
+"""A session's environment, in one place: brought up (provision), taken down when the session
+stops (teardown), and removed after a start was abandoned (remove_environment). Driven by the
+jobs in jobs.py. When a session is ready, `session_ready` tells the apps above (the judge starts
+the first step's script)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from judge.steps import start_open_steps
 from labs.assets import prepare_environment
 from runners import get_runner, resolve_alias
 from runners.base import Runner, RunnerError, SessionSpec
-from sessions_app.models import EndReason, Session, StaleTransition, State
+from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
+from sessions_app.signals import session_ready
 from sessions_app.specs import spec_for
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,14 @@ def _fail(session: Session, message: str) -> None:
         session.transition(State.FAILED, error=message, end_reason=EndReason.ERROR, endpoints={})
     except StaleTransition:
         log.info("session %s changed state while failing: now %s", session.pk, session.state)
+
+
+def _remove(runner: Runner, session: Session) -> bool:
+    """Stop what the session's state names and anything else the runner holds for it; whether
+    there was anything. RunnerError if the runner cannot."""
+    if session.runner_state:
+        runner.stop(session.runner_state)
+    return remove_leftovers(runner, str(session.pk)) > 0 or bool(session.runner_state)
 
 
 def remove_leftovers(runner: Runner, session_id: str) -> int:
@@ -61,8 +72,9 @@ def provision(session_id: str) -> None:
     elif session.state != State.PROVISIONING:
         return
 
+    spec = spec_for(session)
     try:
-        alias = resolve_alias(session.runner_name)
+        alias = resolve_alias(session.runner_name, spec.image_kind)
         runner = get_runner(alias)
     except RunnerError as exc:
         _fail(session, f"Cannot start: {exc}")
@@ -71,7 +83,6 @@ def provision(session_id: str) -> None:
         Session.objects.filter(pk=session.pk).update(runner_name=alias)
         session.runner_name = alias
 
-    spec = spec_for(session)
     if not spec.image:
         _fail(session, f"Cannot start: the image {session.lab.image.name} has no file or reference yet.")
         return
@@ -126,10 +137,9 @@ def provision(session_id: str) -> None:
             log.exception("removing environment of session %s stopped during start", session.pk)
         return
     session.log("Ready.")
-    try:
-        start_open_steps(session)  # the first step's background script, as an RQ job of its own
-    except Exception:
-        log.exception("starting the first step of session %s", session.pk)
+    for receiver, error in session_ready.send_robust(sender=Session, session=session):
+        if error is not None:  # the session is ready whatever a listener's trouble
+            log.error("session %s ready: %s failed", session.pk, receiver, exc_info=error)
 
 
 def _start_with_retries(session: Session, runner: Runner, spec: SessionSpec, progress: Any, deadline: float) -> Any:
@@ -160,10 +170,7 @@ def teardown(session_id: str) -> None:
     if session is None or session.state != State.STOPPING:
         return
     try:
-        runner = get_runner(session.runner_name)
-        if session.runner_state:
-            runner.stop(session.runner_state)
-        remove_leftovers(runner, str(session.pk))
+        _remove(session.runner(), session)
     except RunnerError as exc:
         _fail(session, f"Could not remove the environment cleanly: {exc}")
         return
@@ -173,3 +180,19 @@ def teardown(session_id: str) -> None:
     except StaleTransition:
         return
     session.log("Environment removed.")
+
+
+def remove_environment(session_id: str) -> None:
+    """Remove what an ended session's runner still holds (after an abandoned start). Idempotent."""
+    session = Session.objects.filter(pk=session_id).first()
+    if session is None or not session.is_ended:
+        return  # gone, or still live: a live session's own jobs own its environment
+    try:
+        removed = _remove(session.runner(), session)
+    except RunnerError as exc:
+        # The reconciler removes environments no live session owns, so this is retried there.
+        log.warning("removing the environment of %s: %s", session.pk, exc)
+        session.log(f"Could not remove the environment yet: {exc}", level=SessionEvent.Level.WARNING)
+        return
+    if removed:
+        session.log("Environment removed.")

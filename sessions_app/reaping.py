@@ -2,7 +2,7 @@
 recovering rows stuck between states (a worker killed mid-job, or a job lost because Redis was
 down when it was queued).
 
-Each pass first lets RQ retry or fail the jobs whose worker died (labsite/abandoned_jobs.py),
+Each pass first lets RQ retry or fail the jobs whose worker died (jobqueue/abandoned_jobs.py),
 then repairs the rows waiting for a job Redis lost or failed (sessions_app/job_recovery.py,
 judge/job_recovery.py) at once; the bounds below are the slower backstops. Rows are claimed in
 small batches with row locks that skip rows another reaper holds (sessions_app/row_claims.py),
@@ -20,15 +20,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from jobqueue.abandoned_jobs import sweep_abandoned_jobs
+from jobqueue.queueing import QueueUnavailable, require_queue
 from labs.models import Lab
-from labsite.abandoned_jobs import sweep_abandoned_jobs
-from labsite.queueing import QueueUnavailable, require_queue
-from runners import get_runner
-from runners.base import RunnerError
 from sessions_app import job_recovery
 from sessions_app.actions import queue_removal, queue_teardown
 from sessions_app.models import ENDED_STATES, EndReason, Session, SessionEvent, SessionQuerySet, State
-from sessions_app.provisioning import remove_leftovers
 from sessions_app.row_claims import claim_in_batches, quiet_since
 
 log = logging.getLogger(__name__)
@@ -167,25 +164,6 @@ def requeue_stuck_teardowns(now: datetime) -> int:
 
     cutoff = now - timedelta(seconds=STOPPING_RETRY_SECONDS)
     return claim_in_batches(quiet_since(cutoff).filter(state=State.STOPPING), requeue, BATCH)
-
-
-def remove_environment(session_id: str) -> None:
-    """Remove what an ended session's runner still holds (after an abandoned start). Idempotent."""
-    session = Session.objects.filter(pk=session_id).first()
-    if session is None or not session.is_ended:
-        return  # gone, or still live: a live session's own jobs own its environment
-    try:
-        runner = get_runner(session.runner_name)
-        if session.runner_state:
-            runner.stop(session.runner_state)
-        removed = remove_leftovers(runner, str(session.pk))
-    except RunnerError as exc:
-        # The reconciler removes environments no live session owns, so this is retried there.
-        log.warning("removing the environment of %s: %s", session.pk, exc)
-        session.log(f"Could not remove the environment yet: {exc}", level=SessionEvent.Level.WARNING)
-        return
-    if session.runner_state or removed:
-        session.log("Environment removed.")
 
 
 def reap(now: datetime | None = None) -> ReapReport:

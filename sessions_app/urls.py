@@ -1,9 +1,9 @@
-from django.urls import include, path, re_path
+from django.urls import path
 
-from sessions_app import preview_views, views
+from sessions_app import views
 
-app_name = "sessions"
-
+# Mounted under /sessions/ by labsite/urls.py, which adds the preview, VM and recording pages
+# to the same "sessions" namespace.
 urlpatterns = [
     path("", views.my_sessions, name="list"),
     path("<uuid:pk>/", views.session_detail, name="detail"),
@@ -11,12 +11,16 @@ urlpatterns = [
     path("<uuid:pk>/stop/", views.stop, name="stop"),
     path("<uuid:pk>/extend/", views.extend, name="extend"),
     path("<uuid:pk>/heartbeat/", views.heartbeat, name="heartbeat"),
-    path("<uuid:pk>/shares/", include("sessions_app.share_urls")),
-    path("snapshots/", include("sessions_app.snapshot_urls")),
-    path("isos/", include("sessions_app.iso_urls")),
-    path("<uuid:pk>/files/", include("sessions_app.files_urls")),
-    path("recordings/", include("sessions_app.recording_views")),
-    # Only with LAB_PREVIEW_HOST set: otherwise labsite/asgi.py sends these paths to the proxy.
-    re_path(r"^(?P<pk>[0-9a-f-]{36})/preview/(?P<port>[0-9]{1,5})(?:/(?P<path>.*))?$", preview_views.open_preview,
-            name="preview"),
 ]
+
+# The editor's JSON endpoints, under /sessions/<uuid>/files/.
+files_patterns = [
+    path("", views.list_dir, name="list"),
+    path("open/", views.open_file, name="open"),
+    path("save/", views.save_file, name="save"),
+    path("create/", views.create_file, name="create"),
+    path("rename/", views.rename_file, name="rename"),
+    path("delete/", views.delete_file, name="delete"),
+]
+
+start_pattern = path("labs/<slug:slug>/start/", views.start_lab, name="start")

@@ -29,7 +29,6 @@ from typing import Any
 
 from django.conf import settings
 
-from runners import get_runner
 from runners.base import FileEntry, Runner, RunnerError, WorkspacePathError, clean_workspace_path
 from sessions_app.models import Session, State
 
@@ -165,7 +164,7 @@ class Workspace:
     def runner(self) -> Runner:
         if self._runner is None:
             try:
-                self._runner = get_runner(self.session.runner_name or self.session.lab.runner)
+                self._runner = self.session.runner()
             except RunnerError as exc:
                 raise RunnerUnavailable(str(exc)) from exc
         return self._runner

@@ -4,7 +4,7 @@
         result = terminal.run("ls -l")       # types the line, waits for it to finish
         assert result.status == 0, result.output
 
-It speaks the page's protocol (sessions_app/consumers/terminal.py): waits for `ready`, sends
+It speaks the page's protocol (consoles/consumers.py): waits for `ready`, sends
 keystrokes as binary frames and acknowledges the output it reads, as the browser does. To know
 when a command has finished and how it ended, `run` types one more line after it,
 `echo "@@$?:<n>@@"`, and reads until the shell prints that marker with the command's exit status

@@ -1,4 +1,4 @@
-"""A worker killed mid-job (labsite/worker.py, labsite/abandoned_jobs.py, the recovery passes).
+"""A worker killed mid-job (jobqueue/worker.py, jobqueue/abandoned_jobs.py, the recovery passes).
 
 Real parts: a redis-server of the test's own, `manage.py run_worker` subprocesses (one under
 deploy/scripts/supervise.sh, as run.sh runs it), `manage.py reap_sessions --loop 30` where the
@@ -19,10 +19,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from jobqueue.queueing import get_queue
+from jobqueue.worker import ABANDONED_AFTER_SECONDS
 from judge.job_recovery import CHECK_INTERRUPTED
 from judge.models import Attempt
-from labsite.queueing import get_queue
-from labsite.worker import ABANDONED_AFTER_SECONDS
 from sessions_app.models import Session, State
 from sessions_app.reaping import reap
 from tests.redis_server import WorkerProcess, wait_until, worker_env

@@ -1,8 +1,8 @@
-"""Which routes take bodies larger than the default, and for whom (labsite/body_limits.py)."""
+"""Which routes take bodies larger than the default, and for whom (webserver/body_limits.py)."""
 
 from __future__ import annotations
 
-from labsite.body_limits import LOGO_MAX_BYTES, MULTIPART_ALLOWANCE, Audience, default_limit, limit_for, route_limit
+from webserver.body_limits import LOGO_MAX_BYTES, MULTIPART_ALLOWANCE, Audience, default_limit, limit_for, route_limit
 
 
 def test_the_site_logo_upload_takes_a_logo_from_staff_only():

@@ -17,9 +17,10 @@ from django.test import Client
 from django.urls import include, path, reverse
 from django.utils import timezone
 
+from consoles.models import TerminalRecording
 from judge.models import Attempt, HintRequest
-from labs.views import server_error
-from sessions_app.models import Session, State, TerminalRecording
+from labsite.errors import server_error
+from sessions_app.models import Session, State
 
 pytestmark = pytest.mark.django_db
 

@@ -1,14 +1,14 @@
 """Web previews are served by Channels (labsite/asgi.py), never through Django's middleware: the
 platform's Content-Security-Policy (its nonce, its form targets) must not reach a learner's app,
-whose headers sessions_app/preview.py decides, and the app's page must still come through."""
+whose headers preview/proxy.py decides, and the app's page must still come through."""
 
 from __future__ import annotations
 
 import httpx2 as httpx
 
-from sessions_app.tests.test_preview_support import preview_url, session_cookie
+from preview.tests.test_preview_support import preview_url, session_cookie
 
-pytest_plugins = ["sessions_app.tests.test_preview_support"]  # daphne, upstream, running_session
+pytest_plugins = ["preview.tests.test_preview_support"]  # daphne, upstream, running_session
 
 
 def test_a_preview_page_gets_no_part_of_the_platforms_policy(daphne, running_session, upstream, owner) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from labsite import queueing
+from jobqueue import queueing
 from sessions_app.actions import start_session
 from sessions_app.models import State
 

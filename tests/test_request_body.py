@@ -1,4 +1,4 @@
-"""labsite/request_body.py: a request body handed to the application as it arrives, bounded.
+"""webserver/request_body.py: a request body handed to the application as it arrives, bounded.
 
 Reading from the client pauses once `high_water` bytes wait and resumes when the application
 has taken the backlog down to `low_water`; the application gets the chunks in order, then the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from labsite.request_body import RequestBody
+from webserver.request_body import RequestBody
 
 
 class Reading:

@@ -1,4 +1,4 @@
-"""Redis goes away and comes back while the platform runs (labsite/worker.py, labsite/queueing.py).
+"""Redis goes away and comes back while the platform runs (jobqueue/worker.py, jobqueue/queueing.py).
 
 Real parts: a redis-server of the test's own (killed with SIGKILL, restarted empty), a real
 `manage.py run_worker` subprocess on the test's database, and Start, Stop, Check and Hint
@@ -14,8 +14,8 @@ from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 
+from jobqueue.queueing import QUEUE_UNAVAILABLE
 from judge.models import Attempt, HintRequest
-from labsite.queueing import QUEUE_UNAVAILABLE
 from sessions_app import actions
 from sessions_app.job_recovery import RECOVER_AFTER_SECONDS, START_LOST, STOP_LOST
 from sessions_app.models import Session, State

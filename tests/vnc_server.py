@@ -155,8 +155,8 @@ def build_vnc_application() -> Any:
     from channels.routing import URLRouter
     from django.urls import path
 
-    from sessions_app.consumers.hosts import platform_origin_validator
-    from sessions_app.consumers.vnc import VncConsumer
+    from consoles.consumers import VncConsumer
+    from labsite.hosts import platform_origin_validator
 
     return platform_origin_validator(
         AuthMiddlewareStack(URLRouter([path("ws/sessions/<uuid:pk>/vnc/", VncConsumer.as_asgi())]))
@@ -234,7 +234,7 @@ def _serve(scratch: Path, log_path: Path, vnc_endpoints: dict[str, dict[str, Any
     port = free_tcp_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "labsite.serve", "-b", "127.0.0.1", "-p", str(port), app],
+            [sys.executable, "-m", "webserver.serve", "-b", "127.0.0.1", "-p", str(port), app],
             env=env, cwd=ROOT, stdout=log, stderr=log,
         )
     try:

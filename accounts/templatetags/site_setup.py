@@ -6,7 +6,7 @@ from django import template
 from django.conf import settings
 
 from accounts.github_login import GitHubSetup, github_setup
-from labsite.queueing import uses_redis
+from jobqueue.queueing import uses_redis
 
 register = template.Library()
 

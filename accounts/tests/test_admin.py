@@ -25,18 +25,13 @@ from django.urls.resolvers import RegexPattern
 from django.utils import timezone
 
 from accounts.models import GIB, SiteAppearance, UserQuota
+from consoles.models import TerminalRecording
 from judge.models import Attempt, HintRequest, StepRun
 from labs.models import Image, Lab, LabStep, Tag
+from preview.models import PreviewShare
 from sessions_app import jobs
-from sessions_app.models import (
-    EndReason,
-    PreviewShare,
-    Session,
-    SessionEvent,
-    Snapshot,
-    State,
-    TerminalRecording,
-)
+from sessions_app.models import EndReason, Session, SessionEvent, State
+from vms.models import Snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -95,13 +90,13 @@ def one_of_each(owner, staff_user, lab) -> dict[str, Model]:
         "labs.LabStep": lab.steps.get(),
         "sessions_app.Session": session,
         "sessions_app.SessionEvent": session.log("Provisioned."),
-        "sessions_app.PreviewShare": PreviewShare.objects.create(
+        "preview.PreviewShare": PreviewShare.objects.create(
             session=session, port=8080, created_by=owner, expires_at=timezone.now() + timedelta(hours=1)
         ),
-        "sessions_app.TerminalRecording": TerminalRecording.objects.create(
+        "consoles.TerminalRecording": TerminalRecording.objects.create(
             session=session, terminal_name="1", file="recordings/example.cast"
         ),
-        "sessions_app.Snapshot": Snapshot.objects.create(owner=owner, lab=lab, name="before exam"),
+        "vms.Snapshot": Snapshot.objects.create(owner=owner, lab=lab, name="before exam"),
         "judge.Attempt": Attempt.objects.create(user=owner, session=session, lab=lab),
         "judge.HintRequest": HintRequest.objects.create(user=owner, session=session),
         "judge.StepRun": StepRun.objects.create(session=session, step=lab.steps.get()),
@@ -161,7 +156,7 @@ def mounted(module: str) -> URLResolver:
 
 ADMIN_PATHS = [p for p in concrete_paths("/admin/", admin.site.get_urls()) if p[len("/admin/"):] not in
                ADMIN_LOGIN_EXEMPT]
-RQ_MOUNT = mounted("labsite.job_queue_pages")  # django-rq's pages, guarded (labsite/job_queue_pages.py)
+RQ_MOUNT = mounted("jobqueue.job_queue_pages")  # django-rq's pages, guarded (jobqueue/job_queue_pages.py)
 RQ_PATHS = concrete_paths("/" + str(RQ_MOUNT.pattern), RQ_MOUNT.url_patterns)
 # django-rq's JSON stats answer 401 rather than redirecting (they also take an API token).
 TOKEN_PATHS = {p for p in ADMIN_PATHS + RQ_PATHS if "/stats.json/" in p}

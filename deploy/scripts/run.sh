@@ -67,5 +67,5 @@ LISTEN=(-b 127.0.0.1 -p "$LAB_PORT")
 if [[ "$LAB_PREVIEW_HOST" =~ :([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" != "$LAB_PORT" ]; then
   LISTEN+=(-e "tcp:port=${BASH_REMATCH[1]}:interface=127.0.0.1")
 fi
-# labsite.serve: daphne with request bodies limited per route and streamed (labsite/limited_http.py).
-"$PY" -m labsite.serve "${LISTEN[@]}" labsite.asgi:application
+# webserver.serve: daphne with request bodies limited per route and streamed (webserver/limited_http.py).
+"$PY" -m webserver.serve "${LISTEN[@]}" labsite.asgi:application

@@ -14,6 +14,15 @@ It follows the Dockerfile reference closely enough to judge learners' files:
 
 Problems (no FROM, unknown instructions, a malformed FROM) are collected in ``errors``
 rather than raised, so a check can report all of them with line numbers.
+
+Why not the PyPI package ``dockerfile-parse`` (2.0.1, compared on the same Dockerfiles): it
+gives each instruction's lines and raw value and follows ``# escape=``, but it reads a heredoc's
+body as instructions of their own (``RUN <<EOF`` / ``pip install ...`` becomes RUN, PIP, ...,
+EOF), ends a continuation at a blank line, keeps ``--from``/``--mount``/``--platform`` flags
+inside the value, has no JSON (exec) form (the shell/exec-form CMD rule needs it), no stages
+(``parent_images`` lists ``FROM builder`` as an image, with no link to the ``builder`` stage),
+garbles ``${VAR:-default}`` in FROM (``python:3.11-:-slim}``), and reports no errors (an
+unknown instruction or RUN before FROM passes silently). The judge needs all of these.
 """
 
 from __future__ import annotations

@@ -1,12 +1,23 @@
 """Which paths a .dockerignore leaves out of the build context, by Docker's matching rules.
 
-- one pattern a line; ``#`` starts a comment line; blank lines are ignored;
-- a pattern is cleaned like a path (``./a//b/`` is ``a/b``; a leading ``/`` is dropped);
-- ``*`` matches any characters but ``/``, ``?`` one such character, ``[...]`` a class,
-  ``**`` any number of directories (also none), ``\\`` escapes the next character;
-- a pattern also matches everything below a directory it matches (``.git`` excludes
-  ``.git/config``);
-- ``!pattern`` re-includes what earlier patterns excluded; the last matching pattern wins.
+Patterns are parsed and matched with the docker SDK (``docker.utils.build.Pattern``, which
+cleans a pattern like a path, and ``docker.utils.fnmatch``, which does ``*``, ``?``, ``[...]``
+and ``**``). This module only adds what the SDK leaves to its callers or gets wrong against
+the real ``docker build`` (measured with docker CLI 28):
+
+- reading the file: one pattern a line, ``#`` comment lines and blank lines skipped, as the
+  SDK's own ``APIClient.build`` does before it calls the matcher;
+- ``\\`` escapes the next character (``star\\*.txt``): the SDK's fnmatch has no escapes, so an
+  escaped ``*``, ``?``, ``[`` or ``\\`` is handed to it as a one-character class;
+- matching is case-sensitive, so we call the SDK's ``fnmatchcase`` (``PatternMatcher`` uses
+  ``fnmatch``, which lower-cases: ``*.md`` would leave out ``README.MD``, Docker does not);
+- the last matching pattern wins, and a pattern also matches everything below a directory it
+  matches at ANY depth: ``PatternMatcher.matches`` only tries the parent with as many
+  components as the pattern, so ``**/__pycache__`` misses ``__pycache__/x.pyc`` and
+  ``pkg/sub/__pycache__/x.pyc``, which Docker leaves out;
+- ``[^a]`` negates a class, as in Go's filepath.Match (the SDK reads ``^`` literally);
+- ``.dockerignore`` itself can be left out (``PatternMatcher`` always re-includes it; Docker
+  keeps it out of ``COPY .``).
 """
 
 from __future__ import annotations
@@ -15,13 +26,21 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from docker.utils.build import Pattern
+from docker.utils.fnmatch import fnmatchcase
+
+_ESCAPED = re.compile(r"\\(.)")
+
 
 @dataclass(frozen=True)
 class IgnorePattern:
     text: str
-    regex: re.Pattern[str]
+    pattern: Pattern  # the SDK's parsed pattern
     exclusion: bool  # a `!` pattern
     line: int
+
+    def matches(self, path: str) -> bool:
+        return fnmatchcase(path, self.pattern.cleaned_pattern)
 
 
 def _clean(path: str) -> str:
@@ -30,44 +49,9 @@ def _clean(path: str) -> str:
     return "" if cleaned == "." else cleaned
 
 
-def _translate(pattern: str) -> str:
-    out = ["^"]
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "*":
-            if pattern[index + 1: index + 2] == "*":
-                while pattern[index + 1: index + 2] == "*":
-                    index += 1
-                if index + 1 == len(pattern):
-                    out.append(".*")
-                elif pattern[index + 1] == "/":
-                    out.append("(?:.*/)?")
-                    index += 1
-                else:
-                    out.append(".*")
-            else:
-                out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = pattern.find("]", index + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[index + 1: end]
-                if body.startswith(("!", "^")):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                index = end
-        elif char == "\\" and index + 1 < len(pattern):
-            index += 1
-            out.append(re.escape(pattern[index]))
-        else:
-            out.append(re.escape(char))
-        index += 1
-    out.append("$")
-    return "".join(out)
+def _unescape(match: re.Match[str]) -> str:
+    char = match.group(1)
+    return f"[{char}]" if char in "*?[\\" else char
 
 
 def parse_dockerignore(text: str) -> list[IgnorePattern]:
@@ -77,34 +61,31 @@ def parse_dockerignore(text: str) -> list[IgnorePattern]:
         if not line or line.startswith("#"):
             continue
         exclusion = line.startswith("!")
-        if exclusion:
-            line = line[1:].strip()
-        cleaned = _clean(line)
-        if not cleaned:
-            continue
+        # Go's `[^a]` negates a class, as `[!a]` does in the SDK's fnmatch.
+        body = _ESCAPED.sub(_unescape, line[1:] if exclusion else line).replace("[^", "[!")
+        # Pattern() drops one leading "!" (its exception mark); we decide that from the raw line,
+        # so an escaped `\!name` stays a literal "!" rather than turning into an exception.
+        pattern = Pattern("!" + body)
+        if not pattern.dirs:
+            continue  # e.g. `.` or `/`: Docker ignores it
         try:
-            regex = re.compile(_translate(cleaned))
+            fnmatchcase("", pattern.cleaned_pattern)  # compiles (and caches) the regex
         except re.error:
             continue  # Docker refuses the build on a bad pattern; the build check reports that
-        patterns.append(IgnorePattern(text=raw.strip(), regex=regex, exclusion=exclusion, line=number))
+        patterns.append(IgnorePattern(text=line, pattern=pattern, exclusion=exclusion, line=number))
     return patterns
 
 
 def is_excluded(path: str, patterns: list[IgnorePattern]) -> bool:
     """Whether ``path`` (relative to the context) is left out of the build context."""
     path = _clean(path)
-    parents = path.split("/")[:-1]
+    parts = path.split("/")
+    candidates = ["/".join(parts[:depth]) for depth in range(len(parts), 0, -1)]
     matched = False
     for pattern in patterns:
         # An inclusion only matters once something matched; an exclusion only when not yet.
         if pattern.exclusion != matched:
             continue
-        match = bool(pattern.regex.match(path))
-        if not match:
-            for depth in range(1, len(parents) + 1):
-                if pattern.regex.match("/".join(parents[:depth])):
-                    match = True
-                    break
-        if match:
+        if any(pattern.matches(candidate) for candidate in candidates):
             matched = not pattern.exclusion
     return matched

@@ -10,7 +10,7 @@ from typing import Any
 
 from django import template
 
-from judge.hints import default_step
+from judge.hints.answers import default_step
 from sessions_app.models import Session
 
 register = template.Library()

@@ -8,9 +8,10 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
+from consoles.models import TerminalRecording
 from judge.models import Attempt, HintRequest
 from sessions_app import actions
-from sessions_app.models import Session, State, TerminalRecording
+from sessions_app.models import Session, State
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 from django.utils import timezone
 from rq.job import JobStatus
 
+from jobqueue.queueing import get_queue, job_statuses
 from judge import jobs
 from judge.job_recovery import CHECK_INTERRUPTED, recover
 from judge.models import Attempt, HintRequest
-from labsite.queueing import get_queue, job_statuses
 from sessions_app.job_recovery import RECOVER_AFTER_SECONDS, Recovered
 from sessions_app.models import Session, State
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from jobqueue.queueing import QUEUE_UNAVAILABLE
 from judge import actions
 from judge.models import Attempt, HintRequest
 from judge.tests import judge_fixtures
-from labsite.queueing import QUEUE_UNAVAILABLE
 from sessions_app.models import Session, State
 
 pytestmark = pytest.mark.django_db

@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import reverse
 
-import judge.hint_admin  # judge/admin.py imports it too; imported here so the test stands alone
+import judge.hints.admin  # judge/admin.py imports it too; imported here so the test stands alone
 from judge.models import HintRequest
 from judge.tests.hint_fixtures import session  # noqa: F401
 
 
 def test_the_admin_lists_requests_and_shows_the_context_read_only(client, staff_user, session):  # noqa: F811
-    assert isinstance(admin.site._registry[HintRequest], judge.hint_admin.HintRequestAdmin)
+    assert isinstance(admin.site._registry[HintRequest], judge.hints.admin.HintRequestAdmin)
     hint = HintRequest.objects.create(user=session.user, session=session, step=session.lab.steps.first(),
                                       context={"lab": "Hello shell", "file": {"path": "app.py"}},
                                       answer="Check the port.", source=HintRequest.Source.FALLBACK,

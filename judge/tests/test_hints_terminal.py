@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from judge.hints import terminal_context
+from judge.hints.answers import terminal_context
 from judge.tests.hint_fixtures import record_terminal, session  # noqa: F401
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from consoles.tests.terminal_harness import attach, hang_up, read_until
 from judge import actions as judge_actions
 from judge.models import Attempt, StepRun
 from labs.labformat import import_labs
@@ -29,10 +30,9 @@ from labs.models import Lab
 from runners import get_runner
 from sessions_app import actions
 from sessions_app.models import Session, State
-from sessions_app.tests.terminal_harness import attach, hang_up, read_until
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ["sessions_app.tests.terminal_harness"]  # ws_app: the production WebSocket stack
+pytest_plugins = ["consoles.tests.terminal_harness"]  # ws_app: the production WebSocket stack
 
 SCENARIOS = Path(__file__).resolve().parent / "killercoda_scenarios"
 

@@ -49,9 +49,9 @@ urlpatterns = [
     path("test-500/", _broken),
     path("", include("labsite.urls")),
 ]
-handler403 = "labs.views.permission_denied"
-handler404 = "labs.views.page_not_found"
-handler500 = "labs.views.server_error"
+handler403 = "labsite.errors.permission_denied"
+handler404 = "labsite.errors.page_not_found"
+handler500 = "labsite.errors.server_error"
 
 
 

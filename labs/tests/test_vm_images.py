@@ -177,7 +177,7 @@ def test_a_file_declared_iso_without_the_signature_is_refused(staff_client, imag
 
 
 def test_a_file_over_the_vm_image_limit_is_refused_with_the_limit_named(staff_client, image_dirs, tmp_path, settings):
-    # Just over: within the multipart allowance the server gives the whole body (labsite/body_limits.py).
+    # Just over: within the multipart allowance the server gives the whole body (webserver/body_limits.py).
     settings.LAB_VM_IMAGE_MAX_BYTES = 64 * 1024
     iso = make_iso(tmp_path / "big.iso", size=64 * 1024 + 2048)
 

@@ -363,7 +363,7 @@ def test_a_lone_managed_volume_without_a_session_label_is_found_and_removed(runn
 
 def test_a_volume_of_a_session_with_a_container_is_not_listed_on_its_own(runner, started):
     spec, _ = started()
-    runner.client.volumes.create(name=f"{runner.instance}-{spec.session_id}-extra", labels=runner._labels(spec))
+    runner.client.volumes.create(name=f"{runner.instance}-{spec.session_id}-extra", labels=runner.labels_for(spec))
     managed = [env for env in runner.list_managed() if env.session_id == spec.session_id]
     assert len(managed) == 1 and managed[0].running  # the container; stopping it removes the volume too
 

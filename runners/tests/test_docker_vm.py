@@ -19,8 +19,8 @@ import pytest
 from labs.models import Image, Lab
 from runners import docker_vm, get_runner, reset_cache
 from runners.base import PollStatus, RunnerError
-from runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
-from runners.docker_vm import DEFAULT_VM_IMAGE
+from runners.docker import LABEL_MANAGED, LABEL_SESSION
+from runners.docker_vm import DEFAULT_VM_IMAGE, DockerVmRunner
 from sessions_app import actions
 from sessions_app.models import State
 from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
@@ -46,10 +46,10 @@ def engine() -> docker.DockerClient:
 
 @pytest.fixture
 def runner(engine, settings, tmp_path):
-    """A Docker runner on a label of its own; whatever a test leaves is removed afterwards."""
+    """A docker-vm runner on a label of its own; whatever a test leaves is removed afterwards."""
     settings.DATA_DIR = tmp_path
     settings.LAB_QEMU_ACCEL = "tcg"  # KVM guests hang on these machines
-    made = DockerRunner("docker-vm-test", {"instance": f"{INSTANCE}vm{uuid.uuid4().hex[:6]}"})
+    made = DockerVmRunner("docker-vm-test", {"instance": f"{INSTANCE}vm{uuid.uuid4().hex[:6]}"})
     yield made
     for env in made.list_managed():
         made.remove_managed(env)
@@ -112,8 +112,8 @@ def test_a_vm_boots_in_a_runner_container_and_stop_leaves_nothing(engine, runner
     assert rfb_greeting(vnc["host"], vnc["port"]) == b"RFB 003.008\n"
     assert not host.get("PortBindings")
     assert not any(attrs["NetworkSettings"]["Ports"].values())
-    assert list(attrs["NetworkSettings"]["Networks"]) == [runner._name(spec.session_id)]
-    network = engine.networks.get(runner._name(spec.session_id))
+    assert list(attrs["NetworkSettings"]["Networks"]) == [runner.container_name(spec.session_id)]
+    network = engine.networks.get(runner.container_name(spec.session_id))
     assert network.attrs["Internal"]  # "none" labs still get a network for VNC, with no way out
 
     # The serial console is the terminal; the guest writes its disk, the base stays as it was.
@@ -207,7 +207,7 @@ def test_a_vm_lab_on_the_docker_runner_runs_as_a_session(engine, settings, vm_im
     settings.LAB_QEMU_ACCEL = "auto"  # the shipped default: probes KVM, falls back to TCG where it hangs
     settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT
     reset_cache()
-    runner = get_runner("docker")
+    runner = get_runner("docker-vm")  # where the Docker runner sends its VM labs
     image = Image.objects.create(name="test-vm", kind=Image.Kind.VM, reference=str(vm_image.disk),
                                  disk_format=Image.DiskFormat.QCOW2)
     lab = Lab.objects.create(slug="vm-lab", title="A VM", image=image, runner="docker", memory_mb=128,

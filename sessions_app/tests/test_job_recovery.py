@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 from rq.job import JobStatus
 
-from labsite.queueing import get_queue, job_statuses
-from sessions_app import actions, job_recovery, jobs, snapshot_jobs
+from jobqueue.queueing import get_queue, job_statuses
+from sessions_app import actions, job_recovery, jobs
 from sessions_app.job_recovery import (
     LOST_STOP_AFTER_SECONDS,
     RECOVER_AFTER_SECONDS,
@@ -22,7 +22,10 @@ from sessions_app.job_recovery import (
     START_LOST,
     STOP_LOST,
 )
-from sessions_app.models import EndReason, Session, SessionEvent, Snapshot, State
+from sessions_app.models import EndReason, Session, SessionEvent, State
+from vms import job_recovery as vm_recovery
+from vms import jobs as vm_jobs
+from vms.models import Snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -113,10 +116,10 @@ def test_a_snapshot_whose_job_failed_is_failed_and_gives_its_reservation_back(qu
     snapshot = Snapshot.objects.create(owner=owner, lab=lab, name="s", status=Snapshot.Status.CREATING,
                                        reserved_bytes=0, path=str(tmp_path / "s.qcow2"))
     Snapshot.objects.filter(pk=snapshot.pk).update(created_at=timezone.now() - timedelta(minutes=1))
-    failed(snapshot_jobs.take_snapshot, str(snapshot.pk), job_id=f"snapshot-{snapshot.pk}")
+    failed(vm_jobs.take_snapshot, str(snapshot.pk), job_id=f"snapshot-{snapshot.pk}")
     assert repair().failed == 1
     snapshot.refresh_from_db()
-    assert (snapshot.status, snapshot.error) == (Snapshot.Status.FAILED, job_recovery.SNAPSHOT_ABANDONED)
+    assert (snapshot.status, snapshot.error) == (Snapshot.Status.FAILED, vm_recovery.SNAPSHOT_ABANDONED)
 
 
 def test_without_redis_nothing_is_looked_up(settings, owner, lab, repair):

@@ -12,19 +12,22 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import UserQuota
+from jobqueue.queueing import QUEUE_UNAVAILABLE
 from labs.models import Image, Lab
-from labsite.queueing import QUEUE_UNAVAILABLE
 from runners import get_runner
 from runners.fake import FakeRunner
-from sessions_app import snapshots
-from sessions_app.models import Session, Snapshot, State
+from sessions_app.models import Session, State
 from sessions_app.specs import spec_for
+from vms import snapshots
+from vms.models import Snapshot
 
 pytestmark = pytest.mark.django_db
 
 
 class SnapshottingFakeRunner(FakeRunner):
     """The in-memory runner with the snapshot verb of the VM runners (it writes an empty file)."""
+
+    can_snapshot = True
 
     def snapshot(self, state: dict[str, Any], path: str, include_memory: bool = False) -> None:
         Path(path).write_bytes(b"")

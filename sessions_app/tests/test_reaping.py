@@ -119,7 +119,7 @@ def _stuck(owner, lab, state, seconds_ago, **fields):
 @pytest.fixture
 def redis_queue(queues_on_own_redis):
     """The default queue on a Redis of the test's own, where jobs wait (no worker runs them)."""
-    from labsite.queueing import get_queue
+    from jobqueue.queueing import get_queue
 
     return get_queue("default")
 

@@ -55,6 +55,7 @@ def own_runners(settings, tmp_path) -> dict[str, Any]:
     }
     runners.update({
         "docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {"instance": instance}},
+        "docker-vm": {"BACKEND": "runners.docker_vm.DockerVmRunner", "OPTIONS": {"instance": instance}},
         "local": {"BACKEND": "runners.local.LocalRunner",
                   "OPTIONS": {"root": str(tmp_path / "local-sessions")}},
         "qemu": {"BACKEND": "runners.qemu.QemuRunner",

@@ -11,7 +11,7 @@
 
   const page = document.getElementById("session-page");
   const mount = page?.querySelector('[data-console-mount="preview"]');
-  if (!page || !mount) return;
+  if (!page || !mount || !window.LabConsoles) return;
 
   const base = mount.dataset.previewBase;
   const ports = (mount.dataset.ports || "").split(",").map((p) => p.trim()).filter((p) => /^\d+$/.test(p));
@@ -21,17 +21,7 @@
   // Never allow-same-origin unless the server says the preview has an origin of its own.
   const sandbox = mount.dataset.previewSandbox ?? "allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs)) {
-      if (value === false || value === null || value === undefined) continue;
-      if (name === "class") node.className = value;
-      else if (name === "hidden") node.hidden = Boolean(value);
-      else node.setAttribute(name, value === true ? "" : String(value));
-    }
-    node.append(...children);
-    return node;
-  }
+  const { el } = window.LabConsoles;
 
   let ui = null;
 

@@ -17,28 +17,22 @@
 
   const page = document.getElementById("session-page");
   const mount = page?.querySelector('[data-console-mount="terminal"]');
-  if (!page || !mount || typeof window.Terminal !== "function") return;
+  if (!page || !mount || typeof window.Terminal !== "function" || !window.LabConsoles) return;
 
   useNonceForCreatedStyles(document.currentScript?.nonce);
 
   const LabSite = window.LabSite || { announce() {} };
+  const { el, socketUrl: wsUrl, Connection, STATE_TEXT } = window.LabConsoles;
   const FitAddon = window.FitAddon?.FitAddon;
 
   const ACK_BYTES = 64 * 1024; // acknowledge output in chunks of about this much…
   const ACK_EVERY_MS = 100; // …or this often while some is unacknowledged
   const PING_EVERY_MS = 25_000;
-  const MAX_BACKOFF_S = 15;
   const FONT_KEY = "labs:terminal-font-size";
   const FONT_MIN = 10;
   const FONT_MAX = 28;
   const FONT_DEFAULT = 14;
-  const CLOSE = { shellExited: 1000, badRequest: 4400, forbidden: 4403, notRunning: 4409, runnerError: 4500 };
-  const STATE_TEXT = {
-    connecting: "Connecting…",
-    connected: "Connected",
-    reconnecting: "Reconnecting",
-    disconnected: "Disconnected",
-  };
+  const CLOSE = { ...window.LabConsoles.CLOSE, shellExited: 1000, badRequest: 4400 };
 
   const storageKey = mount.dataset.storageKey || "labs:terminals";
   const wsPath = mount.dataset.wsPath;
@@ -64,19 +58,6 @@
     };
     withNonce.labsStyleNonce = true;
     document.createElement = withNonce;
-  }
-
-  /** Build an element: el("button", {type: "button", class: "x", "aria-label": "…"}, "text", child). */
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs)) {
-      if (value === false || value === null || value === undefined) continue;
-      if (name === "class") node.className = value;
-      else if (name === "hidden") node.hidden = Boolean(value);
-      else node.setAttribute(name, value === true ? "" : String(value));
-    }
-    node.append(...children);
-    return node;
   }
 
   function readJson(storage, key, fallback) {
@@ -122,27 +103,22 @@
   }
 
   function socketUrl(name, cols, rows) {
-    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     const query = new URLSearchParams({ name, cols: String(cols), rows: String(rows) });
-    return `${scheme}//${window.location.host}${wsPath}?${query}`;
+    return wsUrl(`${wsPath}?${query}`);
   }
 
   // ---- one tab: an xterm.js terminal and its connection --------------------------------
 
-  class TerminalTab {
+  class TerminalTab extends Connection {
     constructor(console_, name) {
+      super("data-terminal-state");
       this.console = console_;
       this.name = name;
       this.ws = null;
-      this.state = "disconnected";
-      this.attempts = 0; // failed connections in a row, for the backoff
-      this.retryTimer = 0;
-      this.countdownTimer = 0;
       this.pingTimer = 0;
       this.ackTimer = 0;
       this.unacked = 0; // bytes written to the screen since the last ack
       this.exited = false;
-      this.stopped = false; // no more reconnects (tab closed, session over, page leaving)
       this.lastError = "";
       this.lastSize = "";
 
@@ -172,8 +148,6 @@
       );
       this.tabWrap = el("span", { class: "terminal-tab-wrap", role: "presentation" }, this.tab, this.closeButton);
 
-      this.badge = el("span", { class: "conn-badge", role: "status", "data-terminal-state": "disconnected" }, STATE_TEXT.disconnected);
-      this.detail = el("span", { class: "conn-detail" });
       this.newShellButton = el("button", { type: "button", class: "term-action", hidden: true, "data-new-shell": "" }, "New shell");
       this.reconnectButton = el("button", { type: "button", class: "term-action", hidden: true, "data-reconnect": "" }, "Reconnect now");
       this.screen = el("div", { class: "terminal-screen", "data-terminal-screen": name });
@@ -233,26 +207,17 @@
       if (state === "disconnected" && this.state !== state && detail && this.console.active === this) {
         LabSite.announce(`Terminal ${this.name} disconnected: ${detail}.`);
       }
-      this.state = state;
-      this.badge.dataset.terminalState = state;
-      // Only a real change is spoken (the badge is a live region; the countdown beside it is not).
-      if (this.badge.textContent !== STATE_TEXT[state]) this.badge.textContent = STATE_TEXT[state];
-      this.detail.textContent = detail;
+      super.setState(state, detail);
       this.tabWrap.dataset.state = state;
       this.tab.title = `Terminal ${this.name}: ${STATE_TEXT[state].toLowerCase()}${detail ? ` (${detail})` : ""}`;
-      this.reconnectButton.hidden = !(state === "reconnecting" || (state === "disconnected" && this.canReconnect));
       this.newShellButton.hidden = !(state === "disconnected" && this.exited);
-      if (state === "connected") this.reconnectButton.hidden = true;
     }
 
     connect() {
       if (this.ws || this.stopped) return;
-      window.clearTimeout(this.retryTimer);
-      window.clearInterval(this.countdownTimer);
       this.exited = false;
-      this.canReconnect = false;
       this.lastError = "";
-      this.setState(this.attempts ? "reconnecting" : "connecting", this.attempts ? "connecting…" : "");
+      this.startAttempt();
       const ws = new WebSocket(socketUrl(this.name, this.term.cols, this.term.rows));
       ws.binaryType = "arraybuffer";
       // The server attaches the shell before it says "ready"; keys typed until then wait here.
@@ -337,21 +302,11 @@
       window.clearTimeout(this.ackTimer);
       this.ackTimer = 0;
       this.unacked = 0; // a new connection starts its own count
-      if (this.stopped) {
-        this.setState("disconnected", this.stoppedReason || "");
-        return;
-      }
       const code = event.code;
-      if (code === CLOSE.forbidden) {
-        this.stopped = true;
-        this.setState("disconnected", "not allowed");
-      } else if (code === CLOSE.badRequest) {
+      if (this.closedForGood(code)) return;
+      if (code === CLOSE.badRequest) {
         this.canReconnect = true; // retrying the same request would be refused again
         this.setState("disconnected", "the server refused this terminal");
-      } else if (code === CLOSE.notRunning) {
-        this.stopped = true;
-        this.setState("disconnected", "the session is not running");
-        window.LabSession?.refresh();
       } else if (code === CLOSE.runnerError) {
         this.canReconnect = true;
         this.setState("disconnected", this.lastError || "the environment reported an error");
@@ -363,22 +318,6 @@
       } else {
         this.scheduleReconnect();
       }
-    }
-
-    scheduleReconnect() {
-      const delay = Math.min(MAX_BACKOFF_S, 2 ** this.attempts);
-      this.attempts += 1;
-      let left = delay;
-      const show = () => this.setState("reconnecting", `in ${left} s`);
-      show();
-      this.countdownTimer = window.setInterval(() => {
-        left -= 1;
-        if (left > 0) show();
-      }, 1000);
-      this.retryTimer = window.setTimeout(() => {
-        window.clearInterval(this.countdownTimer);
-        this.connect();
-      }, delay * 1000);
     }
 
     /** "Reconnect now" and "New shell": connect at once, forgetting the backoff. */
@@ -421,17 +360,11 @@
       if (this.sendJson({ type: "resize", cols, rows })) this.lastSize = size;
     }
 
-    /** Stop for good (tab closed, session over, page leaving); `reason` shows on the badge. */
-    stop(reason = "") {
-      this.stopped = true;
-      this.stoppedReason = reason;
-      window.clearTimeout(this.retryTimer);
-      window.clearInterval(this.countdownTimer);
-      if (this.ws) {
-        this.ws.close(1000);
-      } else {
-        this.setState("disconnected", reason);
-      }
+    /** For stop(): close the socket; its close event says "disconnected". */
+    hangUp() {
+      if (!this.ws) return false;
+      this.ws.close(1000);
+      return true;
     }
 
     dispose() {

@@ -11,43 +11,20 @@ import RFB from "../vendor/novnc/rfb.bundle.js";
 const page = document.getElementById("session-page");
 const mount = page?.querySelector('[data-console-mount="vnc"]');
 
-const MAX_BACKOFF_S = 15;
-const CLOSE = { forbidden: 4403, notRunning: 4409, runnerError: 4500 };
-const STATE_TEXT = {
-  connecting: "Connecting…",
-  connected: "Connected",
-  reconnecting: "Reconnecting",
-  disconnected: "Disconnected",
-};
+// Loaded before this module by the page (static/js/consoles.js).
+const { el, socketUrl, CLOSE, Connection } = window.LabConsoles;
 
 const announce = (message) => window.LabSite?.announce(message);
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (name === "class") node.className = value;
-    else if (name === "hidden") node.hidden = Boolean(value);
-    else node.setAttribute(name, value === true ? "" : String(value));
-  }
-  node.append(...children);
-  return node;
-}
-
-class VncConsole {
+class VncConsole extends Connection {
   constructor(root) {
-    this.url = `${window.location.protocol === "https:" ? "wss:" : "ws:"}//${window.location.host}${root.dataset.wsPath}`;
+    super("data-vnc-state");
+    this.url = socketUrl(root.dataset.wsPath);
     this.rfb = null;
     this.ws = null;
     this.closeCode = 0;
-    this.attempts = 0;
-    this.stopped = false;
-    this.retryTimer = 0;
-    this.countdownTimer = 0;
 
     const button = (text, attrs = {}) => el("button", { type: "button", class: "term-tool", ...attrs }, text);
-    this.badge = el("span", { class: "conn-badge", role: "status", "data-vnc-state": "disconnected" }, STATE_TEXT.disconnected);
-    this.detail = el("span", { class: "conn-detail" });
     this.reconnectButton = button("Reconnect now", { hidden: true, "data-vnc-reconnect": "" });
     this.ctrlAltDelButton = button("Ctrl+Alt+Del", { "data-vnc-ctrl-alt-del": "", disabled: true });
     this.fullscreenButton = button("Full screen", { "data-vnc-fullscreen": "", "aria-pressed": "false" });
@@ -113,25 +90,17 @@ class VncConsole {
   }
 
   setState(state, detail = "") {
-    this.state = state;
-    this.badge.dataset.vncState = state;
-    // Only a real change is spoken (the badge is a live region; the countdown beside it is not).
-    if (this.badge.textContent !== STATE_TEXT[state]) this.badge.textContent = STATE_TEXT[state];
-    this.detail.textContent = detail;
+    super.setState(state, detail);
     const connected = state === "connected";
     this.ctrlAltDelButton.disabled = !connected;
     this.clipboardButton.disabled = !connected;
-    this.reconnectButton.hidden = !(state === "reconnecting" || (state === "disconnected" && this.canReconnect));
   }
 
   connect() {
     if (this.rfb || this.stopped) return;
-    window.clearTimeout(this.retryTimer);
-    window.clearInterval(this.countdownTimer);
-    this.canReconnect = false;
     this.closeCode = 0;
     this.closeReason = "";
-    this.setState(this.attempts ? "reconnecting" : "connecting", this.attempts ? "connecting…" : "");
+    this.startAttempt();
 
     const ws = new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
@@ -176,18 +145,8 @@ class VncConsole {
     this.rfb = null;
     this.ws = null;
     this.passwordForm.hidden = true;
-    if (this.stopped) {
-      this.setState("disconnected", this.stoppedReason || "");
-      return;
-    }
-    if (this.closeCode === CLOSE.forbidden) {
-      this.stopped = true;
-      this.setState("disconnected", "not allowed");
-    } else if (this.closeCode === CLOSE.notRunning) {
-      this.stopped = true;
-      this.setState("disconnected", this.closeReason || "the session is not running");
-      window.LabSession?.refresh();
-    } else if (this.closeCode === CLOSE.runnerError || this.securityFailure) {
+    if (this.closedForGood(this.closeCode, this.closeReason)) return;
+    if (this.closeCode === CLOSE.runnerError || this.securityFailure) {
       this.canReconnect = true;
       this.setState("disconnected", this.securityFailure || this.closeReason || "the desktop is not reachable");
       this.securityFailure = "";
@@ -196,38 +155,17 @@ class VncConsole {
     }
   }
 
-  scheduleReconnect(why = "") {
-    const delay = Math.min(MAX_BACKOFF_S, 2 ** this.attempts);
-    this.attempts += 1;
-    let left = delay;
-    const show = () => this.setState("reconnecting", `in ${left} s${why ? ` (${why})` : ""}`);
-    show();
-    this.countdownTimer = window.setInterval(() => {
-      left -= 1;
-      if (left > 0) show();
-    }, 1000);
-    this.retryTimer = window.setTimeout(() => {
-      window.clearInterval(this.countdownTimer);
-      this.connect();
-    }, delay * 1000);
-  }
-
   reconnect() {
     this.stopped = false;
     this.attempts = 0;
     this.connect();
   }
 
-  stop(reason = "") {
-    this.stopped = true;
-    this.stoppedReason = reason;
-    window.clearTimeout(this.retryTimer);
-    window.clearInterval(this.countdownTimer);
-    if (this.rfb) {
-      this.rfb.disconnect();
-    } else {
-      this.setState("disconnected", reason);
-    }
+  /** For stop(): end the session with the desktop; onDisconnect then says "disconnected". */
+  hangUp() {
+    if (!this.rfb) return false;
+    this.rfb.disconnect();
+    return true;
   }
 
   async toggleFullscreen() {

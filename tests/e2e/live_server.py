@@ -1,7 +1,7 @@
 """A real ASGI server for browser tests that need WebSockets (terminal, desktop, web preview).
 
 pytest-django's `live_server` is a WSGI server: it cannot upgrade a connection to a WebSocket.
-`asgi_live_server` runs the platform's server (daphne through `python -m labsite.serve`, as
+`asgi_live_server` runs the platform's server (daphne through `python -m webserver.serve`, as
 production does) with `labsite.asgi:application` in a subprocess on 127.0.0.1 and a free port,
 against the test's own database (the test uses `transactional_db`, so what it writes is
 committed and the server sees it). Static files are collected once per test run with the
@@ -53,7 +53,7 @@ class AsgiServer:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    module: str = "labsite.serve"  # bench/upload_memory.py also runs plain "daphne", for comparison
+    module: str = "webserver.serve"  # bench/upload_memory.py also runs plain "daphne", for comparison
 
     @property
     def url(self) -> str:

@@ -25,9 +25,10 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts.tests.github_double import GitHubDouble
+from consoles.models import TerminalRecording
 from judge.models import Attempt
 from labs.models import Image, Lab, LabStep
-from sessions_app.models import Session, State, TerminalRecording
+from sessions_app.models import Session, State
 from tests.e2e.conftest import ARTIFACTS, assert_no_error_page, sign_in
 from tests.e2e.test_smoke import demo_catalog  # noqa: F401 - a fixture
 

@@ -2,7 +2,7 @@
 
 Plain daphne buffered the whole body and Twisted parsed the multipart form in memory: a 100 MiB
 POST to / (refused 403 by CSRF only afterwards) cost about 1.2 GiB and stalled every other page
-for seconds. On the real server process (labsite.serve), it is refused with 413 before it is
+for seconds. On the real server process (webserver.serve), it is refused with 413 before it is
 read: by its Content-Length at once, or, chunked, as soon as it passes the limit; the server's
 memory barely moves and other pages keep answering meanwhile.
 """

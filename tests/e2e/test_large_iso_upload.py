@@ -1,7 +1,7 @@
 """A signed-in learner's 2 GiB ISO streams to disk through the real server (issue 9).
 
 Plain daphne held such an upload in memory several times over and was OOM-killed, for everyone.
-Through the ISO page's own endpoint on the real server process (labsite.serve), an ISO of the
+Through the ISO page's own endpoint on the real server process (webserver.serve), an ISO of the
 default LAB_ISO_MAX_BYTES arrives intact while the server's memory grows by less than 100 MiB
 and other pages keep answering. Slow-ish: 2 GiB go through the server, Django's body spool
 and the upload handler; it stays in the suite all the same.

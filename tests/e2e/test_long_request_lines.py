@@ -1,5 +1,5 @@
 """Requests whose address or headers are too long get an answer with a page, on the real server
-(labsite.serve), instead of a dropped connection or a bare status line.
+(webserver.serve), instead of a dropped connection or a bare status line.
 
 Twisted reads the request line and each header as a line of at most 16 KiB and simply closed the
 connection past that: a search of about 17,000 characters got no response at all. Headers past

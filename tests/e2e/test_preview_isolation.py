@@ -30,8 +30,10 @@ import pytest
 from playwright.sync_api import expect
 
 from labs.models import Image, Lab
+from preview import access, proxy
+from preview import actions as preview_actions
 from runners import get_runner
-from sessions_app import actions, preview
+from sessions_app import actions
 from sessions_app.models import Session, State
 from tests.e2e.conftest import ARTIFACTS, sign_in
 from tests.e2e.live_server import set_server_password
@@ -265,8 +267,8 @@ def test_a_hostile_preview_cannot_act_as_its_viewer(
     lab = Lab.objects.create(slug=f"app-{key}", title="Web app lab", image=image, runner="local", published=True,
                              consoles=[], network_mode="bridge", exposed_ports=[hostile_app.port])
     learners_session = started(owner, lab, key)
-    share = preview.create_share(learners_session, hostile_app.port, 30, owner)
-    share_url = f"{preview_base}{preview.share_path(share)}"
+    share = preview_actions.create_share(learners_session, hostile_app.port, 30, owner)
+    share_url = f"{preview_base}{access.share_path(share)}"
 
     # Who looks, which sessions of theirs the app goes for, and where they look.
     user = {"owner": owner, "learner-with-share-link": other_learner, "staff": staff_user}.get(viewer)
@@ -291,7 +293,7 @@ def test_a_hostile_preview_cannot_act_as_its_viewer(
         expect(app.get_by_role("heading", name="Hello from the learner's app")).to_be_visible(timeout=30_000)
         if viewer in ("owner", "staff"):
             # The session page sandboxes its frame too; the app's own origin only on a preview host.
-            tokens = [*preview.SANDBOX_TOKENS] + (["allow-same-origin"] if setup == "run-sh-preview-host" else [])
+            tokens = [*proxy.SANDBOX_TOKENS] + (["allow-same-origin"] if setup == "run-sh-preview-host" else [])
             expect(page.locator("[data-preview-frame]")).to_have_attribute("sandbox", " ".join(tokens))
         report = collector.wait(key, REPORT_TIMEOUT)
         ARTIFACTS.mkdir(exist_ok=True)
@@ -314,7 +316,7 @@ def test_a_hostile_preview_cannot_act_as_its_viewer(
     text = json.dumps(report)
     for name, value in before.items():
         assert value not in text, f"the app read the platform's {name} cookie"
-    planted = {name: value for name, value in after.items() if name != preview.SHARE_COOKIE}  # ours, on first use
+    planted = {name: value for name, value in after.items() if name != access.SHARE_COOKIE}  # ours, on first use
     assert planted == before, (before, after)
     assert "secret-of-" not in text and "MARK-42" not in text
 

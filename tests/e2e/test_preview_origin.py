@@ -16,7 +16,7 @@ import time
 import docker
 import pytest
 
-from sessions_app import preview
+from preview import access
 from sessions_app.models import Session, State
 from tests.e2e.conftest import ARTIFACTS, sign_in
 from tests.e2e.live_server import docker_runner_for_server, set_server_password
@@ -161,7 +161,7 @@ def test_the_preview_runs_on_its_own_origin_and_cannot_reach_the_platform(
         staff.screenshot(path=str(ARTIFACTS / "preview-origin.png"), full_page=True)
 
         # The app runs on the preview origin, framed by the platform's page.
-        prefix = preview.preview_prefix(session.pk, APP_PORT)
+        prefix = access.preview_prefix(session.pk, APP_PORT)
         frames = [f for f in staff.frames if f.url.startswith(preview_origin)]
         assert [f.url for f in frames] == [f"{preview_origin}{prefix}/"]
         assert out["origin"] == preview_origin
@@ -185,10 +185,10 @@ def test_the_preview_runs_on_its_own_origin_and_cannot_reach_the_platform(
         # Neither the viewer's platform cookies nor the preview's grant reach the app or its script.
         received = json.loads(out["headers"].removeprefix("status:200:"))
         cookie_header = {k.lower(): v for k, v in received.items()}.get("cookie", "")
-        assert "sessionid" not in cookie_header and preview.GRANT_COOKIE not in cookie_header, cookie_header
+        assert "sessionid" not in cookie_header and access.GRANT_COOKIE not in cookie_header, cookie_header
         assert out["cookies"] == ""
         cookies = context.cookies()
-        grants = [c for c in cookies if c["name"] == preview.GRANT_COOKIE]
+        grants = [c for c in cookies if c["name"] == access.GRANT_COOKIE]
         assert len(grants) == 1, cookies
         assert grants[0]["domain"] == "localhost" and grants[0]["path"] == f"{prefix}/" and grants[0]["httpOnly"]
         assert {c["domain"] for c in cookies if c["name"] == "sessionid"} == {"127.0.0.1"}

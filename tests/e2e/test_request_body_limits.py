@@ -1,4 +1,4 @@
-"""Each route's body limit, and who gets it, on the real server process (labsite.serve).
+"""Each route's body limit, and who gets it, on the real server process (webserver.serve).
 
 The limits are made small here (a 256 KB default, 2 MB for ISOs and VM images, a 64 KB editor)
 so that every case takes a few megabytes. A larger limit goes only to the route's own users,

@@ -11,7 +11,8 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import expect
 
-from sessions_app.models import Session, TerminalRecording
+from consoles.models import TerminalRecording
+from sessions_app.models import Session
 from tests.e2e.conftest import assert_no_error_page, sign_in
 from tests.e2e.test_consoles import (  # noqa: F401 (the fixture gives the server a Docker runner)
     STARTUP_MS,

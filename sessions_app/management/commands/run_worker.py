@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from labsite.worker import serve
+from jobqueue.worker import serve
 
 
 class Command(BaseCommand):

@@ -1,0 +1,2 @@
+"""Consoles: terminals, the VNC bridge, WebSocket flow control, their consumers and routing,
+terminal recordings. May import sessions_app and below."""

@@ -1,1 +1,0 @@
-"""Channels consumers: terminal, graphical console (VNC) and web preview proxies."""
