@@ -11,6 +11,7 @@ import preview.urls
 import sessions_app.urls
 import vms.urls
 from jobqueue import job_queue_pages
+from labsite import health
 
 job_queue_pages.register_admin(admin.site)  # before admin.site.urls below reads the registry
 
@@ -27,6 +28,8 @@ session_patterns: list[URLPattern | URLResolver] = [
 lab_patterns: list[URLPattern | URLResolver] = [*labs.urls.urlpatterns, sessions_app.urls.start_pattern]
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),  # liveness and readiness probes (labsite/health.py)
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.github_login")),  # before allauth's: GitHub only when set up
     path("accounts/", include("allauth.urls")),

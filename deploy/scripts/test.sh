@@ -33,7 +33,7 @@ ensure_services() {
 
 ensure_python requirements-dev.txt
 ensure_sandbox_tools
-apt_install chromium qemu-system-x86 qemu-utils busybox-static cpio xvfb x11vnc x11-xserver-utils x11-utils
+apt_install chromium qemu-system-x86 qemu-utils busybox-static cpio xvfb x11vnc x11-xserver-utils x11-utils docker-compose
 ensure_services
 ensure_qemu_user
 ensure_docker
