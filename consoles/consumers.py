@@ -110,7 +110,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_RUNNING)
             return
         attaching = asyncio.ensure_future(
-            asyncio.to_thread(terminals.attach, session.runner_name, session.runner_state, request))
+            asyncio.to_thread(terminals.attach, session, request))
         try:
             stream, reattached = await asyncio.shield(attaching)
         except asyncio.CancelledError:
@@ -150,8 +150,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         scripts = await database_sync_to_async(session.claim_foreground_scripts)()
         for item in scripts:
             try:
-                typed = await asyncio.to_thread(terminals.stage_foreground, session.runner_name, session.runner_state,
-                                                item["script"])
+                typed = await asyncio.to_thread(terminals.stage_foreground, session, item["script"])
             except RunnerError as exc:
                 await database_sync_to_async(session.log)(f"{item['label']}: its terminal script could not run: "
                                                           f"{exc}", level="warning")

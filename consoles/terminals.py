@@ -40,8 +40,8 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from runners import get_runner
 from runners.base import RunnerError, TerminalStream
+from sessions_app.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,10 @@ def parse_control(text: str) -> Control | None:
 
 
 # ---- attaching ------------------------------------------------------------------------------
-def attach(runner_name: str, state: dict[str, Any], request: TerminalRequest) -> tuple[TerminalStream, bool]:
+def attach(session: Session, request: TerminalRequest) -> tuple[TerminalStream, bool]:
     """Open the terminal (blocking: run it in a thread); also say whether an existing shell was kept
     (asked of the runner first: open_terminal joins or creates without saying which)."""
-    runner = get_runner(runner_name)
+    runner, state = session.runner(), session.runner_state
     reattached = runner.terminal_exists(state, request.name)
     stream = runner.open_terminal(state, cols=request.cols, rows=request.rows, name=request.name)
     return stream, reattached
@@ -162,11 +162,11 @@ FOREGROUND_PREFIX = "/tmp/.labs-foreground."  # noqa: S108 - in the session, mad
 STAGE_FOREGROUND = f'umask 077; f=$(mktemp {FOREGROUND_PREFIX}XXXXXX) && cat > "$f" && printf %s "$f"'
 
 
-def stage_foreground(runner_name: str, state: dict[str, Any], script: str) -> bytes:
+def stage_foreground(session: Session, script: str) -> bytes:
     """Put a foreground script into the session as the learner's own file; return what to type into
     the terminal to run it there (blocking: run it in a thread). Sourced, as if typed: a `cd` or an
     `export` in it stays in the learner's shell; the leading space keeps it out of the history."""
-    runner = get_runner(runner_name)
+    runner, state = session.runner(), session.runner_state
     staged = runner.exec(state, ["sh", "-c", STAGE_FOREGROUND], stdin=script.replace("\r\n", "\n").encode(),
                          timeout=15)
     path = staged.stdout.decode(errors="replace").strip()
