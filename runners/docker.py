@@ -204,6 +204,15 @@ key=$(cat)
 mkdir -p "$HOME/.ssh"
 grep -qxF "$key" "$HOME/.ssh/authorized_keys" 2>/dev/null || printf '%s\n' "$key" >> "$HOME/.ssh/authorized_keys"
 """
+# Run on the first host as the learner: until `ssh HOST true` works (its sshd is up), or time is up.
+SSH_WAIT_SECONDS = 30
+SSH_WAIT_SCRIPT = f"""
+end=$(( $(date +%s) + {SSH_WAIT_SECONDS} ))
+until ssh -o BatchMode=yes -o ConnectTimeout=3 "$1" true; do
+  [ "$(date +%s)" -lt "$end" ] || exit 1
+  sleep 0.2
+done
+"""
 ALWAYS_WRITABLE = ("/tmp", "/var/tmp")  # noqa: S108 (container paths)  bound to the session disk even where the image lacks them
 
 
@@ -865,6 +874,14 @@ class DockerRunner(Runner):
             if not trusted.ok:
                 raise RunnerError(f"cannot let the first host into {host} over SSH: "
                                   f"{trusted.stderr.decode(errors='replace').strip()[-300:]}")
+        # A host's sshd starts with the container and makes its keys first: the session is ready
+        # only once `ssh <host>` works from the first host, or the learner's first try is refused.
+        for host in state.get("hosts") or {}:
+            waited = self.exec(state, ["sh", "-c", SSH_WAIT_SCRIPT, "labs-ssh-wait", host],
+                               timeout=SSH_WAIT_SECONDS + 5)
+            if not waited.ok:
+                raise RunnerError(f"{host} does not answer over SSH: "
+                                  f"{(waited.stderr or waited.stdout).decode(errors='replace').strip()[-300:]}")
 
     def place_files(self, state: dict[str, Any], files: list[PlacedFile], host: str = "") -> None:
         """Through the engine's archive API, as root: nothing in the session takes part."""

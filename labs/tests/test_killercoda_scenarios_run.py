@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -159,8 +160,11 @@ async def test_foreground_scripts_run_in_the_first_terminal(imported, started, o
         # The intro's foreground script, then step 1's, typed into the terminal as the session starts.
         output = await read_until(terminal, b"Setup finished.", timeout=60)
         assert b". /tmp/.labs-foreground." in output
+        # A script's `echo ... > file` makes the file before it writes to it: read until both are
+        # complete (or the time is up, and the assertion below says what was there).
+        deadline = time.monotonic() + 30
         found = await sync_to_async(as_learner)(session, "cat /tmp/intro-foreground.txt /tmp/step1-foreground.txt")
-        while not found.ok:
+        while not (found.ok and found.stdout.endswith(b"step 1 foreground ran\n")) and time.monotonic() < deadline:
             found = await sync_to_async(as_learner)(session, "sleep 0.2; cat /tmp/intro-foreground.txt "
                                                              "/tmp/step1-foreground.txt")
         assert found.stdout == b"the intro's foreground ran in /root\nstep 1 foreground ran\n"
