@@ -12,7 +12,7 @@ import pytest
 
 # Fixtures shared across apps: `vm_image`, the tiny bootable test VM (built once per run), and
 # `redis_server` / `queues_on_own_redis` / `rq_worker`, a Redis of the test's own and a worker on it.
-pytest_plugins = ["tests.vm_image", "tests.redis_server"]
+pytest_plugins = ["tests.vm_image", "tests.redis_server", "tests.k8s.fixtures"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -22,6 +22,8 @@ from runners.base import VM_IMAGE_KINDS, Runner, RunnerError
 BUILTIN_RUNNERS: dict[str, dict[str, Any]] = {
     "docker": {"BACKEND": "runners.docker.DockerRunner", "OPTIONS": {}},
     "docker-vm": {"BACKEND": "runners.docker_vm.DockerVmRunner", "OPTIONS": {}},
+    # Available only with OPTIONS.kubeconfig or inside a cluster (never ~/.kube/config by accident).
+    "kubernetes": {"BACKEND": "runners.kubernetes.KubernetesRunner", "OPTIONS": {}},
     "local": {"BACKEND": "runners.local.LocalRunner", "OPTIONS": {}},
     "qemu": {"BACKEND": "runners.qemu.QemuRunner", "OPTIONS": {}},
 }

@@ -377,3 +377,8 @@ class Runner:
     def available(self) -> bool:
         """Whether this backend can run sessions on this machine right now."""
         return True
+
+    def preload(self) -> None:
+        """Import now what the first call would import. The worker calls it before it forks a process
+        per job, so no job pays for a large client library again (nothing here may open connections:
+        they must not be shared across the fork)."""

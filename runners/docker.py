@@ -89,6 +89,18 @@ from runners.base import (
 )
 from runners.disks import SessionDisks
 from runners.docker_terminal import DockerTerminal, api_error_text
+from runners.session_shell import (
+    CONFINE,
+    DEFAULT_CAPS,
+    KEEPALIVE,
+    LIST_SCRIPT,
+    OOM_FIRST,
+    WRITE_SCRIPT,
+    parse_listing,
+    read_script,
+    terminal_shell,
+    tmux_probe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +119,7 @@ DEFAULT_HOSTNAME = "lab"
 ENGINE_SOCKET_DIR = "/run/labs-docker"
 ENGINE_HOST = f"unix://{ENGINE_SOCKET_DIR}/docker.sock"
 
-# Keeps the container alive and exits at once on SIGTERM, so stops are fast.
-KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
-# Everything the platform starts in a session (commands, shells) offers itself to the OOM killer
-# first, so a memory hog never takes the container's init or keep-alive down with it. Raising
-# one's own oom_score_adj needs no capability; lowering it below the container's would.
-OOM_FIRST = "echo 500 >/proc/self/oom_score_adj 2>/dev/null; "
 DEFAULT_PRELOAD = ["labs/busybox:latest"]
-DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID"]
 DIND_MODES = ("rootless", "privileged", "capabilities")
 UNSAFE_DIND_MODES = ("privileged", "capabilities")
 DIND_CAPABILITY_OPTIONS: dict[str, Any] = {
@@ -1027,39 +1032,20 @@ class DockerRunner(Runner):
         return ExecResult(exit_code if exit_code is not None else 124, stdout, stderr, timed_out=timed_out)
 
     # files ----------------------------------------------------------------------------------
-    _CONFINE = (
-        # The deepest existing ancestor (or the path itself, symlinks followed) must resolve inside.
-        'p="$1"; d="$p"; while [ ! -e "$d" ] && [ ! -L "$d" ]; do d=$(dirname "$d"); done; '
-        'r=$(realpath "$d" 2>/dev/null) || { echo "outside the workspace" >&2; exit 3; }; '
-        'case "$r" in /workspace|/workspace/*) ;; *) echo "outside the workspace" >&2; exit 3;; esac; '
-    )
-
     def _file_command(self, state: dict[str, Any], script: str, path: str, *, stdin: bytes | None = None,
                       timeout: float = 20) -> ExecResult:
         relative = clean_workspace_path(path)
         target = f"{self.workspace}/{relative}" if relative else self.workspace
-        return self.exec(state, ["sh", "-c", self._CONFINE + script, "sh", target], stdin=stdin, timeout=timeout)
+        return self.exec(state, ["sh", "-c", CONFINE + script, "sh", target], stdin=stdin, timeout=timeout)
 
     def list_files(self, state: dict[str, Any], path: str = "") -> list[FileEntry]:
-        # One record per entry, each ended by a NUL byte, the name last: a file name (which may hold
-        # "|" or newlines, but never NUL) can neither break the listing nor forge another entry.
-        script = (
-            '[ -d "$p" ] || { echo "not a directory" >&2; exit 4; }; '
-            'for f in "$p"/* "$p"/.[!.]* "$p"/..?*; do [ -e "$f" ] || [ -L "$f" ] || continue; '
-            "stat -c '%F|%s|%Y|%n' \"$f\" && printf '\\0'; done"
-        )
-        result = self._file_command(state, script, path)
+        result = self._file_command(state, LIST_SCRIPT, path)
         if result.exit_code != 0:
             raise RunnerError(f"{path or '.'}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
-        return _parse_listing(result.stdout, self.workspace)
+        return parse_listing(result.stdout, self.workspace)
 
     def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
-        script = (
-            '[ -f "$p" ] || { echo "no such file" >&2; exit 4; }; '
-            f'[ "$(stat -c %s "$p")" -le {int(max_bytes)} ] || {{ echo "larger than {int(max_bytes)} bytes" >&2; '
-            'exit 5; }; cat "$p"'
-        )
-        result = self._file_command(state, script, path)
+        result = self._file_command(state, read_script(max_bytes), path)
         if result.exit_code != 0:
             raise RunnerError(f"{path}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
         return result.stdout
@@ -1067,16 +1053,7 @@ class DockerRunner(Runner):
     def write_file(self, state: dict[str, Any], path: str, data: bytes) -> None:
         if not clean_workspace_path(path):
             raise RunnerError("Give a file name.", permanent=True)
-        script = (
-            '[ ! -d "$p" ] || { echo "is a directory" >&2; exit 4; }; '
-            # Replace atomically, keeping the mode of a file that already exists (scripts stay executable).
-            # The temporary file gets a name nobody can guess or make beforehand (mktemp creates it with
-            # O_EXCL, never through a symlink), and mv renames over a symlink instead of following it.
-            'm=$(stat -c %a "$p" 2>/dev/null) || m=$(printf %o $((0666 & ~$(umask)))); d=$(dirname "$p"); '
-            'mkdir -p "$d" && t=$(mktemp "$d/.labs-save.XXXXXX") && '
-            '{ cat > "$t" && chmod "$m" "$t" && mv -fT "$t" "$p" || { rm -f "$t"; exit 1; }; }'
-        )
-        result = self._file_command(state, script, path, stdin=data)
+        result = self._file_command(state, WRITE_SCRIPT, path, stdin=data)
         if result.exit_code != 0:
             reason = result.stderr.decode(errors="replace").strip()
             if not reason:
@@ -1216,20 +1193,13 @@ class DockerRunner(Runner):
     def terminal_exists(self, state: dict[str, Any], name: str) -> bool:
         # Shells are kept in a per-name tmux session where the image has tmux; `tmux new-session -A`
         # does not say whether it created or joined one, so tmux is asked first.
-        probe = f"command -v tmux >/dev/null 2>&1 && tmux has-session -t '=term-{name}' 2>/dev/null"
         try:
-            return self.exec(state, ["sh", "-c", probe], timeout=5).exit_code == 0
+            return self.exec(state, ["sh", "-c", tmux_probe(name)], timeout=5).exit_code == 0
         except RunnerError:
             return False
 
     def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> DockerTerminal:
-        safe_name = "".join(c for c in name if c.isalnum() or c in "-_")[:32] or "1"
-        # A per-terminal tmux session survives reconnects; plain bash where the image has no tmux.
-        shell = (
-            OOM_FIRST + f"if command -v tmux >/dev/null 2>&1; then exec tmux -u new-session -A -s term-{safe_name} "
-            "\\; set-option -g status off; fi; "
-            "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
-        )
+        shell = terminal_shell(name)
         created = self.call_engine(
             "opening a terminal",
             self.api.exec_create,
@@ -1331,23 +1301,6 @@ class DockerRunner(Runner):
             memory_limit_bytes=int(memory.get("limit", 0)),
             pids=int(raw.get("pids_stats", {}).get("current", 0)),
         )
-
-
-def _parse_listing(raw: bytes, workspace: str) -> list[FileEntry]:
-    """Entries from NUL-ended `stat -c '%F|%s|%Y|%n'` records (see list_files)."""
-    entries = []
-    prefix = workspace + "/"
-    for record in raw.split(b"\0"):
-        record = record.lstrip(b"\n")  # stat ends each record with a newline before the NUL
-        if not record:
-            continue
-        try:
-            kind, size, mtime, name = record.decode(errors="replace").split("|", 3)
-            entries.append(FileEntry(name.removesuffix("\n").removeprefix(prefix), kind == "directory",
-                                     int(size), float(mtime)))
-        except ValueError as exc:
-            raise RunnerError(f"unreadable file listing from the session ({exc})") from exc
-    return sorted(entries, key=lambda e: (not e.is_dir, e.path))
 
 
 def _unix_mode(go_mode: int) -> int:

@@ -29,6 +29,11 @@ def unsafe_settings() -> list[str]:
             state = "in use" if settings.LAB_ALLOW_UNSAFE_DIND else "refused until LAB_ALLOW_UNSAFE_DIND is on"
             found.append(f"Runner {alias!r} runs Docker-in-Docker as root on the host (dind_mode "
                          f"{options['dind_mode']!r}, {state}).")
+        dind = options.get("dind")
+        if isinstance(dind, dict) and dind.get("mode") == "privileged":
+            state = "in use" if settings.LAB_ALLOW_UNSAFE_DIND else "refused until LAB_ALLOW_UNSAFE_DIND is on"
+            found.append(f"Runner {alias!r} runs Docker-in-Docker engines in privileged pods (dind mode "
+                         f"\"privileged\", {state}): root in such a session is root on its node.")
         if options.get("guard_host") is False:
             found.append(f"Runner {alias!r} has guard_host off: its sessions can reach the host's own services "
                          "(the database, Redis) and the cloud metadata address.")

@@ -23,6 +23,31 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+ensure_kubectl() {
+  # Debian's kubectl (kubernetes-client, 1.20): a second real client the Kubernetes API double is
+  # checked against. Where another package owns /usr/bin/kubectl (the Google Cloud SDK's), the
+  # Debian package is unpacked under var/tools instead of fighting over that path.
+  local owner
+  owner=$(dpkg -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)
+  if [ -z "$owner" ] || [ "$owner" = "kubernetes-client" ]; then
+    apt_install kubernetes-client
+    export LAB_TEST_KUBECTL=/usr/bin/kubectl
+    return
+  fi
+  local dest="$ROOT/var/tools/kubernetes-client"
+  if [ ! -x "$dest/usr/bin/kubectl" ]; then
+    say "unpacking Debian's kubernetes-client into $dest (/usr/bin/kubectl belongs to $owner)"
+    if [ "$APT_UPDATED" -eq 0 ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+    local work
+    work=$(mktemp -d)
+    (cd "$work" && apt-get download -qq kubernetes-client) || die "could not download kubernetes-client"
+    mkdir -p "$dest"
+    dpkg -x "$work"/kubernetes-client_*.deb "$dest"
+    rm -rf "$work"
+  fi
+  export LAB_TEST_KUBECTL="$dest/usr/bin/kubectl"
+}
+
 ensure_python() {
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     apt_install python3 python3-venv python3-pip

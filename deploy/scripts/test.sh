@@ -33,7 +33,8 @@ ensure_services() {
 
 ensure_python requirements-dev.txt
 ensure_sandbox_tools
-apt_install chromium qemu-system-x86 qemu-utils busybox-static cpio xvfb x11vnc x11-xserver-utils x11-utils docker-compose
+apt_install chromium qemu-system-x86 qemu-utils busybox-static cpio xvfb x11vnc x11-xserver-utils x11-utils docker-compose openssl
+ensure_kubectl
 ensure_services
 ensure_qemu_user
 ensure_docker

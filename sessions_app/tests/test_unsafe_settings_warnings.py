@@ -41,3 +41,15 @@ def test_check_fails_at_warning_level_while_something_unsafe_is_on(settings):
     settings.LAB_ALLOW_UNSAFE_DIND = True
     with pytest.raises(SystemCheckError, match=r"labs\.W001"):
         management.call_command("check", "--fail-level", "WARNING")
+
+
+def test_privileged_docker_in_docker_pods_are_named(settings):
+    settings.LAB_ALLOW_UNSAFE_DIND = False
+    settings.LAB_RUNNERS = {**settings.LAB_RUNNERS, "cluster": {
+        "BACKEND": "runners.kubernetes.KubernetesRunner",
+        "OPTIONS": {"dind": {"namespace": "labs-privileged", "mode": "privileged"}}}}
+    assert unsafe_settings() == ["Runner 'cluster' runs Docker-in-Docker engines in privileged pods (dind mode "
+                                 "\"privileged\", refused until LAB_ALLOW_UNSAFE_DIND is on): root in such a "
+                                 "session is root on its node."]
+    settings.LAB_RUNNERS["cluster"]["OPTIONS"]["dind"]["mode"] = "rootless"
+    assert unsafe_settings() == []

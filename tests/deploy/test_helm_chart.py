@@ -10,30 +10,17 @@ tests fail, they never skip.
 
 from __future__ import annotations
 
-import copy
-import importlib
 import ipaddress
 import json
-from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-import yaml
 
+from tests.deploy.chart import CHART, NAMESPACE, RELEASE, REQUIRED, SESSIONS, merged, render, tool
 from tests.settings_env import settings_values
 
-CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "browser-labs"
-RELEASE = "labs"
-NAMESPACE = "browser-labs"
-SESSIONS = "labs-sessions"
 KUBERNETES_VERSION = "1.33"
-# Only what a render cannot do without: the chart refuses to make a Secret without these.
-REQUIRED = {
-    "database": {"url": "postgres://labs:db-password@postgres.db.svc:5432/labs"},
-    "redis": {"url": "redis://:redis-password@redis.db.svc:6379/0"},
-}
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "existing-secret": {"database": {"url": ""}, "redis": {"url": ""}, "secret": {"existingSecret": "labs-env"}},
@@ -67,56 +54,14 @@ SPEC_ROLE = {
 NETWORK_MODES = ("none", "isolated", "bridge", "unrestricted")
 
 
-def _tool(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        pytest.fail(f"{name} is required for the chart tests (pip install -r requirements-dev.txt): {exc}")
-
-
 @pytest.fixture(scope="module")
 def helm() -> ModuleType:
-    return _tool("helm_python")
+    return tool("helm_python")
 
 
 @pytest.fixture(scope="module")
 def kubernetes_validate() -> ModuleType:
-    return _tool("kubernetes_validate")
-
-
-def _merged(*layers: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for layer in layers:
-        _merge_into(result, copy.deepcopy(layer))
-    return result
-
-
-def _merge_into(target: dict[str, Any], layer: dict[str, Any]) -> None:
-    for key, value in layer.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge_into(target[key], value)
-        else:
-            target[key] = value
-
-
-@cache
-def _render_json(values_json: str) -> list[tuple[str, dict[str, Any]]]:
-    helm = _tool("helm_python")
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(json.loads(values_json), name=RELEASE, namespace=NAMESPACE)
-    documents = []
-    for template, text in sorted(manifests.items()):
-        if template.endswith("NOTES.txt"):
-            continue
-        for document in yaml.safe_load_all(text):
-            if document:
-                documents.append((template, document))
-    return documents
-
-
-def render(overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    values = _merged(REQUIRED, overrides or {})
-    return copy.deepcopy([document for _, document in _render_json(json.dumps(values, sort_keys=True))])
+    return tool("kubernetes_validate")
 
 
 def only(documents: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
@@ -216,7 +161,7 @@ def ingress_admits_pod(policies: dict[str, dict[str, Any]], namespace_labels: di
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_helm_lint_strict_passes(helm, variant):
-    report = helm.lint(CHART, _merged(REQUIRED, VARIANTS[variant]), strict=True, namespace=NAMESPACE,
+    report = helm.lint(CHART, merged(REQUIRED, VARIANTS[variant]), strict=True, namespace=NAMESPACE,
                        kube_version=f"v{KUBERNETES_VERSION}.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert not problems and not report["errors"], report
@@ -244,10 +189,10 @@ def test_values_schema_rejects_a_misspelled_key(helm, misspelled, key):
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(REQUIRED)  # the same values without the typo pass
         with pytest.raises(helm.HelmValuesError, match=f"additional properties '{key}' not allowed"):
-            chart.validate_schema(_merged(REQUIRED, misspelled))
+            chart.validate_schema(merged(REQUIRED, misspelled))
         with pytest.raises(helm.HelmValuesError, match=key):
-            chart.render(_merged(REQUIRED, misspelled), name=RELEASE, namespace=NAMESPACE)
-    report = helm.lint(CHART, _merged(REQUIRED, misspelled), strict=True, namespace=NAMESPACE)
+            chart.render(merged(REQUIRED, misspelled), name=RELEASE, namespace=NAMESPACE)
+    report = helm.lint(CHART, merged(REQUIRED, misspelled), strict=True, namespace=NAMESPACE)
     assert any(key in error for error in report["errors"]), report
 
 
@@ -262,7 +207,7 @@ def test_values_schema_rejects_a_misspelled_key(helm, misspelled, key):
 ])
 def test_values_schema_rejects_unsafe_or_malformed_values(helm, bad):
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
-        chart.validate_schema(_merged(REQUIRED, bad))
+        chart.validate_schema(merged(REQUIRED, bad))
 
 
 # Every rendered document against the Kubernetes API schemas.
@@ -318,6 +263,11 @@ def test_role_extras_are_opt_in_and_never_touch_network_policies():
     assert granted == {**SPEC_ROLE, ("", "pods/portforward"): {"get", "create"},
                        ("metrics.k8s.io", "pods"): {"get", "list"}}
     assert not any(resource == "networkpolicies" for _, resource in granted)
+
+
+def test_persistent_homes_add_only_the_claims_the_runner_makes():
+    granted = _role_rules(render({"kubernetesRunner": {"options": {"home_storage_class": "fast"}}}))
+    assert granted == {**SPEC_ROLE, ("", "persistentvolumeclaims"): {"get", "create", "delete"}}
 
 
 def test_role_binding_binds_the_platforms_service_account_only():
@@ -682,23 +632,37 @@ def test_ingress_off_and_no_preview_host():
 ])
 def test_preview_host_must_not_be_a_platform_host(helm, hosts):
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError, match="previewHost must differ"):
-        chart.render(_merged(REQUIRED, hosts), name=RELEASE, namespace=NAMESPACE)
+        chart.render(merged(REQUIRED, hosts), name=RELEASE, namespace=NAMESPACE)
 
 
-def test_kubernetes_runner_is_configured_through_lab_runners_only_when_enabled():
+def test_sessions_run_on_the_kubernetes_runner_unless_it_is_switched_off():
     documents = render()
+    for kind, suffix in (("Deployment", "-web"), ("Deployment", "-worker"), ("Deployment", "-reap-sessions"),
+                         ("CronJob", "-reconcile-runners")):
+        spec = pod_spec(only(documents, kind, suffix))
+        assert spec["automountServiceAccountToken"] is True
+        env = container_env(spec["containers"][0])
+        assert json.loads(env["LAB_RUNNERS"]["value"]) == {"kubernetes": {
+            "BACKEND": "runners.kubernetes.KubernetesRunner", "OPTIONS": {"namespace": SESSIONS}}}
+        assert env["LAB_DEFAULT_RUNNER"]["value"] == "kubernetes"
+    assert pod_spec(only(documents, "Job", "-migrate"))["automountServiceAccountToken"] is False
+
+    documents = render({"kubernetesRunner": {"enabled": False}})
     web = pod_spec(only(documents, "Deployment", "-web"))
     assert json.loads(container_env(web["containers"][0])["LAB_RUNNERS"]["value"]) == {}
+    assert "LAB_DEFAULT_RUNNER" not in container_env(web["containers"][0])
     assert web["automountServiceAccountToken"] is False
 
     documents = render(VARIANTS["everything-else"])
     for suffix in ("-web", "-worker", "-gc-snapshots"):
         spec = pod_spec(only(documents, "Deployment", suffix))
         assert spec["automountServiceAccountToken"] is True
-        runners = json.loads(container_env(spec["containers"][0])["LAB_RUNNERS"]["value"])
+        env = container_env(spec["containers"][0])
+        runners = json.loads(env["LAB_RUNNERS"]["value"])
         assert runners["kubernetes"] == {"BACKEND": "runners.kubernetes.KubernetesRunner",
                                          "OPTIONS": {"namespace": SESSIONS, "instance": "prod"}}
         assert runners["docker"]["OPTIONS"] == {"base_url": "tcp://dockerd:2376"}
+        assert env["LAB_DEFAULT_RUNNER"]["value"] == "docker"
 
 
 def _settings_env(documents: list[dict[str, Any]]) -> dict[str, str]:
@@ -728,7 +692,9 @@ def test_rendered_environment_passes_the_platforms_own_settings_checks(variant, 
     assert values["RQ_ASYNC"] is True
     if variant == "defaults":
         assert values["LAB_PREVIEW_HOST"] == "labs-preview.example.net"
-        assert values["LAB_RUNNERS"] == {}
+        assert values["LAB_RUNNERS"] == {"kubernetes": {"BACKEND": "runners.kubernetes.KubernetesRunner",
+                                                        "OPTIONS": {"namespace": SESSIONS}}}
+        assert values["LAB_DEFAULT_RUNNER"] == "kubernetes"
     else:
         assert values["LAB_PREVIEW_HOST"] == ""
         assert values["LAB_DEFAULT_RUNNER"] == "docker"

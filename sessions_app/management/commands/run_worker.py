@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandParser
 
 from jobqueue.worker import serve
+from runners import all_runners
 
 
 class Command(BaseCommand):
@@ -17,4 +18,6 @@ class Command(BaseCommand):
         level = "DEBUG" if verbosity >= 2 else ("WARNING" if verbosity == 0 else "INFO")
         queues = options["queues"]
         assert isinstance(queues, list)
+        for runner in all_runners():
+            runner.preload()  # once here, not again in every job's forked process
         serve(queues, logging_level=level)

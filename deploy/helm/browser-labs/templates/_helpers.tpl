@@ -132,7 +132,7 @@ app.kubernetes.io/part-of: browser-labs
   value: {{ default "/var/lib/labs-static" .Values.staticRoot | quote }}
 - name: LAB_RUNNERS
   value: {{ include "browser-labs.labRunners" . | quote }}
-{{- with .Values.defaultRunner }}
+{{- with (.Values.defaultRunner | default (ternary "kubernetes" "" .Values.kubernetesRunner.enabled)) }}
 - name: LAB_DEFAULT_RUNNER
   value: {{ . | quote }}
 {{- end }}

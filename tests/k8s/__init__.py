@@ -1,0 +1,1 @@
+"""A Kubernetes API server double for tests: the real wire format, backed by the Docker engine."""
