@@ -224,3 +224,32 @@ def job_statuses(job_ids: Sequence[str], queue: str = "default") -> dict[str, st
         jobs = Job.fetch_many(job_ids, connection=q.connection, serializer=q.serializer)
     return {job_id: (None if job is None else JobStatus(job.get_status(refresh=False)).value)
             for job_id, job in zip(job_ids, jobs, strict=True)}
+
+
+def queue_figures(stuck_after_seconds: float) -> dict[str, Any]:
+    """What an uptime checker needs to see a stuck queue: workers alive (RQ drops a worker's key
+    when its heartbeat lapses), jobs waiting per queue, how long the oldest has waited, and whether
+    the queue is stuck (jobs waiting and no worker, or the oldest older than `stuck_after_seconds`).
+    Raises redis-py's errors when Redis does not answer; only for REDIS_URL installs."""
+    from datetime import UTC, datetime
+
+    from rq import Worker
+
+    connection = django_rq.get_connection("default")
+    workers = Worker.count(connection=connection)
+    queued: dict[str, int] = {}
+    oldest: float | None = None
+    now = datetime.now(UTC)
+    for name in settings.RQ_QUEUES:
+        queue = django_rq.get_queue(name)
+        queued[name] = queue.count
+        head = queue.get_job_ids(0, 1)
+        job = queue.fetch_job(head[0]) if head else None
+        if job is not None and job.enqueued_at is not None:
+            enqueued = job.enqueued_at if job.enqueued_at.tzinfo else job.enqueued_at.replace(tzinfo=UTC)
+            waited = max(0.0, (now - enqueued).total_seconds())
+            oldest = waited if oldest is None else max(oldest, waited)
+    waiting = sum(queued.values())
+    stuck = waiting > 0 and (workers == 0 or (oldest is not None and oldest > stuck_after_seconds))
+    return {"workers": workers, "queued": queued,
+            "oldest_queued_seconds": None if oldest is None else round(oldest, 1), "stuck": stuck}

@@ -3,6 +3,8 @@
     /healthz  the process answers: 200 "ok", touching nothing else (no database, no Redis).
     /readyz   whether it can serve: JSON with the database, Redis (when REDIS_URL is set) and
               each runner's engine; 200 when every needed part is up, else 503 naming what is down.
+              With Redis it also reports the job queue (workers alive, jobs waiting, the oldest
+              one's age, whether it is stuck); `?require=queue` makes a stuck queue a 503 as well.
 
 Every readiness check runs on a daemon thread of its own and is waited for only until a short
 deadline: a hung engine or an unreachable database host answers "timeout" instead of holding
@@ -31,6 +33,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 import runners
+from jobqueue import queueing
 from runners.base import Runner
 
 log = logging.getLogger(__name__)
@@ -128,11 +131,23 @@ def _needed_runners(configured: dict[str, dict[str, Any]], statuses: dict[str, s
     return needed
 
 
-def readiness() -> tuple[bool, dict[str, Any]]:
-    """Whether every needed part is up, and the report /readyz answers with."""
+_queue_report: dict[str, Any] = {}  # the figures of the last queue check that finished
+
+
+def _queue_figures() -> bool:
+    global _queue_report
+    _queue_report = queueing.queue_figures(settings.LAB_QUEUE_STUCK_SECONDS)
+    return True
+
+
+def readiness(require_queue: bool = False) -> tuple[bool, dict[str, Any]]:
+    """Whether every needed part is up, and the report /readyz answers with. The job queue is
+    reported, but it decides readiness only when asked (`require_queue`): a web process serves
+    pages while the workers are away, and an orchestrator must not take it out of service for it."""
     checks: dict[str, tuple[str, Callable[[], bool]]] = {"database": ("default", _database_up)}
     if settings.REDIS_URL:
         checks["redis"] = (settings.REDIS_URL, _redis_up(settings.REDIS_URL))
+        checks["queue"] = (settings.REDIS_URL, _queue_figures)
     built: dict[str, Runner] = {}
     configured: dict[str, dict[str, Any]] = {}
     settings_problem = ""
@@ -155,6 +170,11 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         "runners": {},
     }
     down: list[str] = [name for name in ("database", "redis") if name in statuses and statuses[name] != UP]
+    if "queue" in statuses:
+        queue = _queue_report if statuses["queue"] == UP else {}
+        report["queue"] = {"status": statuses["queue"], **queue}
+        if require_queue and (statuses["queue"] != UP or queue.get("stuck")):
+            down.append("queue")
     for alias in sorted(set(built) | needed):
         status = runner_statuses.get(alias, DOWN if alias in configured else NOT_CONFIGURED)
         report["runners"][alias] = {"status": status, "required": alias in needed}
@@ -200,5 +220,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "HEAD"])
 def readyz(request: HttpRequest) -> HttpResponse:
-    ready, report = readiness()
+    # `?require=queue`: for uptime checkers, a stuck job queue (jobs waiting with no worker, or
+    # waiting longer than LAB_QUEUE_STUCK_SECONDS) answers 503 too.
+    ready, report = readiness(require_queue=request.GET.get("require") == "queue")
     return _no_store(JsonResponse(report, status=200 if ready else 503))

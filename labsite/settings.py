@@ -6,6 +6,7 @@ embedded defaults: a SQLite file, the in-memory channel layer and RQ jobs run in
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -123,6 +124,7 @@ INSTALLED_APPS = [
     "preview",
     "vms",
     "judge",
+    "metrics",
 ]
 
 MIDDLEWARE = [
@@ -325,6 +327,8 @@ LAB_DEFAULT_RUNNER = env_str("LAB_DEFAULT_RUNNER", "default")
 LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=0)
 LAB_ACTIVITY_WRITE_SECONDS = env_int("LAB_ACTIVITY_WRITE_SECONDS", 30, minimum=0)
 LAB_START_TIMEOUT_SECONDS = env_int("LAB_START_TIMEOUT_SECONDS", 120, minimum=1)
+# /readyz calls the job queue stuck when its oldest job has waited longer than this (or no worker is alive).
+LAB_QUEUE_STUCK_SECONDS = env_int("LAB_QUEUE_STUCK_SECONDS", 300, minimum=1)
 LAB_ALLOW_UNSANDBOXED_LOCAL = env_bool("LAB_ALLOW_UNSANDBOXED_LOCAL", False)
 # Docker-in-Docker as root in a privileged container (dind_mode "privileged" or "capabilities"):
 # root in such a session is root on the host. Only for trusted labs; the admin warns while it is on.
@@ -399,6 +403,16 @@ LAB_GEMINI_TIMEOUT_SECONDS = env_float("LAB_GEMINI_TIMEOUT_SECONDS", 20.0)
 if LAB_GEMINI_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("LAB_GEMINI_TIMEOUT_SECONDS must be a positive number of seconds")
 LAB_GEMINI_BASE_URL = env_str("LAB_GEMINI_BASE_URL")  # empty: Google's endpoint
+
+# /metrics (metrics/access.py): open to loopback, to these networks (comma-separated CIDRs) and to
+# requests carrying "Authorization: Bearer <LAB_METRICS_TOKEN>"; everything else gets 403.
+LAB_METRICS_NETWORKS = env_list("LAB_METRICS_NETWORKS", [])
+for _network in LAB_METRICS_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"LAB_METRICS_NETWORKS: {_network!r} is not a network (e.g. 10.0.0.0/8)") from None
+LAB_METRICS_TOKEN = env_str("LAB_METRICS_TOKEN")
 
 # Killercoda scenarios name a backend image id; this maps each id to a local Image: its name, or
 # {"image": name, "reference": "repo:tag" (creates the image on import when missing),

@@ -7,6 +7,7 @@ from django.urls import URLPattern, URLResolver, include, path
 
 import consoles.urls
 import labs.urls
+import metrics.views
 import preview.urls
 import sessions_app.urls
 import vms.urls
@@ -30,6 +31,7 @@ lab_patterns: list[URLPattern | URLResolver] = [*labs.urls.urlpatterns, sessions
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),  # liveness and readiness probes (labsite/health.py)
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.views.metrics, name="metrics"),  # Prometheus, machines only (metrics/access.py)
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.github_login")),  # before allauth's: GitHub only when set up
     path("accounts/", include("allauth.urls")),

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import UserQuota
@@ -101,8 +102,9 @@ def queue_removal(session_id: Any) -> None:
                       retry=retry_once())
 
 
-def stop_session(session: Session, reason: str = EndReason.LEARNER) -> Session:
+def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: str = "") -> Session:
     """Ask for the session to stop; the teardown runs as a job. Stopping twice is harmless.
+    `asked_by` names who asked, for the session's log (staff stops).
 
     SessionActionError, with nothing changed, when the job queue is unavailable.
     """
@@ -114,9 +116,33 @@ def stop_session(session: Session, reason: str = EndReason.LEARNER) -> Session:
         session.transition(State.STOPPING, end_reason=reason)
     except StaleTransition:
         return session
-    session.log(f"Stopping ({EndReason(reason).label.lower()}).")
+    who = f": {asked_by}" if asked_by else ""
+    session.log(f"Stopping ({EndReason(reason).label.lower()}{who}).")
     queue_teardown(session.pk)
     return session
+
+
+def sessions_to_stop(lab: Lab | None = None, runner: str = "") -> QuerySet[Session]:
+    """The sessions staff's "stop all" would stop: every one not ended or already stopping, of one
+    lab, of one runner, or everywhere."""
+    found = Session.objects.live().exclude(state=State.STOPPING)
+    if lab is not None:
+        found = found.filter(lab=lab)
+    if runner:
+        found = found.filter(runner_name=runner)
+    return found
+
+
+def stop_all(asked_by: str, lab: Lab | None = None, runner: str = "") -> int:
+    """Stop every session `sessions_to_stop` finds, each logged with who asked; how many stopped.
+    JobQueueUnavailable, with nothing changed, when the job queue is away."""
+    _require_queue()
+    stopped = 0
+    for session in sessions_to_stop(lab, runner).select_related("lab", "user").iterator(chunk_size=200):
+        before = session.state
+        result = stop_session(session, reason=EndReason.STAFF, asked_by=f"{asked_by}, stop all")
+        stopped += result.state == State.STOPPING and before != State.STOPPING
+    return stopped
 
 
 def extend_session(session: Session, by_staff: bool = False) -> Session:

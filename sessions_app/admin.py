@@ -4,12 +4,51 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 
+from labs.models import Lab
+from runners import runner_configs
 from sessions_app import actions
 from sessions_app.models import EndReason, Session, SessionEvent, State
+
+STOP_ALL_PERMISSION = "sessions_app.stop_all_sessions"
+
+
+class StopAllForm(forms.Form):
+    """Which sessions staff's "stop all" stops: of one lab, of one runner, or everywhere."""
+
+    scope = forms.ChoiceField(choices=[("lab", "Every session of one lab"), ("runner", "Every session of one runner"),
+                                       ("all", "Every session of the site")], widget=forms.RadioSelect)
+    lab = forms.ModelChoiceField(queryset=Lab.objects.order_by("title"), required=False)
+    runner = forms.ChoiceField(required=False)
+    # What the confirmation page showed: a different number now means the staff member confirms again.
+    confirmed_count = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = set(runner_configs()) | set(Session.objects.live().values_list("runner_name", flat=True).distinct())
+        runner = self.fields["runner"]
+        assert isinstance(runner, forms.ChoiceField)
+        runner.choices = [("", "---------")] + [(name, name) for name in sorted(n for n in names if n)]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("scope") == "lab" and not data.get("lab"):
+            self.add_error("lab", "Choose the lab whose sessions to stop.")
+        if data.get("scope") == "runner" and not data.get("runner"):
+            self.add_error("runner", "Choose the runner whose sessions to stop.")
+        return data
+
+    def selection(self) -> tuple[Lab | None, str]:
+        scope = self.cleaned_data["scope"]
+        return (self.cleaned_data["lab"] if scope == "lab" else None,
+                self.cleaned_data["runner"] if scope == "runner" else "")
 
 
 class SessionEventInline(admin.TabularInline):
@@ -60,6 +99,44 @@ class SessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # sessions are started by learners from the lab page
 
+    def get_urls(self) -> list[URLPattern]:
+        stop_all = path("stop-all/", self.admin_site.admin_view(self.stop_all_view),
+                        name="sessions_app_session_stop_all")
+        return [stop_all, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = {**(extra_context or {}), "may_stop_all": request.user.has_perm(STOP_ALL_PERMISSION)}
+        return super().changelist_view(request, extra_context=context)
+
+    def stop_all_view(self, request: HttpRequest) -> HttpResponse:
+        """Choose the sessions, see how many, confirm: each is stopped and logged with who asked."""
+        if not request.user.has_perm(STOP_ALL_PERMISSION):
+            raise PermissionDenied
+        data = request.POST if request.method == "POST" else (request.GET if "scope" in request.GET else None)
+        form = StopAllForm(data)
+        count: int | None = None
+        description = ""
+        if form.is_valid():
+            lab, runner = form.selection()
+            count = actions.sessions_to_stop(lab, runner).count()
+            description = (f"of the lab “{lab.title}”" if lab else f"on the runner “{runner}”" if runner
+                           else "of the whole site")
+            confirmed = form.cleaned_data.get("confirmed_count")
+            if request.method == "POST" and confirmed == count:
+                try:
+                    stopped = actions.stop_all(request.user.get_username(), lab=lab, runner=runner)
+                except actions.JobQueueUnavailable as exc:
+                    self.message_user(request, f"{exc} No session was stopped.", messages.ERROR)
+                else:
+                    self.message_user(request, f"Stopping {stopped} session(s) {description}.", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:sessions_app_session_changelist"))
+            elif request.method == "POST":
+                self.message_user(request, f"The number of sessions changed since you looked: it is now {count}. "
+                                           "Confirm again.", messages.WARNING)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Stop all sessions",
+                   "form": form, "count": count, "description": description}
+        return TemplateResponse(request, "admin/sessions_app/session/stop_all.html", context)
+
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         # Deleting a live session would orphan its container or VM; stop it first.
         if isinstance(obj, Session) and obj.is_live:
@@ -78,7 +155,7 @@ class SessionAdmin(admin.ModelAdmin):
         for session in queryset.select_related("lab", "user"):
             was_stopping_or_ended = session.is_ended or session.state == State.STOPPING
             try:
-                result = actions.stop_session(session, reason=EndReason.STAFF)
+                result = actions.stop_session(session, reason=EndReason.STAFF, asked_by=request.user.get_username())
             except actions.JobQueueUnavailable as exc:
                 self.message_user(request, f"{exc} No session was stopped from here on.", messages.ERROR)
                 break

@@ -113,6 +113,7 @@ class Session(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["user", "state"], name="session_user_state")]
+        permissions = [("stop_all_sessions", "Can stop every session of a lab, of a runner or of the site at once")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(state__in=[s.value for s in State]), name="session_state_valid"

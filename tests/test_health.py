@@ -17,6 +17,7 @@ import pytest
 from django.db import connections
 
 import runners
+from jobqueue import queueing
 from labsite import health
 from runners.base import Runner
 from runners.fake import FakeRunner
@@ -251,3 +252,63 @@ def test_runner_checks_use_runner_available(db):
         _ready, report = health.readiness()
     assert {"fake", "fake-slow", "fake-failing"} <= set(seen)
     assert report["checks"]["runners"]["fake"]["status"] == "up"
+
+
+# ---- the job queue ------------------------------------------------------------------------------
+
+def _wait(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_readyz_reports_the_job_queue_and_calls_it_stuck_when_jobs_wait_with_no_worker(
+    client, db, settings, queues_on_own_redis
+):
+    status, body = ready(client)
+    assert status == 200, body
+    assert body["checks"]["queue"] == {"status": "up", "workers": 0, "queued": {"default": 0, "judge": 0},
+                             "oldest_queued_seconds": None, "stuck": False}
+
+    queueing.get_queue("judge").enqueue(_wait, 0)
+    status, body = ready(client)
+    assert status == 200, body  # the web process still serves pages: not a reason to leave the Service
+    assert body["checks"]["queue"]["queued"] == {"default": 0, "judge": 1}
+    assert body["checks"]["queue"]["stuck"] is True  # waiting, and no worker to take it
+    assert 0 <= body["checks"]["queue"]["oldest_queued_seconds"] < 60
+
+    response = client.get("/readyz?require=queue")
+    assert response.status_code == 503 and response.json()["down"] == ["queue"], response.json()
+
+
+def test_a_live_worker_keeps_the_queue_healthy_until_its_oldest_job_waits_too_long(
+    client, db, settings, queues_on_own_redis
+):
+    import django_rq
+    from rq import Worker
+
+    worker = Worker(["default"], connection=django_rq.get_connection("default"), name=f"test-{time.time_ns()}")
+    worker.register_birth()
+    try:
+        queueing.get_queue("default").enqueue(_wait, 0)
+        body = client.get("/readyz?require=queue").json()
+        assert body["status"] == "ready", body
+        assert (body["checks"]["queue"]["workers"], body["checks"]["queue"]["stuck"]) == (1, False)
+
+        settings.LAB_QUEUE_STUCK_SECONDS = 1
+        time.sleep(1.5)
+        response = client.get("/readyz?require=queue")
+        assert response.status_code == 503, response.json()
+        assert response.json()["checks"]["queue"]["stuck"] is True
+        assert response.json()["checks"]["queue"]["oldest_queued_seconds"] >= 1
+    finally:
+        worker.register_death()
+
+
+def test_readyz_says_the_queue_is_down_with_redis(client, db, settings, queue_down):
+    status, body = ready(client)
+    assert status == 503 and set(body["down"]) == {"redis"}, body
+    assert body["checks"]["queue"] == {"status": "down"}
+
+
+def test_without_redis_there_is_no_queue_to_report(client, db, settings):
+    settings.REDIS_URL = ""
+    assert "queue" not in ready(client)[1]["checks"]

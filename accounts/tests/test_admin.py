@@ -136,6 +136,8 @@ def concrete_paths(prefix: str, patterns: list[Any]) -> list[str]:
                 parts = ["no-such-page/"]
             elif (pattern.name or "").endswith("home_json"):  # django-rq's stats, open to bearer-token holders
                 parts = ["stats.json/", "stats.json/notthetoken/"]
+            elif (pattern.name or "").endswith("_metrics") or pattern.name == "metrics":
+                parts = ["metrics/"]  # django-rq's Prometheus view (there with prometheus_client): staff or its token
             else:
                 raise AssertionError(f"spell out sample paths for {prefix}{route} ({pattern.name})")
         else:
@@ -159,7 +161,7 @@ ADMIN_PATHS = [p for p in concrete_paths("/admin/", admin.site.get_urls()) if p[
 RQ_MOUNT = mounted("jobqueue.job_queue_pages")  # django-rq's pages, guarded (jobqueue/job_queue_pages.py)
 RQ_PATHS = concrete_paths("/" + str(RQ_MOUNT.pattern), RQ_MOUNT.url_patterns)
 # django-rq's JSON stats answer 401 rather than redirecting (they also take an API token).
-TOKEN_PATHS = {p for p in ADMIN_PATHS + RQ_PATHS if "/stats.json/" in p}
+TOKEN_PATHS = {p for p in ADMIN_PATHS + RQ_PATHS if "/stats.json/" in p or p.endswith("/metrics/")}
 
 
 def test_the_learner_checks_cover_every_admin_and_dashboard_view():
@@ -562,7 +564,7 @@ def test_stopping_selected_sessions_moves_running_ones_to_stopping(
         session.refresh_from_db()
         assert session.state == State.STOPPING
         assert session.end_reason == EndReason.STAFF
-        assert session.events.filter(message="Stopping (stopped by staff).").exists()
+        assert session.events.filter(message="Stopping (stopped by staff: admin).").exists()  # who asked
     done.refresh_from_db()
     assert done.state == State.STOPPED
     assert done.end_reason == EndReason.LEARNER
