@@ -239,6 +239,7 @@ class KubernetesRunner(Runner):
         self._api_client: Any = None
         self._lock = threading.Lock()
         self._exec_protocol: str | None = None  # learned from the first exec
+        self._forwarder: Any = None  # endpoint_mode "proxy": runners/k8s_forward.py, made on first use
 
     # the API ----------------------------------------------------------------------------------------
     @property
@@ -375,8 +376,11 @@ class KubernetesRunner(Runner):
                 "command": KEEPALIVE,
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                               "limits": {"cpu": "100m", "memory": "32Mi", "ephemeral-storage": "16Mi"}},
+                # Root with DAC_OVERRIDE (allowed by Pod Security baseline) reads every file of the
+                # workspace, whoever owns it and whatever the image's USER; the mount is read-only.
                 "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}},
+                                    "runAsUser": 0, "runAsGroup": 0,
+                                    "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}},
                 "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": self.workspace, "readOnly": True}],
             })
         pod_spec: dict[str, Any] = {
@@ -514,10 +518,40 @@ class KubernetesRunner(Runner):
         return self.api_client.sanitize_for_serialization(found)  # type: ignore[no-any-return]
 
     def _wait_gone(self, plural: str, name: str, deadline: float) -> None:
-        while self._read(plural, name) is not None:
-            if time.monotonic() > deadline:
-                raise RunnerError(f"the session's previous {plural[:-1]} is still being deleted")
-            time.sleep(0.2)
+        if not self._wait_deleted(plural, name, deadline):
+            raise RunnerError(f"the session's previous {plural[:-1]} is still being deleted")
+
+    def _wait_deleted(self, plural: str, name: str, deadline: float) -> bool:
+        """Whether the object is gone by the deadline: one list, then a watch until its DELETED event
+        (relisting on 410 Gone), never a read every few hundred milliseconds."""
+        from kubernetes import watch
+        from kubernetes.client import ApiException
+
+        listing = getattr(self.core, "list_namespaced_pod" if plural == "pods" else "list_namespaced_config_map")
+        selector = f"metadata.name={name}"
+        found = self.call(f"waiting for the session's {plural[:-1]} to go", listing, self.namespace,
+                          field_selector=selector)
+        version = found.metadata.resource_version
+        while found.items:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                for event in watch.Watch().stream(listing, self.namespace, field_selector=selector,
+                                                  resource_version=version,
+                                                  timeout_seconds=max(1, math.ceil(min(remaining, 30))),
+                                                  _request_timeout=self.api_timeout + 30):
+                    if event["type"] == "DELETED":
+                        return True
+                    version = event["object"].metadata.resource_version
+                return False if time.monotonic() >= deadline else self._wait_deleted(plural, name, deadline)
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise self._translate(f"waiting for the session's {plural[:-1]} to go", exc) from exc
+                found = self.call(f"waiting for the session's {plural[:-1]} to go", listing, self.namespace,
+                                  field_selector=selector)
+                version = found.metadata.resource_version
+        return True
 
     def _wait_until_ready(self, pod: dict[str, Any], progress: ProgressCallback, deadline: float,
                           timeout: float) -> dict[str, Any]:
@@ -652,17 +686,20 @@ class KubernetesRunner(Runner):
         if state.get("namespace", self.namespace) != self.namespace:
             return self._in_namespace(state["namespace"]).stop(state, timeout)
         pod, anchor = state.get("pod"), state.get("anchor")
-        getattr(self, "_forwarder", None) and self._forwarder.close_pod(pod)  # endpoint_mode "proxy"
+        if self._forwarder is not None and pod:
+            self._forwarder.close_pod(pod)  # its loopback listeners go with it
         grace = max(0, math.ceil(timeout))
         if pod:
             self._delete("pods", pod, grace=grace)
         if anchor:
             self._delete_anchor(anchor)
-        # Wait for the pod to go, so a stopped session's resources are really free.
+        # Wait for the pod to go, so a stopped session's resources are really free. The anchor's
+        # foreground deletion ends only after the pod it owns is gone: watching it is enough.
         deadline = time.monotonic() + timeout + 15
-        for plural, name in (("pods", pod), ("configmaps", anchor)):
-            while name and self._read(plural, name) is not None and time.monotonic() < deadline:
-                time.sleep(0.2)
+        if anchor:
+            self._wait_deleted("configmaps", anchor, deadline)
+        elif pod:
+            self._wait_deleted("pods", pod, deadline)
 
     def poll(self, state: dict[str, Any]) -> PollStatus:
         if state.get("namespace", self.namespace) != self.namespace:

@@ -167,6 +167,22 @@ def test_exec_input_still_ends_on_an_api_server_that_speaks_only_v4(runner, star
 
 
 @pytest.mark.docker
+def test_the_agent_reads_private_files_even_from_an_image_whose_user_is_not_root(kubeconfig):
+    runner = KubernetesRunner("kubernetes-test", {"kubeconfig": str(kubeconfig), "namespace": NS,
+                                                  "instance": f"labstest{uuid.uuid4().hex[:6]}",
+                                                  "agent_image": "labs/base:bookworm", "api_timeout": 20})
+    result = runner.start(spec_of(shell_user="learner"), timeout=60)
+    try:
+        runner.exec(result.state, ["sh", "-c", "echo secret > /workspace/key && chmod 600 /workspace/key"],
+                    user="root")
+        assert runner.read_file_untrusted(result.state, "key") == b"secret\n"
+        found = runner.stat_file(result.state, "key")
+        assert found is not None and found.mode == 0o600
+    finally:
+        runner.stop(result.state, timeout=1)
+
+
+@pytest.mark.docker
 @pytest.mark.k8s_real
 def test_commands_and_shells_run_as_the_labs_user_while_the_platform_stays_root(runner, started):
     _, result, _ = started(shell_user="learner")
@@ -369,9 +385,13 @@ def test_a_watch_from_a_compacted_version_relists_and_goes_on(runner, started, k
 def test_stop_removes_everything_and_is_idempotent(runner, k8s_api):
     spec = spec_of()
     result = runner.start(spec, timeout=60)
+    before = len(k8s_api.calls)
     runner.stop(result.state, timeout=1)
     name = object_name(spec.session_id)
     assert k8s_api.get("pods", NS, name) is None and k8s_api.get("configmaps", NS, name) is None
+    # It waits by watching the anchor (whose foreground deletion outlasts the pod), not by polling.
+    assert [(c.verb, c.resource) for c in k8s_api.calls[before:]] == [
+        ("delete", "pods"), ("delete", "configmaps"), ("list", "configmaps"), ("watch", "configmaps")]
     assert runner.poll(result.state) is PollStatus.MISSING
     runner.stop(result.state)
 

@@ -643,7 +643,9 @@ def test_sessions_run_on_the_kubernetes_runner_unless_it_is_switched_off():
         assert spec["automountServiceAccountToken"] is True
         env = container_env(spec["containers"][0])
         assert json.loads(env["LAB_RUNNERS"]["value"]) == {"kubernetes": {
-            "BACKEND": "runners.kubernetes.KubernetesRunner", "OPTIONS": {"namespace": SESSIONS}}}
+            "BACKEND": "runners.kubernetes.KubernetesRunner",
+            # The platform's image reads the workspace for the judge: no learner program decides a verdict.
+            "OPTIONS": {"namespace": SESSIONS, "agent_image": "labs/platform:0.1.0"}}}
         assert env["LAB_DEFAULT_RUNNER"]["value"] == "kubernetes"
     assert pod_spec(only(documents, "Job", "-migrate"))["automountServiceAccountToken"] is False
 
@@ -660,7 +662,8 @@ def test_sessions_run_on_the_kubernetes_runner_unless_it_is_switched_off():
         env = container_env(spec["containers"][0])
         runners = json.loads(env["LAB_RUNNERS"]["value"])
         assert runners["kubernetes"] == {"BACKEND": "runners.kubernetes.KubernetesRunner",
-                                         "OPTIONS": {"namespace": SESSIONS, "instance": "prod"}}
+                                         "OPTIONS": {"namespace": SESSIONS, "instance": "prod",
+                                                     "agent_image": "labs/platform:0.1.0"}}
         assert runners["docker"]["OPTIONS"] == {"base_url": "tcp://dockerd:2376"}
         assert env["LAB_DEFAULT_RUNNER"]["value"] == "docker"
 
@@ -693,7 +696,8 @@ def test_rendered_environment_passes_the_platforms_own_settings_checks(variant, 
     if variant == "defaults":
         assert values["LAB_PREVIEW_HOST"] == "labs-preview.example.net"
         assert values["LAB_RUNNERS"] == {"kubernetes": {"BACKEND": "runners.kubernetes.KubernetesRunner",
-                                                        "OPTIONS": {"namespace": SESSIONS}}}
+                                                        "OPTIONS": {"namespace": SESSIONS,
+                                                                    "agent_image": "labs/platform:0.1.0"}}}
         assert values["LAB_DEFAULT_RUNNER"] == "kubernetes"
     else:
         assert values["LAB_PREVIEW_HOST"] == ""

@@ -86,7 +86,8 @@ app.kubernetes.io/part-of: browser-labs
 {{- define "browser-labs.labRunners" -}}
 {{- $runners := deepCopy .Values.runners }}
 {{- if .Values.kubernetesRunner.enabled }}
-{{- $options := merge (dict "namespace" .Values.sessions.namespace) (deepCopy .Values.kubernetesRunner.options) }}
+{{- /* The platform's own image is the judge's trusted reader (agent_image) unless the options name another. */}}
+{{- $options := merge (dict "namespace" .Values.sessions.namespace) (deepCopy .Values.kubernetesRunner.options) (dict "agent_image" (include "browser-labs.image" .)) }}
 {{- $_ := set $runners "kubernetes" (dict "BACKEND" "runners.kubernetes.KubernetesRunner" "OPTIONS" $options) }}
 {{- end }}
 {{- toJson $runners }}
