@@ -13,6 +13,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 
+from audit.records import client_address, record, record_many
 from labs import vm_images
 from labs.forms import ImageAdminForm
 from labs.models import Image, Lab, LabStep, Tag
@@ -65,6 +66,8 @@ class ImageAdmin(admin.ModelAdmin):
         try:
             super().save_model(request, obj, form, change)
             vm_images.make_read_only(Path(obj.file.path))
+            record("image.upload", actor=request.user, target=obj, address=client_address(request),
+                   extra={"sha256": verified.sha256, "disk_format": verified.disk_format})
         except Exception:
             if obj.file and obj.file.name:
                 obj.file.storage.delete(obj.file.name)
@@ -90,11 +93,13 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable selected images", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        record_many("image.enable", queryset, actor=request.user, address=client_address(request))
         count = queryset.update(active=True)
         self.message_user(request, f"Enabled {count} image(s).", messages.SUCCESS)
 
     @admin.action(description="Disable selected images (no new sessions)", permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        record_many("image.disable", queryset, actor=request.user, address=client_address(request))
         count = queryset.update(active=False)
         self.message_user(request, f"Disabled {count} image(s).", messages.SUCCESS)
 
@@ -163,11 +168,13 @@ class LabAdmin(admin.ModelAdmin):
 
     @admin.action(description="Publish selected labs", permissions=["change"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Lab]) -> None:
+        record_many("lab.publish", queryset, actor=request.user, address=client_address(request))
         count = queryset.update(published=True)
         self.message_user(request, f"Published {count} lab(s).", messages.SUCCESS)
 
     @admin.action(description="Unpublish selected labs", permissions=["change"])
     def unpublish(self, request: HttpRequest, queryset: QuerySet[Lab]) -> None:
+        record_many("lab.unpublish", queryset, actor=request.user, address=client_address(request))
         count = queryset.update(published=False)
         self.message_user(request, f"Unpublished {count} lab(s).", messages.SUCCESS)
 

@@ -27,6 +27,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 
+from audit.records import record
 from labs import privileges
 from labs.models import Image, Lab, LabStep, Tag
 from labs.source_files import BoundedYamlLoader, SourceFileError, YamlLimitError, check_aliases, inside, read_text
@@ -1120,6 +1121,15 @@ def _write(plan: _Plan) -> ImportOutcome:
                          notes=tuple(plan.notes))
 
 
+def _audit(outcomes: list[ImportOutcome], allow_privileged: bool) -> None:
+    """One "lab.import" entry per lab, by the system (the command runs on the server's shell)."""
+    labs = Lab.objects.in_bulk([outcome.lab_id for outcome in outcomes])
+    for outcome in outcomes:
+        record("lab.import", target=labs[outcome.lab_id], extra={
+            "created": outcome.created, "source": str(outcome.directory), "allow_privileged": allow_privileged,
+            "notes": list(outcome.notes)})
+
+
 def import_labs(paths: Iterable[Path], *, dry_run: bool = False, allow_privileged: bool = False) -> list[ImportOutcome]:
     """Import (create or update by slug) every lab found under ``paths``.
 
@@ -1151,6 +1161,7 @@ def import_labs(paths: Iterable[Path], *, dry_run: bool = False, allow_privilege
         if problems:
             raise LabImportError(problems)
         outcomes = [_write(plan) for plan in plans]
+        _audit(outcomes, allow_privileged)
         if dry_run:
             transaction.set_rollback(True)
     return outcomes

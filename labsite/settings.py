@@ -113,11 +113,13 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "template_partials",
+    "ninja",  # the JSON API's docs page and its static files (api/)
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.github",
     "accounts",
+    "audit",
     "labs",
     "sessions_app",
     "consoles",
@@ -125,6 +127,7 @@ INSTALLED_APPS = [
     "vms",
     "judge",
     "metrics",
+    "api",
 ]
 
 MIDDLEWARE = [

@@ -5,6 +5,7 @@ higher one to mount its pages. The session's pages from preview, vms and console
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 
+import api.v1
 import consoles.urls
 import labs.urls
 import metrics.views
@@ -33,6 +34,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.views.metrics, name="metrics"),  # Prometheus, machines only (metrics/access.py)
     path("admin/", admin.site.urls),
+    path("api/v1/", api.v1.api.urls),  # the JSON API, its schema and docs page (api/v1.py)
+    path("api-tokens/", include("api.urls")),  # a user's personal API tokens
     path("accounts/", include("accounts.github_login")),  # before allauth's: GitHub only when set up
     path("accounts/", include("allauth.urls")),
     path("rq/", include(job_queue_pages)),

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.records import client_address
 from preview import actions
 from preview.models import PreviewShare
 
@@ -25,5 +26,5 @@ class PreviewShareAdmin(admin.ModelAdmin):
         # One by one through the verb, so each session's log says who revoked its link.
         live = list(queryset.filter(revoked_at__isnull=True).select_related("session"))
         for share in live:
-            actions.revoke_share(share, request.user)
+            actions.revoke_share(share, request.user, address=client_address(request))
         self.message_user(request, f"Revoked {len(live)} share link(s).", messages.SUCCESS)

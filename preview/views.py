@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
+from audit.records import client_address
 from preview import access, actions, origin
 from preview.models import PreviewShare
 from sessions_app.access import get_session_for_user
@@ -115,7 +116,7 @@ def create(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     else:
         try:
             share = actions.create_share(session, form.cleaned_data["port"], form.cleaned_data["minutes"],
-                                         request.user)
+                                         request.user, address=client_address(request))
         except actions.ShareError as exc:
             error = str(exc)
     if request.htmx:
@@ -134,7 +135,7 @@ def create(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
 def revoke(request: AuthenticatedHttpRequest, pk: UUID, share_id: UUID) -> HttpResponse:
     session = get_session_for_user(request.user, pk)
     share = get_object_or_404(PreviewShare.objects.select_related("session"), pk=share_id, session=session)
-    actions.revoke_share(share, request.user)
+    actions.revoke_share(share, request.user, address=client_address(request))
     if request.htmx:
         return _panel(request, session)
     messages.info(request, f"The share link for port {share.port} no longer works.")

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import UserQuota
+from audit.records import record
 from jobqueue.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
 from labs.models import Lab
 from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
@@ -41,11 +42,11 @@ def _require_queue() -> None:
         raise JobQueueUnavailable(str(exc)) from exc
 
 
-def start_session(user: Any, lab: Lab) -> Session:
+def start_session(user: Any, lab: Lab, *, address: str = "") -> Session:
     """Create a session for `user` on `lab` and queue its provisioning.
 
     The user's quota row is locked for the check-and-create, so two simultaneous requests
-    cannot both pass the concurrent-session limit.
+    cannot both pass the concurrent-session limit. `address` is the client's, for the audit log.
     """
     if not lab.published and not user.is_staff:
         raise SessionActionError("This lab is not published.")
@@ -69,6 +70,8 @@ def start_session(user: Any, lab: Lab) -> Session:
             runner_name=lab.runner or settings.LAB_DEFAULT_RUNNER,
         )
         session.log("Queued: waiting for a worker to provision your environment.")
+        record("session.start", actor=user, target=session, address=address,
+               extra={"lab": lab.slug, "runner": session.runner_name})
         queue_provision(session.pk)
     return session
 
@@ -102,9 +105,12 @@ def queue_removal(session_id: Any) -> None:
                       retry=retry_once())
 
 
-def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: str = "") -> Session:
+def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: str = "", *,
+                 actor: Any = None, address: str = "", extra: dict[str, Any] | None = None) -> Session:
     """Ask for the session to stop; the teardown runs as a job. Stopping twice is harmless.
-    `asked_by` names who asked, for the session's log (staff stops).
+    `asked_by` names who asked, for the session's log (staff stops). The audit log records
+    `actor` (by default the learner for a learner's stop, else whoever `asked_by` names, else the
+    system), `address` and `extra`; a stop that changes nothing is not recorded.
 
     SessionActionError, with nothing changed, when the job queue is unavailable.
     """
@@ -118,6 +124,10 @@ def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: st
         return session
     who = f": {asked_by}" if asked_by else ""
     session.log(f"Stopping ({EndReason(reason).label.lower()}{who}).")
+    if actor is None and reason == EndReason.LEARNER:
+        actor = session.user
+    record("session.stop", actor=actor, actor_name=asked_by, target=session, address=address,
+           extra={"reason": str(reason), **(extra or {})})
     queue_teardown(session.pk)
     return session
 
@@ -133,20 +143,28 @@ def sessions_to_stop(lab: Lab | None = None, runner: str = "") -> QuerySet[Sessi
     return found
 
 
-def stop_all(asked_by: str, lab: Lab | None = None, runner: str = "") -> int:
+def stop_all(asked_by: str, lab: Lab | None = None, runner: str = "", *, actor: Any = None,
+             address: str = "") -> int:
     """Stop every session `sessions_to_stop` finds, each logged with who asked; how many stopped.
-    JobQueueUnavailable, with nothing changed, when the job queue is away."""
+    JobQueueUnavailable, with nothing changed, when the job queue is away. The audit log gets
+    one "session.stop_all" entry with the scope and count, and one "session.stop" per session."""
     _require_queue()
     stopped = 0
+    scope = {"lab": lab.slug} if lab is not None else {"runner": runner} if runner else {"site": True}
     for session in sessions_to_stop(lab, runner).select_related("lab", "user").iterator(chunk_size=200):
         before = session.state
-        result = stop_session(session, reason=EndReason.STAFF, asked_by=f"{asked_by}, stop all")
+        result = stop_session(session, reason=EndReason.STAFF, asked_by=f"{asked_by}, stop all", actor=actor,
+                              address=address, extra={"stop_all": True})
         stopped += result.state == State.STOPPING and before != State.STOPPING
+    record("session.stop_all", actor=actor, actor_name=asked_by, target=lab, address=address,
+           label="" if lab is not None else f"runner {runner}" if runner else "the whole site",
+           extra={**scope, "stopped": stopped})
     return stopped
 
 
-def extend_session(session: Session, by_staff: bool = False) -> Session:
-    """Push the deadline back by the lab's extension; learners get the lab's number of extensions."""
+def extend_session(session: Session, by_staff: bool = False, *, actor: Any = None, address: str = "") -> Session:
+    """Push the deadline back by the lab's extension; learners get the lab's number of extensions.
+    The audit log records `actor` (by default the session's learner, unless `by_staff`) and `address`."""
     with transaction.atomic():
         locked = Session.objects.select_for_update().select_related("lab").get(pk=session.pk)
         if locked.state != State.RUNNING or locked.expires_at is None:
@@ -159,6 +177,11 @@ def extend_session(session: Session, by_staff: bool = False) -> Session:
         locked.extensions_used += 1
         locked.save(update_fields=["expires_at", "extensions_used"])
         locked.log(f"Extended by {locked.lab.extension_minutes} minutes.")
+        if actor is None and not by_staff:
+            actor = locked.user
+        record("session.extend", actor=actor, target=locked, address=address,
+               extra={"minutes": locked.lab.extension_minutes, "by_staff": by_staff,
+                      "expires_at": locked.expires_at.isoformat()})
     return locked
 
 

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from audit.records import client_address
 from labs.models import Lab
 from runners import runner_configs
 from sessions_app import actions
@@ -124,7 +125,8 @@ class SessionAdmin(admin.ModelAdmin):
             confirmed = form.cleaned_data.get("confirmed_count")
             if request.method == "POST" and confirmed == count:
                 try:
-                    stopped = actions.stop_all(request.user.get_username(), lab=lab, runner=runner)
+                    stopped = actions.stop_all(request.user.get_username(), lab=lab, runner=runner,
+                                               actor=request.user, address=client_address(request))
                 except actions.JobQueueUnavailable as exc:
                     self.message_user(request, f"{exc} No session was stopped.", messages.ERROR)
                 else:
@@ -155,7 +157,8 @@ class SessionAdmin(admin.ModelAdmin):
         for session in queryset.select_related("lab", "user"):
             was_stopping_or_ended = session.is_ended or session.state == State.STOPPING
             try:
-                result = actions.stop_session(session, reason=EndReason.STAFF, asked_by=request.user.get_username())
+                result = actions.stop_session(session, reason=EndReason.STAFF, asked_by=request.user.get_username(),
+                                              actor=request.user, address=client_address(request))
             except actions.JobQueueUnavailable as exc:
                 self.message_user(request, f"{exc} No session was stopped from here on.", messages.ERROR)
                 break
@@ -176,7 +179,7 @@ class SessionAdmin(admin.ModelAdmin):
         extended = 0
         for session in queryset.select_related("lab", "user"):
             try:
-                actions.extend_session(session, by_staff=True)
+                actions.extend_session(session, by_staff=True, actor=request.user, address=client_address(request))
             except actions.SessionActionError as exc:
                 self.message_user(request, f"{session}: {exc}", messages.WARNING)
             else:

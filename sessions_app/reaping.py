@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.records import record_many
 from jobqueue.abandoned_jobs import sweep_abandoned_jobs
 from jobqueue.queueing import QueueUnavailable, require_queue
 from labs.models import Lab
@@ -78,6 +79,8 @@ def _stop_in_batches(queryset: SessionQuerySet, reason: str, message: str) -> in
             SessionEvent.objects.bulk_create(
                 [SessionEvent(session_id=pk, message=message, level=SessionEvent.Level.WARNING) for pk in ids]
             )
+            record_many("session.stop", Session.objects.filter(pk__in=ids).select_related("lab", "user"),
+                        extra={"reason": str(reason)})
             for pk in ids:
                 queue_teardown(pk)
 

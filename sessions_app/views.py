@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.records import client_address
 from labs.models import Lab
 from runners.base import FileEntry
 from sessions_app import actions
@@ -76,7 +77,7 @@ def stop(request: HttpRequest, pk: UUID) -> HttpResponse:
     session = get_session_for_user(request.user, pk)
     reason = EndReason.LEARNER if session.is_learner(request.user) else EndReason.STAFF
     try:
-        actions.stop_session(session, reason=reason)
+        actions.stop_session(session, reason=reason, actor=request.user, address=client_address(request))
     except actions.SessionActionError as exc:
         messages.error(request, str(exc))
     if request.POST.get("return_to") == "list":
@@ -89,7 +90,8 @@ def stop(request: HttpRequest, pk: UUID) -> HttpResponse:
 def extend(request: HttpRequest, pk: UUID) -> HttpResponse:
     session = get_session_for_user(request.user, pk)
     try:
-        actions.extend_session(session, by_staff=request.user.is_staff and not session.is_learner(request.user))
+        actions.extend_session(session, by_staff=request.user.is_staff and not session.is_learner(request.user),
+                               actor=request.user, address=client_address(request))
     except actions.SessionActionError as exc:
         messages.error(request, str(exc))
     else:
@@ -118,7 +120,7 @@ def start_lab(request: HttpRequest, slug: str) -> HttpResponse:
         messages.info(request, "To start this lab, press Start lab.")
         return redirect(lab)
     try:
-        session = actions.start_session(request.user, lab)
+        session = actions.start_session(request.user, lab, address=client_address(request))
     except actions.SessionActionError as exc:
         messages.error(request, str(exc))
         if exc.session is not None:

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
 from accounts.models import UserQuota
+from audit.records import record
 from labs.models import Image
 from labs.vm_images import ImageRejected, apply_info, inspect_upload, make_read_only
 from sessions_app.models import Session
@@ -27,8 +28,9 @@ def learner_isos(user: Any) -> Any:
     return Image.objects.filter(owner=user, kind=Image.Kind.VM, disk_format=Image.DiskFormat.ISO)
 
 
-def store_learner_iso(user: Any, upload: UploadedFile) -> Image:
-    """Validate and keep a learner's ISO, within the size limit and their count limit.
+def store_learner_iso(user: Any, upload: UploadedFile, *, address: str = "") -> Image:
+    """Validate and keep a learner's ISO, within the size limit and their count limit (audit-logged
+    with the client's `address`).
 
     The count is checked and the row created under a lock on the learner's quota row, so
     two uploads at once cannot both take the last free place.
@@ -60,6 +62,8 @@ def store_learner_iso(user: Any, upload: UploadedFile) -> Image:
             stored_name = image.file.name or ""
             make_read_only(Path(image.file.path))
             image.save()
+            record("iso.upload", actor=user, target=image, label=image.description, address=address,
+                   extra={"sha256": image.sha256, "size_bytes": image.size_bytes})
     except Exception:
         if stored_name:
             _image_storage().delete(stored_name)
@@ -67,7 +71,7 @@ def store_learner_iso(user: Any, upload: UploadedFile) -> Image:
     return image
 
 
-def delete_learner_iso(user: Any, image: Image) -> None:
+def delete_learner_iso(user: Any, image: Image, *, address: str = "") -> None:
     """Remove a learner's ISO and its file; refused while a live session boots from it."""
     if image.owner_id != user.pk:
         raise ImageRejected("This ISO is not yours.")
@@ -82,6 +86,7 @@ def delete_learner_iso(user: Any, image: Image) -> None:
             )
     name = image.file.name
     with transaction.atomic():
+        record("iso.delete", actor=user, target=image, label=image.description, address=address)
         image.delete()
         if name:
             transaction.on_commit(lambda: _image_storage().delete(name))

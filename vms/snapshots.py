@@ -55,6 +55,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from accounts.models import UserQuota
+from audit.records import record
 from jobqueue.queueing import QUEUE_UNAVAILABLE, QueueUnavailable, enqueue_on_commit, require_queue, retry_once
 from labs.models import Image, Lab
 from labs.vm_images import qcow2_backing_file
@@ -194,8 +195,9 @@ def default_name(session: Session) -> str:
     return f"{session.lab.title} – {timezone.localtime():%Y-%m-%d %H:%M}"[:100]
 
 
-def create_snapshot(user: Any, session: Session, name: str = "") -> Snapshot:
-    """Reserve quota for a snapshot of `session` and queue the job that takes it.
+def create_snapshot(user: Any, session: Session, name: str = "", *, address: str = "") -> Snapshot:
+    """Reserve quota for a snapshot of `session` and queue the job that takes it (audit-logged
+    with the client's `address`).
 
     A running VM is saved with its memory; a stopped one disk only, and only if its runner
     kept the disk.
@@ -231,6 +233,8 @@ def create_snapshot(user: Any, session: Session, name: str = "") -> Snapshot:
         snapshot.path = str(user_dir(user.pk) / f"{snapshot.pk}{DISK_SUFFIX}")
         snapshot.save(force_insert=True)
         session.log(f"Snapshot “{snapshot.name}” requested ({'disk and memory' if include_memory else 'disk'}).")
+        record("snapshot.create", actor=user, target=snapshot, label=snapshot.name, address=address,
+               extra={"session": str(session.pk), "with_memory": include_memory})
         enqueue_on_commit("vms.jobs.take_snapshot", str(snapshot.pk), job_id=f"snapshot-{snapshot.pk}",
                           retry=retry_once(), if_unavailable=lambda: fail(snapshot, QUEUE_UNAVAILABLE))
     return snapshot
@@ -365,8 +369,8 @@ def why_kept(snapshot: Snapshot) -> str:
     return ""
 
 
-def delete_snapshot(user: Any, snapshot: Snapshot) -> None:
-    """Delete one of the user's snapshots and release its bytes."""
+def delete_snapshot(user: Any, snapshot: Snapshot, *, address: str = "") -> None:
+    """Delete one of the user's snapshots and release its bytes (audit-logged with the client's `address`)."""
     with transaction.atomic():
         locked = Snapshot.objects.select_for_update().filter(pk=snapshot.pk, owner_id=user.pk).first()
         if locked is None:
@@ -374,6 +378,7 @@ def delete_snapshot(user: Any, snapshot: Snapshot) -> None:
         reason = why_kept(locked)
         if reason:
             raise SnapshotError(reason)
+        record("snapshot.delete", actor=user, target=locked, label=locked.name, address=address)
         _drop(locked)
 
 
@@ -385,11 +390,13 @@ def _drop(locked: Snapshot) -> None:
     transaction.on_commit(lambda: remove_files(files))
 
 
-def _delete_unless_busy(snapshot_id: Any) -> bool:
+def _delete_unless_busy(snapshot_id: Any, why: str) -> bool:
+    """The system deletes a snapshot (`why`: "expired", "keep limit") unless something still needs it."""
     with transaction.atomic():
         locked = Snapshot.objects.select_for_update().filter(pk=snapshot_id).first()
         if locked is None or why_kept(locked):
             return False
+        record("snapshot.delete", target=locked, label=locked.name, extra={"why": why, "owner": locked.owner_id})
         _drop(locked)
         return True
 
@@ -403,7 +410,7 @@ def enforce_keep_limit(user_id: int) -> int:
     )
     removed = 0
     for snapshot_id in ready[keep:]:
-        removed += _delete_unless_busy(snapshot_id)
+        removed += _delete_unless_busy(snapshot_id, "keep limit")
     return removed
 
 
@@ -454,7 +461,7 @@ def collect_garbage(now: Any = None) -> CollectionReport:
     for snapshot_id in Snapshot.objects.filter(created_at__lt=cutoff).exclude(
         status=Snapshot.Status.CREATING
     ).order_by("-created_at").values_list("pk", flat=True):
-        report.expired += _delete_unless_busy(snapshot_id)
+        report.expired += _delete_unless_busy(snapshot_id, "expired")
 
     for snapshot in Snapshot.objects.filter(status=Snapshot.Status.READY):
         if not Path(snapshot.path).is_file():

@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import UserQuota
+from audit.records import client_address
 from labs import vm_images
 from labs.models import Image, Lab
 from sessions_app.access import get_session_for_user
@@ -92,7 +93,8 @@ def snapshot_create(request: AuthenticatedHttpRequest, session_pk: UUID) -> Http
     session = get_session_for_user(request.user, session_pk)
     error = ""
     try:
-        snapshot = snapshots.create_snapshot(request.user, session, request.POST.get("name", "")[:100])
+        snapshot = snapshots.create_snapshot(request.user, session, request.POST.get("name", "")[:100],
+                                              address=client_address(request))
     except snapshots.SnapshotError as exc:
         error = str(exc)
     if getattr(request, "htmx", False):
@@ -114,7 +116,9 @@ def snapshot_create(request: AuthenticatedHttpRequest, session_pk: UUID) -> Http
 @require_POST
 def snapshot_boot(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     snapshot = _my_snapshot(request, pk)
-    return _run_and_redirect(request, lambda: actions.start_session_from_snapshot(request.user, snapshot),
+    address = client_address(request)
+    return _run_and_redirect(request, lambda: actions.start_session_from_snapshot(request.user, snapshot,
+                                                                                  address=address),
                              back="sessions:snapshots:list")
 
 
@@ -122,7 +126,8 @@ def snapshot_boot(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
 @require_POST
 def snapshot_delete(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     snapshot = _my_snapshot(request, pk)
-    return _run_and_redirect(request, lambda: snapshots.delete_snapshot(request.user, snapshot),
+    address = client_address(request)
+    return _run_and_redirect(request, lambda: snapshots.delete_snapshot(request.user, snapshot, address=address),
                              back="sessions:snapshots:list", success=f"Deleted snapshot “{snapshot.name}”.",
                              errors=(snapshots.SnapshotError,))
 
@@ -166,7 +171,7 @@ def _iso_upload(request: AuthenticatedHttpRequest) -> HttpResponse:
         messages.error(request, "Choose an ISO file to upload.")
     else:
         try:
-            iso = isos.store_learner_iso(request.user, upload)
+            iso = isos.store_learner_iso(request.user, upload, address=client_address(request))
         except vm_images.ImageRejected as exc:
             messages.error(request, f"ISO refused: {exc}")
         else:
@@ -178,7 +183,8 @@ def _iso_upload(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_POST
 def iso_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     iso = _my_iso(request, pk)
-    return _run_and_redirect(request, lambda: isos.delete_learner_iso(request.user, iso),
+    address = client_address(request)
+    return _run_and_redirect(request, lambda: isos.delete_learner_iso(request.user, iso, address=address),
                              back="sessions:isos:list", success=f"Deleted {iso.description}.",
                              errors=(vm_images.ImageRejected,))
 
@@ -189,5 +195,6 @@ def iso_boot(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     iso = _my_iso(request, pk)
     lab = get_object_or_404(snapshots.vm_labs_for(request.user), slug=request.POST.get("lab", ""))
     assert isinstance(lab, Lab)
-    return _run_and_redirect(request, lambda: actions.start_session_from_iso(request.user, iso, lab),
+    address = client_address(request)
+    return _run_and_redirect(request, lambda: actions.start_session_from_iso(request.user, iso, lab, address=address),
                              back="sessions:isos:list")

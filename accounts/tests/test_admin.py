@@ -25,6 +25,8 @@ from django.urls.resolvers import RegexPattern
 from django.utils import timezone
 
 from accounts.models import GIB, SiteAppearance, UserQuota
+from api.models import ApiToken
+from audit.records import record
 from consoles.models import TerminalRecording
 from judge.models import Attempt, HintRequest, StepRun
 from labs.models import Image, Lab, LabStep, Tag
@@ -100,6 +102,8 @@ def one_of_each(owner, staff_user, lab) -> dict[str, Model]:
         "judge.Attempt": Attempt.objects.create(user=owner, session=session, lab=lab),
         "judge.HintRequest": HintRequest.objects.create(user=owner, session=session),
         "judge.StepRun": StepRun.objects.create(session=session, step=lab.steps.get()),
+        "api.ApiToken": ApiToken.issue(owner, "ci", "read")[0],
+        "audit.AuditEntry": record("session.start", actor=owner, target=session, address="127.0.0.1"),
     }
 
 

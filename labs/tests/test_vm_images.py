@@ -14,6 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from audit.models import AuditEntry
 from labs.models import Image
 
 pytestmark = pytest.mark.django_db
@@ -89,6 +90,9 @@ def test_a_qcow2_upload_is_stored_read_only_with_its_sha256_and_virtual_size(sta
     assert stored.parent == settings.MEDIA_ROOT / "images"
     assert stat.S_IMODE(stored.stat().st_mode) == 0o444
     assert stored.read_bytes() == disk.read_bytes()
+    (audited,) = AuditEntry.objects.filter(action="image.upload")
+    assert (audited.actor_name, audited.target_id, audited.extra) == (
+        "stella", str(image.pk), {"sha256": image.sha256, "disk_format": "qcow2"})
 
 
 def test_the_admin_shows_the_full_sha256_after_an_upload(staff_client, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from accounts.models import UserQuota
+from audit.models import AuditEntry
 from labs.models import Lab
 from labs.vm_images import register_file
 from runners import get_runner, reset_cache
@@ -119,6 +120,8 @@ def test_a_running_vm_is_saved_with_its_memory_booted_again_and_deleted(
     assert snapshot.reserved_bytes == 0
     assert snapshot.size_bytes == files_total(snapshot) > 0
     assert stored(owner) == snapshot.size_bytes
+    (audited,) = AuditEntry.objects.filter(action="snapshot.create")
+    assert (audited.actor, audited.address, audited.target_id) == (owner, "127.0.0.1", str(snapshot.pk))
 
     stop(session, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
