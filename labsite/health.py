@@ -156,12 +156,15 @@ def readiness(require_queue: bool = False) -> tuple[bool, dict[str, Any]]:
         built = {runner.name: runner for runner in runners.all_runners()}
     except Exception as exc:  # a broken LAB_RUNNERS: the runners are down, the probe still answers
         settings_problem = f"{type(exc).__name__}: {exc}"[:300]
+    unconfigured = {alias for alias, runner in built.items() if not runner.configured()}
     for alias, runner in built.items():
-        checks[f"runner {alias}"] = (str(id(runner)), runner.available)
+        if alias not in unconfigured:
+            checks[f"runner {alias}"] = (str(id(runner)), runner.available)
 
     results = run_checks(checks, CHECK_TIMEOUT_SECONDS)
     statuses = {name: status for name, (status, _) in results.items()}
-    runner_statuses = {alias: statuses[f"runner {alias}"] for alias in built}
+    runner_statuses = {alias: NOT_CONFIGURED if alias in unconfigured else statuses[f"runner {alias}"]
+                       for alias in built}
     needed = _needed_runners(configured, runner_statuses)
 
     report: dict[str, Any] = {

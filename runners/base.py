@@ -374,6 +374,11 @@ class Runner:
         the quota reservation. Not supported or nothing there: 0."""
         return 0
 
+    def configured(self) -> bool:
+        """Whether this backend has what it needs to be asked at all (a cluster's credentials, say);
+        health reports one that is not as "not configured" rather than down."""
+        return True
+
     def available(self) -> bool:
         """Whether this backend can run sessions on this machine right now."""
         return True

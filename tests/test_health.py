@@ -312,3 +312,20 @@ def test_readyz_says_the_queue_is_down_with_redis(client, db, settings, queue_do
 def test_without_redis_there_is_no_queue_to_report(client, db, settings):
     settings.REDIS_URL = ""
     assert "queue" not in ready(client)[1]["checks"]
+
+
+def test_a_runner_without_its_configuration_reads_not_configured_and_is_not_asked(client, db, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    runners.reset_cache()
+    status, body = ready(client)
+    assert status == 200, body
+    assert body["checks"]["runners"]["kubernetes"] == {"status": "not configured", "required": False}
+
+
+def test_a_default_runner_that_is_not_configured_is_down_by_name(client, db, settings, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings.LAB_DEFAULT_RUNNER = "kubernetes"
+    runners.reset_cache()
+    status, body = ready(client)
+    assert status == 503 and "runner kubernetes" in body["down"], body
+    assert body["checks"]["runners"]["kubernetes"] == {"status": "not configured", "required": True}
