@@ -1155,7 +1155,9 @@ class KubernetesRunner(Runner):
 
     def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> K8sTerminal:
         shell = terminal_shell(name, self.workspace)
-        command = ["env", "TERM=xterm-256color", "LANG=C.UTF-8", "sh", "-c", shell]
+        # No SHELL: su set it to /bin/sh (its -s), and tmux would start that instead of the user's
+        # login shell (bash) from /etc/passwd, as it does on Docker.
+        command = ["env", "-u", "SHELL", "TERM=xterm-256color", "LANG=C.UTF-8", "sh", "-c", shell]
         user = state.get("user") or ""
         if user not in ("", "root", "0"):
             command = ["su", "-s", "/bin/sh", "-c", 'exec "$0" "$@"', "--", user, *command]

@@ -67,8 +67,10 @@ def test_a_learner_works_in_a_pod_and_staff_stop_it_from_the_admin(
     assert pod["metadata"]["labels"]["labs.session"] == str(session.pk)
     assert pod["spec"]["automountServiceAccountToken"] is False
 
-    # The terminal is the lab's user in the pod's workspace.
+    # The terminal is the lab's user in the pod's workspace: their bash in tmux (keys typed before
+    # its prompt shows would go to a shell that is still starting).
     wait_connected(page, "1")
+    wait_for_text(page, "1", "learner@lab", timeout=30)
     type_command(page, "1", "echo user=$(id -un) dir=$(pwd)")
     wait_for_text(page, "1", "user=learner dir=/workspace")
     type_command(page, "1", "echo hello > greeting.txt && echo saved-$((40+2))")
