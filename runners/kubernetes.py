@@ -506,7 +506,8 @@ class KubernetesRunner(Runner):
     def _read(self, plural: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client import ApiException
 
-        read = self.core.read_namespaced_pod if plural == "pods" else self.core.read_namespaced_config_map
+        read = {"pods": self.core.read_namespaced_pod, "configmaps": self.core.read_namespaced_config_map,
+                "persistentvolumeclaims": self.core.read_namespaced_persistent_volume_claim}[plural]
         try:
             found = read(name, self.namespace, _request_timeout=self.api_timeout)
         except ApiException as exc:
@@ -965,18 +966,7 @@ class KubernetesRunner(Runner):
             time.sleep(0.2)
 
     def _read_claim(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client import ApiException
-
-        try:
-            found = self.core.read_namespaced_persistent_volume_claim(name, self.namespace,
-                                                                     _request_timeout=self.api_timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise self._translate(f"reading volume claim {name}", exc) from exc
-        except Exception as exc:
-            raise self._translate(f"reading volume claim {name}", exc) from exc
-        return self.api_client.sanitize_for_serialization(found)  # type: ignore[no-any-return]
+        return self._read("persistentvolumeclaims", name)
 
     def remove_home(self, user_id: int) -> bool:
         """Staff's removal of a user's home: delete their claim (in the DinD namespace too); whether
