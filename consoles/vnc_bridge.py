@@ -2,7 +2,8 @@
 
 noVNC speaks raw RFB over binary WebSocket frames; the bridge copies bytes between that
 WebSocket and the session's VNC server without parsing the protocol. What lives here:
-where the VNC server is (only ever from the runners' record of it, `runners.base.vnc_endpoint_of`), which WebSocket
+where the VNC server is (only ever from the runners' record of it, `runners.base.vnc_endpoint_of`, or
+the session's own runner when that record says to ask it, `runner_vnc_port`), which WebSocket
 subprotocol to accept, and which client frames count as the learner being active. Flow
 control toward the browser is consoles/flow.py, shared with the other consoles.
 """
@@ -14,9 +15,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from runners.base import Endpoint
 from runners.qmp import connect_unix
+
+if TYPE_CHECKING:
+    from sessions_app.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,23 @@ ACTIVITY_INTERVAL_SECONDS = 10.0
 # RFB client-to-server message type of FramebufferUpdateRequest (RFC 6143 §7.5.3): 10 bytes.
 _FBU_REQUEST = 3
 _FBU_REQUEST_BYTES = 10
+
+
+def runner_vnc_port(endpoints: Any) -> int | None:
+    """The VNC port of a record that names no address but says the session's runner must be asked for
+    one ({"vnc": {"port": 5900, "through": "runner"}}: the Kubernetes runner outside the cluster, whose
+    loopback tunnels exist only in the process that asked). None for any other record."""
+    vnc = endpoints.get("vnc") if isinstance(endpoints, dict) else None
+    if not isinstance(vnc, dict) or vnc.get("through") != "runner":
+        return None
+    port = vnc.get("port")
+    return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
+
+
+def runner_vnc_endpoint(session: Session, port: int) -> Endpoint:
+    """Where the session's runner says its VNC server is reachable from this process (blocking: run it
+    in a thread). RunnerError when it cannot say."""
+    return session.runner().endpoint(session.runner_state, port)
 
 
 def choose_subprotocol(offered: list[str] | tuple[str, ...] | None) -> str | None:

@@ -31,25 +31,25 @@ chunked, differing lengths), several or malformed Host headers, obsolete line fo
 characters. The pod and port are fixed per listener; the client's Authorization, Impersonate-*,
 X-Remote-* and hop-by-hop headers never reach the API server (its Host does, for the app: it
 decides nothing about where the connection goes). Everything runs on the forwarder's own event loop in a daemon thread,
-never on the caller's (daphne's) loop.
+never on the caller's (daphne's) loop (k8s_listeners.py keeps the listeners, shared with k8s_vnc.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import re
 import ssl
 import threading
-import time
 import weakref
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from runners.k8s_listeners import IDLE_SECONDS, Listener, PodListeners, until_one_ends
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ MAX_REWRITTEN_BODY = 16 * 1024 * 1024  # bigger HTML passes untouched
 HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
 RESPONSE_TIMEOUT = 600.0
-IDLE_SECONDS = 600.0
 # What the pod proxy serves (pkg/registry/core/pod/rest/subresources.go, proxyMethods).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -194,114 +193,25 @@ def api_server_of(configuration: Any) -> ApiServer:
                      (configuration.tls_server_name or url.hostname) if tls else None, authorization)
 
 
-@dataclass
-class _Listener:
-    namespace: str
-    pod: str
-    port: int
-    server: asyncio.AbstractServer
-    address: tuple[str, int]
-    active: set[asyncio.Task[None]] = field(default_factory=set)
-    used: float = field(default_factory=time.monotonic)
+class PodForwarder(PodListeners):
+    """The runner's HTTP listeners (k8s_listeners.py). Public methods are thread-safe and blocking."""
 
-    @property
-    def prefix(self) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/pods/{self.pod}:{self.port}/proxy"
-
-
-class PodForwarder:
-    """The runner's listeners, on a loop of their own. Public methods are thread-safe and blocking."""
+    thread_name = "k8s-pod-forwarder"
+    stream_limit = MAX_HEAD + 1
 
     def __init__(self, api_server: Callable[[], ApiServer], idle_seconds: float = IDLE_SECONDS) -> None:
+        super().__init__(idle_seconds)
         self._api_server_factory = api_server
         self._api_server: ApiServer | None = None
-        self.idle_seconds = idle_seconds
-        self._listeners: dict[tuple[str, str, int], _Listener] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reaper: concurrent.futures.Future[None] | None = None
-        self._lock = threading.Lock()
-
-    # thread-facing ---------------------------------------------------------------------------------
-    def _run(self, coro: Any, timeout: float = 30) -> Any:
-        with self._lock:
-            if self._loop is None or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="k8s-pod-forwarder", daemon=True).start()
-                self._reaper = asyncio.run_coroutine_threadsafe(self._reap_idle(), loop)
-                self._loop = loop
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def address(self, namespace: str, pod: str, port: int) -> tuple[str, int]:
         """The loopback address that reaches `port` of `pod` (a listener is made on first use)."""
-        if not (0 < int(port) < 65536) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", pod or "") \
-                or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", namespace or ""):
-            raise ValueError(f"no forwarder for {namespace!r}/{pod!r}:{port!r}")
         if self._api_server is None:
             self._api_server = self._api_server_factory()
-        return self._run(self._listen(namespace, pod, int(port)))  # type: ignore[no-any-return]
-
-    def close_pod(self, pod: str | None) -> bool:
-        """Close the pod's listeners and cut their connections (its session stopped); True if there were any."""
-        if pod and self._loop is not None and any(key[1] == pod for key in list(self._listeners)):
-            self._run(self._close(lambda listener: listener.pod == pod))
-            return True
-        return False
-
-    def close(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._run(self._close(lambda listener: True))
-            if self._reaper is not None:
-                self._reaper.cancel()
-            loop, self._loop = self._loop, None
-            loop.call_soon_threadsafe(loop.stop)
-
-    def listeners(self) -> dict[tuple[str, str, int], tuple[str, int]]:
-        return {key: listener.address for key, listener in list(self._listeners.items())}
+        return self._address(namespace, pod, port)
 
     # on the forwarder's loop --------------------------------------------------------------------------
-    async def _listen(self, namespace: str, pod: str, port: int) -> tuple[str, int]:
-        key = (namespace, pod, port)
-        listener = self._listeners.get(key)
-        if listener is None:
-            holder: list[_Listener] = []
-
-            async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                await self._accepted(holder[0], reader, writer)
-
-            server = await asyncio.start_server(accepted, "127.0.0.1", 0, limit=MAX_HEAD + 1)
-            sockname = server.sockets[0].getsockname()
-            listener = _Listener(namespace, pod, port, server, (str(sockname[0]), int(sockname[1])))
-            holder.append(listener)
-            self._listeners[key] = listener
-        listener.used = time.monotonic()
-        return listener.address
-
-    async def _close(self, which: Callable[[_Listener], bool]) -> None:
-        for key, listener in list(self._listeners.items()):
-            if which(listener):
-                del self._listeners[key]
-                listener.server.close()
-                for task in list(listener.active):
-                    task.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(listener.server.wait_closed(), 5)
-
-    async def _reap_idle(self) -> None:
-        while True:
-            await asyncio.sleep(min(30.0, self.idle_seconds / 2))
-            cutoff = time.monotonic() - self.idle_seconds
-
-            def idle(listener: _Listener, cutoff: float = cutoff) -> bool:
-                return not listener.active and listener.used < cutoff
-
-            await self._close(idle)
-
-    async def _accepted(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        listener.active.add(task)
-        listener.used = time.monotonic()
+    async def _serve(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._forward(listener, reader, writer)
         except Refused as refused:
@@ -313,12 +223,8 @@ class PodForwarder:
             pass
         except Exception:
             log.exception("pod forwarder failed for %s/%s:%s", listener.namespace, listener.pod, listener.port)
-        finally:
-            listener.active.discard(task)
-            listener.used = time.monotonic()
-            writer.close()
 
-    async def _forward(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _forward(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except asyncio.LimitOverrunError as exc:
@@ -347,7 +253,7 @@ class PodForwarder:
         finally:
             up_writer.close()
 
-    async def _answer_from(self, listener: _Listener, request: Request, reader: asyncio.StreamReader,
+    async def _answer_from(self, listener: Listener, request: Request, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader,
                            up_writer: asyncio.StreamWriter) -> None:
         while True:
@@ -468,13 +374,7 @@ async def _copy_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader,
                   up_writer: asyncio.StreamWriter) -> None:
     """After a 101: both ways until one side ends (as the API server's own upgrade proxy does)."""
-    tasks = [asyncio.ensure_future(_copy_all(reader, up_writer)), asyncio.ensure_future(_copy_all(up_reader, writer))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await until_one_ends(_copy_all(reader, up_writer), _copy_all(up_reader, writer))
 
 
 async def _read_body(headers: list[tuple[str, str]], reader: asyncio.StreamReader) -> bytes | None:

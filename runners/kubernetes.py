@@ -42,6 +42,21 @@ OPTIONS (all optional):
     home_size         the size of such a claim ("1Gi")
     home_access_mode  its access mode ("ReadWriteOnce": two sessions of one user must share a node)
 
+    hosts_cap_add     capabilities the pods of a session with several hosts keep besides cap_add, for the
+                      image's sshd (["SYS_CHROOT", "NET_BIND_SERVICE"], both within Pod Security baseline)
+    vm_* options, kvm_resource, kvm_group, vnc_websocket_port: VM labs (QEMU in the pod), see k8s_vm.py
+
+Labs with several hosts (runners/k8s_hosts.py): one pod per host, all owned by the anchor, the first the
+learner's (terminals, commands and files go there unless `host=` names another), a NetworkPolicy per
+session that lets its pods alone reach each other, /etc/hosts entries for their names, and `ssh <host>`
+from the first host as on Docker.
+
+VM labs (image kinds "vm" and "iso") run QEMU in the session's pod (runners/k8s_vm.py): the Docker VM
+runner's image and launcher, the base disk read-only from a claim (subPath) or copied by an init
+container, the overlay in an emptyDir, KVM through a device plugin's resource or TCG, never
+privileged; the terminal is the serial console, QMP goes through exec, VNC is on the pod IP (or
+tunnelled through the pods/proxy in proxy mode).
+
 Exec (judge, step scripts, files, terminals) goes over the pods/exec WebSocket (v5.channel.k8s.io,
 v4 as a fallback). Exec cannot send signals, so every command runs under `timeout -s KILL`.
 Not enforced here: the pids limit (Kubernetes has no per-pod limit yet; start() says so).
@@ -86,12 +101,15 @@ from runners.base import (
     clean_workspace_path,
     no_progress,
 )
+from runners.k8s_hosts import KubernetesHosts
+from runners.k8s_vm import KubernetesVM
 from runners.session_shell import (
     CONFINE,
     DEFAULT_CAPS,
     KEEPALIVE,
     LIST_SCRIPT,
     OOM_FIRST,
+    SSHD_KEEPALIVE,
     WRITE_SCRIPT,
     parse_listing,
     read_script,
@@ -107,6 +125,7 @@ LABEL_SESSION = "labs.session"
 LABEL_LAB = "labs.lab"
 LABEL_USER = "labs.user"
 LABEL_NETWORK = "labs.network-mode"
+LABEL_HOST = "labs.host"  # which host of a session with several hosts a pod is
 ANNOTATION_PREFIX = "labs.platform/"  # raw values of the labels, uncut, and the username
 MANAGED_BY = "browser-labs"
 MAIN, AGENT = "main", "agent"
@@ -136,6 +155,13 @@ def object_name(session_id: str) -> str:
     return name
 
 
+def owner_reference(anchor: dict[str, Any]) -> dict[str, Any]:
+    """The reference that makes an object the anchor's: deleting the anchor in the foreground removes it first."""
+    meta = anchor["metadata"]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "name": meta["name"], "uid": meta["uid"], "controller": True,
+            "blockOwnerDeletion": True}
+
+
 def is_pod_ready(pod: dict[str, Any]) -> bool:
     """KubeSpawner's is_pod_running: phase Running, an IP, not terminating, every container ready."""
     status = pod.get("status") or {}
@@ -146,12 +172,21 @@ def is_pod_ready(pod: dict[str, Any]) -> bool:
 
 
 def permanent_failure(pod: dict[str, Any]) -> str:
-    """Why a starting pod will never run ("" while it still may)."""
+    """Why a starting pod will never run ("" while it still may). A container's own last words (its
+    termination message: FallbackToLogsOnError puts its log's tail there) are part of the reason."""
     status = pod.get("status") or {}
+    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    for item in statuses:
+        terminated = (item.get("state") or {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode") not in (None, 0):
+            words = " ".join(str(terminated.get("message") or "").split())[-500:]
+            kind = "init container " if item in (status.get("initContainerStatuses") or []) else ""
+            return (f"{kind}{item.get('name')} failed ({terminated.get('reason') or 'Error'}, exit status "
+                    f"{terminated['exitCode']})" + (f": {words}" if words else ""))
     if status.get("phase") in ("Failed", "Succeeded"):
         return f"the session's pod stopped ({status.get('reason') or status.get('phase')}: " \
                f"{status.get('message') or 'its container exited'})"
-    for item in status.get("containerStatuses") or []:
+    for item in statuses:
         waiting = (item.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in PERMANENT_WAITING:
             return f"{item.get('name')}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
@@ -166,9 +201,12 @@ def progress_of(pod: dict[str, Any]) -> str:
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             return "Waiting for room in the cluster"
+    for item in status.get("initContainerStatuses") or []:
+        if (item.get("state") or {}).get("running"):
+            return f"Preparing the session ({item.get('name')})"
     for item in status.get("containerStatuses") or []:
         waiting = (item.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") == "ContainerCreating":
+        if waiting.get("reason") in ("ContainerCreating", "PodInitializing"):
             return "Creating container"
     if status.get("phase") == "Running":
         return "Container started; waiting for it to be ready"
@@ -240,6 +278,8 @@ class KubernetesRunner(Runner):
         self._lock = threading.Lock()
         self._exec_protocol: str | None = None  # learned from the first exec
         self._forwarder: Any = None  # endpoint_mode "proxy": runners/k8s_forward.py, made on first use
+        self.vm = KubernetesVM(self)  # VM labs: QEMU in the pod
+        self.hosts = KubernetesHosts(self)  # labs with several hosts: a pod per host
 
     # the API ----------------------------------------------------------------------------------------
     @property
@@ -340,7 +380,11 @@ class KubernetesRunner(Runner):
                              "annotations": self.annotations_for(spec)},
                 "data": {"spec.json": json.dumps(asdict(spec), sort_keys=True)}}
 
-    def pod_manifest(self, spec: SessionSpec, anchor: dict[str, Any]) -> dict[str, Any]:
+    def pod_manifest(self, spec: SessionSpec, anchor: dict[str, Any], host: str = "") -> dict[str, Any]:
+        """The pod of a container session; with several hosts, `host` names one ("": the first, the learner's:
+        only it has the agent, the Docker engine and the persistent home)."""
+        several = len(spec.hosts) > 1
+        learners = host in ("", *spec.hosts[:1])
         cpu = f"{max(1, round(spec.cpu * 1000))}m"
         memory = f"{int(spec.memory_mb)}Mi"
         storage = f"{int(spec.disk_mb)}Mi"
@@ -363,13 +407,17 @@ class KubernetesRunner(Runner):
         }
         if spec.exposed_ports:
             main["ports"] = [{"containerPort": int(port), "protocol": "TCP"} for port in spec.exposed_ports]
+        if several:
+            main["command"] = SSHD_KEEPALIVE  # the hosts reach each other over SSH (k8s_hosts.py)
+            caps = main["securityContext"]["capabilities"]["add"]
+            caps += [cap for cap in self.hosts.caps() if cap not in caps]
         containers = [main]
-        if spec.docker_access:
+        if spec.docker_access and learners:
             dind = self._dind()
             main["env"].append({"name": "DOCKER_HOST", "value": ENGINE_HOST})
             main["volumeMounts"].append({"name": ENGINE_SOCKET_VOLUME, "mountPath": ENGINE_SOCKET_DIR})
             containers.append(self._engine_container(spec, dind))
-        if self.options.get("agent_image"):
+        if self.options.get("agent_image") and learners:
             containers.append({
                 "name": AGENT, "image": str(self.options["agent_image"]),
                 "imagePullPolicy": str(self.options.get("image_pull_policy", "IfNotPresent")),
@@ -383,6 +431,25 @@ class KubernetesRunner(Runner):
                                     "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}},
                 "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": self.workspace, "readOnly": True}],
             })
+        pod_spec = self._pod_spec(containers, [{"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": storage}}])
+        if several:
+            pod_spec["hostname"] = host or spec.hosts[0]
+        if self.options.get("home_storage_class") and learners:
+            pod_spec["volumes"] = [{"name": WORKSPACE_VOLUME,
+                                    "persistentVolumeClaim": {"claimName": self.home_claim_name(spec.user_id)}}]
+        if spec.docker_access and learners:
+            pod_spec["volumes"] += [
+                {"name": ENGINE_SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                {"name": ENGINE_DATA_VOLUME, "emptyDir": {"sizeLimit": storage}}]
+            if self._dind()["mode"] == "rootless" and not self._dind()["tun_resource"]:
+                pod_spec["volumes"].append({"name": TUN_VOLUME, "hostPath": {"path": TUN_DEVICE,
+                                                                             "type": "CharDevice"}})
+        if spec.docker_access and learners and self._dind()["runtime_class_name"]:
+            pod_spec["runtimeClassName"] = self._dind()["runtime_class_name"]
+        return self.pod_object(spec, anchor, pod_spec, host=host or (spec.hosts[0] if several else ""))
+
+    def _pod_spec(self, containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+        """What every session pod's spec has (container and VM sessions), with the operator's placement."""
         pod_spec: dict[str, Any] = {
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
@@ -392,46 +459,41 @@ class KubernetesRunner(Runner):
             "activeDeadlineSeconds": int(self.options.get("active_deadline_seconds", 43200)),
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "containers": containers,
-            "volumes": [{"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": storage}}],
+            "volumes": volumes,
         }
-        if self.options.get("home_storage_class"):
-            pod_spec["volumes"] = [{"name": WORKSPACE_VOLUME,
-                                    "persistentVolumeClaim": {"claimName": self.home_claim_name(spec.user_id)}}]
-        if spec.docker_access:
-            pod_spec["volumes"] += [
-                {"name": ENGINE_SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                {"name": ENGINE_DATA_VOLUME, "emptyDir": {"sizeLimit": storage}}]
-            if self._dind()["mode"] == "rootless" and not self._dind()["tun_resource"]:
-                pod_spec["volumes"].append({"name": TUN_VOLUME, "hostPath": {"path": TUN_DEVICE,
-                                                                             "type": "CharDevice"}})
         for option, key in (("node_selector", "nodeSelector"), ("tolerations", "tolerations"),
                             ("runtime_class_name", "runtimeClassName"), ("service_account", "serviceAccountName")):
             if self.options.get(option):
                 pod_spec[key] = self.options[option]
-        if spec.docker_access and self._dind()["runtime_class_name"]:
-            pod_spec["runtimeClassName"] = self._dind()["runtime_class_name"]
         if self.options.get("image_pull_secrets"):
             pod_spec["imagePullSecrets"] = [{"name": str(n)} for n in self.options["image_pull_secrets"]]
-        meta = anchor["metadata"]
+        return pod_spec
+
+    def pod_object(self, spec: SessionSpec, anchor: dict[str, Any], pod_spec: dict[str, Any], host: str = ""
+                   ) -> dict[str, Any]:
+        """A Pod of the session: its name, labels and annotations (and its `host`'s, with several), owned by
+        the anchor."""
+        labels, annotations = self.labels_for(spec), self.annotations_for(spec)
+        if host:
+            labels[LABEL_HOST] = label_value(host)
+            annotations[f"{ANNOTATION_PREFIX}host"] = host
         return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": object_name(spec.session_id), "labels": self.labels_for(spec),
-                             "annotations": self.annotations_for(spec),
-                             "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": meta["name"],
-                                                  "uid": meta["uid"], "controller": True,
-                                                  "blockOwnerDeletion": True}]},
+                "metadata": {"name": self.hosts.pod_name(spec, host), "labels": labels, "annotations": annotations,
+                             "ownerReferences": [owner_reference(anchor)]},
                 "spec": pod_spec}
 
     # start -------------------------------------------------------------------------------------------
     def start(
         self, spec: SessionSpec, progress: ProgressCallback = no_progress, timeout: float = 120.0
     ) -> StartResult:
-        if spec.image_kind in VM_IMAGE_KINDS:
-            raise RunnerError("VM labs do not run on the Kubernetes runner yet", permanent=True)
         if len(spec.hosts) > 1:
-            raise RunnerError("labs with several hosts do not run on the Kubernetes runner yet", permanent=True)
+            self.hosts.check(spec)  # refused before any object exists
+        vm = spec.image_kind in VM_IMAGE_KINDS
+        if vm:
+            self.vm.boot(spec)  # an unusable image or disk source is refused before any object exists
         # Docker-in-Docker only where the operator said privileged engines may run (refused before any
         # object exists otherwise); such sessions may live in a namespace of their own.
-        namespace = self._dind()["namespace"] if spec.docker_access else self.namespace
+        namespace = self._dind()["namespace"] if spec.docker_access and not vm else self.namespace
         runner = self if namespace == self.namespace else self._in_namespace(namespace)
         deadline = time.monotonic() + timeout
         try:
@@ -446,18 +508,29 @@ class KubernetesRunner(Runner):
             raise
 
     def _start(self, spec: SessionSpec, progress: ProgressCallback, deadline: float, timeout: float) -> StartResult:
+        if spec.image_kind in VM_IMAGE_KINDS:
+            return self._start_vm(spec, progress, deadline, timeout)
         progress(f"Note: the process limit of {spec.pids_limit} is not enforced on Kubernetes")
         if self.options.get("home_storage_class"):
             progress("Preparing your home directory")
             self._ensure_home(spec, deadline)
-        progress("Creating the session's pod")
+        several = spec.hosts if len(spec.hosts) > 1 else ()
+        progress(f"Creating the session's {len(several)} hosts" if several else "Creating the session's pod")
         anchor = self._ensure(spec, "configmaps", lambda: self.anchor_manifest(spec), deadline)
-        pod = self._ensure(spec, "pods", lambda: self.pod_manifest(spec, anchor), deadline, owner=anchor)
-        pod = self._wait_until_ready(pod, progress, deadline, timeout)
+        if several:
+            self.hosts.ensure_policy(spec, anchor, deadline)  # before the pods: they find each other at once
+        pods = [self._ensure(spec, "pods", lambda host=host: self.pod_manifest(spec, anchor, host), deadline,
+                             owner=anchor, name=self.hosts.pod_name(spec, host)) for host in several or ("",)]
+        pods = self._wait_until_ready(pods, progress, deadline, timeout,
+                                      {p["metadata"]["uid"]: host for p, host in zip(pods, several, strict=False)})
+        pod = pods[0]
         name = pod["metadata"]["name"]
         state: dict[str, Any] = {"namespace": self.namespace, "pod": name, "uid": pod["metadata"]["uid"],
                                  "anchor": anchor["metadata"]["name"], "user": spec.shell_user,
                                  "agent": bool(self.options.get("agent_image"))}
+        if several:
+            state["host"] = several[0]
+            state["hosts"] = {host: p["metadata"]["name"] for host, p in zip(several[1:], pods[1:], strict=True)}
         if self.options.get("home_storage_class"):
             state["home"] = self.home_claim_name(spec.user_id)
         if spec.docker_access:
@@ -467,6 +540,12 @@ class KubernetesRunner(Runner):
             if marker.exit_code != 0:
                 progress("Copying starter files")
                 self._copy_starter(state, spec.starter_dir)
+        if several:
+            progress("Letting the hosts reach each other by name")
+            self.hosts.name_each_other(state, {host: p["status"]["podIP"] for host, p in zip(several, pods,
+                                                                                             strict=True)})
+            progress("Letting the hosts reach each other over SSH")
+            self.hosts.connect(state)
         progress("Container ready")
         ip = pod["status"]["podIP"]
         endpoints: dict[str, Any] = {"host": ip}
@@ -474,15 +553,30 @@ class KubernetesRunner(Runner):
             endpoints["vnc"] = {"host": ip, "port": int(self.options.get("vnc_port", 5900))}
         return StartResult(state=state, endpoints=endpoints)
 
+    def _start_vm(self, spec: SessionSpec, progress: ProgressCallback, deadline: float, timeout: float
+                  ) -> StartResult:
+        """A VM session: the anchor, QEMU's pod (k8s_vm.py), then until QMP says the guest runs."""
+        progress("Creating the VM's pod")
+        anchor = self._ensure(spec, "configmaps", lambda: self.anchor_manifest(spec), deadline)
+        pod = self._ensure(spec, "pods", lambda: self.vm.pod_manifest(spec, anchor), deadline, owner=anchor)
+        [pod] = self._wait_until_ready([pod], progress, deadline, timeout)
+        state: dict[str, Any] = {"namespace": self.namespace, "pod": pod["metadata"]["name"],
+                                 "uid": pod["metadata"]["uid"], "anchor": anchor["metadata"]["name"],
+                                 "user": "", "agent": False, "kind": "vm"}
+        self.vm.wait_running(state, progress, deadline, timeout)
+        progress("VM running")
+        return StartResult(state=state, endpoints=self.vm.endpoints(pod["status"]["podIP"]))
+
     def _ensure(self, spec: SessionSpec, plural: str, manifest: Any, deadline: float,
-                owner: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Create the object, or adopt the one an earlier start made; a terminating one is waited out."""
+                owner: dict[str, Any] | None = None, name: str = "") -> dict[str, Any]:
+        """Create the object (named `name`, by default the session's), or adopt the one an earlier start
+        made; a terminating one is waited out."""
         from kubernetes.client import ApiException
 
         kind = "pod" if plural == "pods" else "anchor ConfigMap"
         create = getattr(self.core, "create_namespaced_pod" if plural == "pods" else
                          "create_namespaced_config_map")
-        name = object_name(spec.session_id)
+        name = name or object_name(spec.session_id)
         while True:
             try:
                 created = create(self.namespace, manifest(), _request_timeout=self.api_timeout)
@@ -554,81 +648,109 @@ class KubernetesRunner(Runner):
                 version = found.metadata.resource_version
         return True
 
-    def _wait_until_ready(self, pod: dict[str, Any], progress: ProgressCallback, deadline: float,
-                          timeout: float) -> dict[str, Any]:
-        """Watch the pod by name (relisting on 410 Gone) and report its steps, until it is ready."""
+    def _wait_until_ready(self, pods: list[dict[str, Any]], progress: ProgressCallback, deadline: float,
+                          timeout: float, hosts: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Watch the session's pods until every one is ready (one pod by its name, several by the session's
+        label; relisting on 410 Gone) and report their steps, each prefixed with its host's name where
+        `hosts` maps its uid to one. A permanent failure of any pod fails the start at once."""
         from kubernetes import watch
         from kubernetes.client import ApiException
 
-        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
-        reported: set[str] = set()
-        last = ""
-        version = pod["metadata"]["resourceVersion"]
+        hosts = hosts or {}
+        order = [pod["metadata"]["uid"] for pod in pods]
+        current = {pod["metadata"]["uid"]: pod for pod in pods}
+        reported: dict[str, set[str]] = {uid: set() for uid in order}
+        last = dict.fromkeys(order, "")
+        events_listed = dict.fromkeys(order, 0.0)
+        ready: set[str] = set()
+        if len(pods) == 1:
+            selector = {"field_selector": f"metadata.name={pods[0]['metadata']['name']}"}
+        else:
+            labels = pods[0]["metadata"]["labels"]
+            selector = {"label_selector": f"{LABEL_MANAGED}={labels[LABEL_MANAGED]},"
+                                          f"{LABEL_SESSION}={labels[LABEL_SESSION]}"}
 
-        def report(message: str) -> None:
-            nonlocal last
-            if message and message != last:
-                last = message
-                progress(message)
+        def who(uid: str) -> str:
+            return f"{hosts[uid]}: " if uid in hosts else ""
 
-        events_listed = 0.0
+        def report(uid: str, message: str) -> None:
+            if message and message != last[uid]:
+                last[uid] = message
+                progress(who(uid) + message)
 
-        def check(current: dict[str, Any]) -> bool:
-            # Events are listed at most once a second while the pod changes (a start brings half a
-            # dozen changes in well under a second, and a real API server scans the namespace's
-            # Events for each list), and once more at the end so the last steps are shown.
-            nonlocal events_listed
-            failure, ready = permanent_failure(current), is_pod_ready(current)
-            if failure or ready or time.monotonic() - events_listed >= 1.0:
-                events_listed = time.monotonic()
-                self._report_events(uid, reported, report)
+        def check(pod: dict[str, Any]) -> bool:
+            """Take in a pod's new state; whether every pod is now ready. Events are listed at most once a
+            second per pod while it changes (a start brings half a dozen changes in well under a second,
+            and a real API server scans the namespace's Events for each list), and once more at the end
+            so the last steps are shown."""
+            uid = pod["metadata"]["uid"]
+            current[uid] = pod
+            failure, is_ready = permanent_failure(pod), is_pod_ready(pod)
+            if failure or is_ready or time.monotonic() - events_listed[uid] >= 1.0:
+                events_listed[uid] = time.monotonic()
+                self._report_events(uid, reported[uid], lambda message: report(uid, message))
             if failure:
-                raise RunnerError(failure, permanent=True)
-            if ready:
-                return True
-            report(progress_of(current))
-            return False
+                raise RunnerError(who(uid) + failure, permanent=True)
+            if is_ready:
+                ready.add(uid)
+            else:
+                ready.discard(uid)
+                report(uid, progress_of(pod))
+            return len(ready) == len(order)
 
-        if check(pod):
-            return pod
-        while True:
+        def relist() -> str:
+            listed = self.call("listing the session's pods", self.core.list_namespaced_pod, self.namespace,
+                               **selector)
+            found = {p["metadata"]["uid"]: p for p in (self.api_client.sanitize_for_serialization(item)
+                                                       for item in listed.items)}
+            for uid in order:
+                if uid not in found:
+                    raise RunnerError(f"{who(uid)}the session's pod was deleted while it started")
+                check(found[uid])
+            return str(listed.metadata.resource_version)
+
+        if len(pods) == 1:
+            version = pods[0]["metadata"]["resourceVersion"]
+            check(pods[0])
+        else:
+            version = relist()  # the pods as they are now, and a version to watch on from
+        while len(ready) < len(order):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RunnerError(f"the session's pod was not ready after {timeout:g} s ({last or 'no progress'})")
+                waiting = [uid for uid in order if uid not in ready]
+                what = ", ".join(hosts[uid] for uid in waiting) if hosts else "the session's pod"
+                steps = "; ".join(who(uid) + last[uid] for uid in waiting if last[uid])
+                raise RunnerError(f"{what} was not ready after {timeout:g} s ({steps or 'no progress'})")
             stream = watch.Watch()
             try:
-                for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
-                                           field_selector=f"metadata.name={name}", resource_version=version,
+                for event in stream.stream(self.core.list_namespaced_pod, self.namespace, resource_version=version,
                                            timeout_seconds=max(1, min(5, math.ceil(remaining))),
-                                           _request_timeout=self.api_timeout + 5):
-                    current = self.api_client.sanitize_for_serialization(event["object"])
-                    if current["metadata"]["uid"] != uid:
+                                           _request_timeout=self.api_timeout + 5, **selector):
+                    pod = self.api_client.sanitize_for_serialization(event["object"])
+                    uid = pod["metadata"]["uid"]
+                    version = pod["metadata"]["resourceVersion"]
+                    if uid not in current:
                         continue
-                    version = current["metadata"]["resourceVersion"]
                     if event["type"] == "DELETED":
-                        raise RunnerError("the session's pod was deleted while it started")
-                    if check(current):
+                        raise RunnerError(f"{who(uid)}the session's pod was deleted while it started")
+                    if check(pod):
                         stream.stop()
-                        return current
+                        break
             except ApiException as exc:
                 if exc.status != 410:
                     raise self._translate("watching the session's pod", exc) from exc
                 # Our version is too old for the watch cache: relist and watch on from there.
-                listed = self.call("listing the session's pod", self.core.list_namespaced_pod, self.namespace,
-                                   field_selector=f"metadata.name={name}")
-                version = listed.metadata.resource_version
-                items = [self.api_client.sanitize_for_serialization(p) for p in listed.items]
-                current = next((p for p in items if p["metadata"]["uid"] == uid), None)
-                if current is None:
-                    raise RunnerError("the session's pod was deleted while it started") from exc
-                if check(current):
-                    return current  # type: ignore[no-any-return]
+                version = relist()
             except RunnerError:
                 raise
             except Exception as exc:
                 raise self._translate("watching the session's pod", exc) from exc
-            # A quiet window: Events may have come without a pod change.
-            self._report_events(uid, reported, report)
+            if len(ready) < len(order):
+                # A quiet window: Events may have come without a pod change.
+                for uid in order:
+                    if uid not in ready:
+                        self._report_events(uid, reported[uid], lambda message, uid=uid: report(uid, message))
+        return [current[uid] for uid in order]
 
     def _report_events(self, uid: str, reported: set[str], report: Any) -> None:
         events = self.call("reading the pod's events", self.core.list_namespaced_event, self.namespace,
@@ -687,11 +809,16 @@ class KubernetesRunner(Runner):
         if state.get("namespace", self.namespace) != self.namespace:
             return self._in_namespace(state["namespace"]).stop(state, timeout)
         pod, anchor = state.get("pod"), state.get("anchor")
+        if state.get("kind") == "vm" and pod:
+            self.vm.power_down(state, timeout)  # the guest shuts down first, as on docker-vm
+            self.vm.close_pod(pod)
         if self._forwarder is not None and pod:
             self._forwarder.close_pod(pod)  # its loopback listeners go with it
         grace = max(0, math.ceil(timeout))
         if pod:
             self._delete("pods", pod, grace=grace)
+        for other in (state.get("hosts") or {}).values():  # the other hosts: the same grace period
+            self._delete("pods", other, grace=grace)
         if anchor:
             self._delete_anchor(anchor)
         # Wait for the pod to go, so a stopped session's resources are really free. The anchor's
@@ -712,6 +839,42 @@ class KubernetesRunner(Runner):
             return PollStatus.STOPPED
         return PollStatus.RUNNING
 
+    def wait_pod_ended(self, state: dict[str, Any], seconds: float) -> bool:
+        """Whether the session's pod stopped running (its containers ended, or it is gone) within
+        `seconds`: one list, then a watch on it (relisting on 410 Gone), no polling."""
+        from kubernetes import watch
+        from kubernetes.client import ApiException
+
+        name, deadline = state.get("pod", ""), time.monotonic() + seconds
+
+        def ended(pod: Any) -> bool:
+            replaced = pod.metadata.uid != state.get("uid", pod.metadata.uid)
+            return (replaced or pod.metadata.deletion_timestamp is not None or pod.status is None
+                    or pod.status.phase != "Running")
+
+        while True:
+            found = self.call("watching the session's pod", self.core.list_namespaced_pod, self.namespace,
+                              field_selector=f"metadata.name={name}")
+            if not found.items or ended(found.items[0]):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                for event in watch.Watch().stream(self.core.list_namespaced_pod, self.namespace,
+                                                  field_selector=f"metadata.name={name}",
+                                                  resource_version=found.metadata.resource_version,
+                                                  timeout_seconds=max(1, math.ceil(remaining)),
+                                                  _request_timeout=self.api_timeout + remaining):
+                    if event["type"] == "DELETED" or ended(event["object"]):
+                        return True
+                    if time.monotonic() >= deadline:
+                        return False
+                # The watch ended early (the server closes them at will): list again while time is left.
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise self._translate("watching the session's pod", exc) from exc
+
     def list_managed(self) -> list[ManagedEnvironment]:
         found = self._list_managed_here()
         for namespace in self._other_namespaces():
@@ -729,23 +892,26 @@ class KubernetesRunner(Runner):
         anchors = self.call("listing sessions", self.core.list_namespaced_config_map, self.namespace,
                             label_selector=selector)
         pods = self.call("listing sessions", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
-        pods_by_session = {}
-        for pod in pods.items:
-            pods_by_session[(pod.metadata.labels or {}).get(LABEL_SESSION, "")] = pod
+        pods_by_session: dict[str, list[Any]] = {}
+        for pod in pods.items:  # a session with several hosts has a pod for each
+            pods_by_session.setdefault((pod.metadata.labels or {}).get(LABEL_SESSION, ""), []).append(pod)
         found = []
         for anchor in anchors.items:
             session = (anchor.metadata.annotations or {}).get(f"{ANNOTATION_PREFIX}session") or \
                 (anchor.metadata.labels or {}).get(LABEL_SESSION, "")
-            pod = pods_by_session.pop((anchor.metadata.labels or {}).get(LABEL_SESSION, ""), None)
+            owned = pods_by_session.pop((anchor.metadata.labels or {}).get(LABEL_SESSION, ""), [])
+            # The learner's pod (named as the anchor) says whether the session runs.
+            pod = next((p for p in owned if p.metadata.name == anchor.metadata.name), owned[0] if owned else None)
             running = pod is not None and pod.status is not None and pod.status.phase == "Running"
             found.append(ManagedEnvironment(session, f"configmap:{anchor.metadata.name}", running,
                                             {"name": anchor.metadata.name, "namespace": self.namespace,
                                              "pod": pod.metadata.name if pod is not None else ""}))
-        for label, pod in pods_by_session.items():  # a pod whose anchor is gone (the GC will get it too)
-            session = (pod.metadata.annotations or {}).get(f"{ANNOTATION_PREFIX}session") or label
-            found.append(ManagedEnvironment(session, f"pod:{pod.metadata.name}",
-                                            pod.status is not None and pod.status.phase == "Running",
-                                            {"name": pod.metadata.name, "namespace": self.namespace}))
+        for label, left in pods_by_session.items():  # pods whose anchor is gone (the GC will get them too)
+            for pod in left:
+                session = (pod.metadata.annotations or {}).get(f"{ANNOTATION_PREFIX}session") or label
+                found.append(ManagedEnvironment(session, f"pod:{pod.metadata.name}",
+                                                pod.status is not None and pod.status.phase == "Running",
+                                                {"name": pod.metadata.name, "namespace": self.namespace}))
         return found
 
     def remove_managed(self, env: ManagedEnvironment) -> None:
@@ -776,7 +942,7 @@ class KubernetesRunner(Runner):
         """From `main`'s own cgroup (v2, or v1's cpuacct/memory/pids): memory and pids now, CPU as the
         usage over STATS_INTERVAL seconds (100 = one core busy, as `docker stats` counts). The API has
         no cheaper source the runner's Role may read (metrics.k8s.io lags by a scrape period)."""
-        result = self.exec(state, ["sh", "-c", STATS_SCRIPT, "labs-stats", str(STATS_INTERVAL)], timeout=10)
+        result = self.exec_in_pod(state, ["sh", "-c", STATS_SCRIPT, "labs-stats", str(STATS_INTERVAL)], timeout=10)
         values = result.stdout.decode(errors="replace").split()
         try:
             cpu_before, up_before, cpu_after, up_after = (float(v) for v in values[:4])
@@ -798,8 +964,9 @@ class KubernetesRunner(Runner):
         directories are made as needed, existing files replaced, as the Docker runner's archive upload
         does. Exec runs the container's own tar, so this is for a lab's assets at start, before the
         learner could have replaced it; an image whose user is not root cannot take files there."""
-        if host:
-            raise RunnerError(f"this session has no host named {host!r}", permanent=True)
+        if state.get("kind") == "vm":
+            raise RunnerError("files cannot be placed inside a VM without a guest agent", permanent=True)
+        state = self._on_host(state, host)
         if not files:
             return
         buffer = io.BytesIO()
@@ -995,6 +1162,8 @@ class KubernetesRunner(Runner):
         mode = str(self.options.get("endpoint_mode", "pod-ip"))
         if mode not in ("pod-ip", "proxy"):
             raise RunnerError(f"unknown endpoint_mode {mode!r} (pod-ip or proxy)", permanent=True)
+        if state.get("kind") == "vm":
+            self.vm.check_port(port)  # a VM's VNC console only
         namespace = str(state.get("namespace", self.namespace))
         view = self if namespace == self.namespace else self._in_namespace(namespace)
         pod = view._read("pods", state.get("pod", ""))
@@ -1003,14 +1172,21 @@ class KubernetesRunner(Runner):
             raise RunnerError("the session's pod has no IP address (is it running?)")
         if mode == "pod-ip":
             return Endpoint(host=ip, port=port)
-        from runners.k8s_forward import api_server_of, forwarder_for
-
-        self._forwarder = forwarder_for(self, lambda: api_server_of(self.api_client.configuration))
+        if state.get("kind") == "vm":
+            return self.vm.vnc_through_proxy(namespace, str(state["pod"]))
+        self.pod_forwarder()
         try:
             host, local_port = self._forwarder.address(namespace, str(state["pod"]), int(port))
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise RunnerError(f"cannot forward port {port} of the session through the API server: {exc}") from exc
         return Endpoint(host=host, port=local_port)
+
+    def pod_forwarder(self) -> Any:
+        """This runner's loopback forwarders through the API server's pods/proxy (k8s_forward.py)."""
+        from runners.k8s_forward import api_server_of, forwarder_for
+
+        self._forwarder = forwarder_for(self, lambda: api_server_of(self.api_client.configuration))
+        return self._forwarder
 
     # exec --------------------------------------------------------------------------------------------
     def _open_exec(self, state: dict[str, Any], command: list[str], *, container: str = MAIN, stdin: bool,
@@ -1046,7 +1222,29 @@ class KubernetesRunner(Runner):
         workdir: str | None = None,
         environment: dict[str, str] | None = None,
         container: str = MAIN,
+        host: str = "",
     ) -> ExecResult:
+        """Runner.exec; `host` names another host of a session with several ("": the learner's)."""
+        if state.get("kind") == "vm":
+            # A VM has no guest agent: the learner's commands belong in the guest, not in QEMU's container.
+            raise RunnerError("commands cannot run inside a VM without a guest agent", permanent=True)
+        state = self._on_host(state, host)
+        return self.exec_in_pod(state, command, timeout=timeout, stdin=stdin, user=user, workdir=workdir,
+                                environment=environment, container=container)
+
+    def exec_in_pod(
+        self,
+        state: dict[str, Any],
+        command: list[str],
+        *,
+        timeout: float = 15.0,
+        stdin: bytes | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        environment: dict[str, str] | None = None,
+        container: str = MAIN,
+    ) -> ExecResult:
+        """`exec` for the platform's own commands, in a VM's pod too (QMP, resource use)."""
         seconds = str(max(1, math.ceil(timeout)))
         wrapped = ["sh", "-c", OOM_FIRST + 'cd "$1" || exit 125; shift; exec "$@"', "labs-exec",
                    workdir or self.workspace, "env", *[f"{k}={v}" for k, v in (environment or {}).items()],
@@ -1076,30 +1274,43 @@ class KubernetesRunner(Runner):
         timed_out = code in (124, 137) and elapsed >= timeout - 0.05
         return ExecResult(code, stdout, stderr, timed_out=timed_out)
 
+    def _on_host(self, state: dict[str, Any], host: str) -> dict[str, Any]:
+        """The state that reaches one host of the session: "" (or the first host's name) is the learner's
+        pod, another name that host's pod (`main` only: no agent, engine or home there)."""
+        if not host or host == state.get("host"):
+            return state
+        pod = (state.get("hosts") or {}).get(host)
+        if not pod:
+            raise RunnerError(f"this session has no host named {host!r}", permanent=True)
+        other = {key: value for key, value in state.items() if key not in ("uid", "home", "docker_access", "hosts")}
+        return {**other, "pod": pod, "agent": False, "host": host}
+
     # files: the Docker runner's scripts, run through exec -----------------------------------------------
     def _file_command(self, state: dict[str, Any], script: str, path: str, *, stdin: bytes | None = None,
-                      container: str = MAIN) -> ExecResult:
+                      container: str = MAIN, host: str = "") -> ExecResult:
+        if state.get("kind") == "vm":
+            raise RunnerError("VM labs have no file access", permanent=True)
         relative = clean_workspace_path(path)
         target = f"{self.workspace}/{relative}" if relative else self.workspace
         return self.exec(state, ["sh", "-c", CONFINE + script, "sh", target], stdin=stdin, timeout=20,
-                         container=container, user="root" if container == AGENT else None)
+                         container=container, user="root" if container == AGENT else None, host=host)
 
-    def list_files(self, state: dict[str, Any], path: str = "") -> list[FileEntry]:
-        result = self._file_command(state, LIST_SCRIPT, path)
+    def list_files(self, state: dict[str, Any], path: str = "", host: str = "") -> list[FileEntry]:
+        result = self._file_command(state, LIST_SCRIPT, path, host=host)
         if result.exit_code != 0:
             raise RunnerError(f"{path or '.'}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
         return parse_listing(result.stdout, self.workspace)
 
-    def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576) -> bytes:
-        result = self._file_command(state, read_script(max_bytes), path)
+    def read_file(self, state: dict[str, Any], path: str, max_bytes: int = 1_048_576, host: str = "") -> bytes:
+        result = self._file_command(state, read_script(max_bytes), path, host=host)
         if result.exit_code != 0:
             raise RunnerError(f"{path}: {result.stderr.decode(errors='replace').strip()}", permanent=True)
         return result.stdout
 
-    def write_file(self, state: dict[str, Any], path: str, data: bytes) -> None:
+    def write_file(self, state: dict[str, Any], path: str, data: bytes, host: str = "") -> None:
         if not clean_workspace_path(path):
             raise RunnerError("Give a file name.", permanent=True)
-        result = self._file_command(state, WRITE_SCRIPT, path, stdin=data)
+        result = self._file_command(state, WRITE_SCRIPT, path, stdin=data, host=host)
         if result.exit_code != 0:
             reason = result.stderr.decode(errors="replace").strip() or f"the save failed (exit {result.exit_code})"
             raise RunnerError(f"{path}: {reason}", permanent=True)
@@ -1109,6 +1320,8 @@ class KubernetesRunner(Runner):
     # replaced sh, stat or cat in `main` changes nothing the agent runs. Symlinks are resolved in the
     # agent and must stay inside the workspace; the agent's own files hold nothing secret.
     def stat_file(self, state: dict[str, Any], path: str) -> FileStat | None:
+        if state.get("kind") == "vm":
+            raise RunnerError("VM labs have no file access", permanent=True)
         if not state.get("agent"):
             return super().stat_file(state, path)
         script = ('r=$(realpath "$p" 2>/dev/null) || exit 4; '
@@ -1137,13 +1350,19 @@ class KubernetesRunner(Runner):
         return result.stdout
 
     # terminals -----------------------------------------------------------------------------------------
-    def terminal_exists(self, state: dict[str, Any], name: str) -> bool:
+    def terminal_exists(self, state: dict[str, Any], name: str, host: str = "") -> bool:
+        if state.get("kind") == "vm":
+            return False  # one serial console, nothing named to re-attach
         try:
-            return self.exec(state, ["sh", "-c", tmux_probe(name)], timeout=5).exit_code == 0
+            return self.exec(state, ["sh", "-c", tmux_probe(name)], timeout=5, host=host).exit_code == 0
         except RunnerError:
             return False
 
-    def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1") -> K8sTerminal:
+    def open_terminal(self, state: dict[str, Any], cols: int = 80, rows: int = 24, name: str = "1",
+                      host: str = "") -> K8sTerminal:
+        if state.get("kind") == "vm":
+            return self.vm.open_terminal(state, cols, rows)  # the VM's serial console
+        state = self._on_host(state, host)
         shell = terminal_shell(name, self.workspace)
         # No SHELL: su set it to /bin/sh (its -s), and tmux would start that instead of the user's
         # login shell (bash) from /etc/passwd, as it does on Docker.

@@ -7,10 +7,19 @@ target path as "$1" (bound to $p by CONFINE), never spliced into the script text
 
 from __future__ import annotations
 
-from runners.base import FileEntry, RunnerError
+from collections.abc import Callable, Iterable
+
+from runners.base import ExecResult, FileEntry, RunnerError
 
 # Keeps the container alive and exits at once on SIGTERM, so stops are fast.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+# A host of a session with several hosts, where the runner cannot run the image's own CMD as its main
+# process (Kubernetes): the image's sshd, when it has one, with fresh host keys (as labs/killercoda's
+# labs-host-init does on Docker), then KEEPALIVE. sshd detaches; a failure to start it is said in the
+# container's log, and connect_hosts then reports that the host does not answer over SSH.
+SSHD_KEEPALIVE = ["/bin/sh", "-c",
+                  "if [ -x /usr/sbin/sshd ]; then mkdir -p /run/sshd && ssh-keygen -A >/dev/null && "
+                  "/usr/sbin/sshd || echo 'labs: sshd did not start' >&2; fi; " + KEEPALIVE[2]]
 # Everything the platform starts in a session (commands, shells) offers itself to the OOM killer
 # first, so a memory hog never takes the container's init or keep-alive down with it. Raising
 # one's own oom_score_adj needs no capability; lowering it below the container's would.
@@ -86,3 +95,62 @@ def parse_listing(raw: bytes, workspace: str) -> list[FileEntry]:
         except ValueError as exc:
             raise RunnerError(f"unreadable file listing from the session ({exc})") from exc
     return sorted(entries, key=lambda e: (not e.is_dir, e.path))
+
+
+# Several hosts in one session: the learner's user on the first host may `ssh <host>` to the others.
+# Run on the first host as the learner: a key pair once, hosts trusted on first use, the public key
+# printed. 127: no ssh-keygen in the image.
+SSH_KEY_SCRIPT = r"""
+command -v ssh-keygen >/dev/null || exit 127
+set -e
+umask 077
+mkdir -p "$HOME/.ssh"
+[ -f "$HOME/.ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C labs-session -f "$HOME/.ssh/id_ed25519"
+grep -qs 'labs-session' "$HOME/.ssh/config" || printf '%s\n' '# labs-session' 'Host *' \
+    '  StrictHostKeyChecking accept-new' '  LogLevel ERROR' >> "$HOME/.ssh/config"
+cat "$HOME/.ssh/id_ed25519.pub"
+"""
+# Run on another host as the learner, the public key on standard input.
+SSH_TRUST_SCRIPT = r"""
+set -e
+umask 077
+key=$(cat)
+mkdir -p "$HOME/.ssh"
+grep -qxF "$key" "$HOME/.ssh/authorized_keys" 2>/dev/null || printf '%s\n' "$key" >> "$HOME/.ssh/authorized_keys"
+"""
+# Run on the first host as the learner: until `ssh HOST true` works (its sshd is up), or time is up.
+SSH_WAIT_SECONDS = 30
+SSH_WAIT_SCRIPT = f"""
+end=$(( $(date +%s) + {SSH_WAIT_SECONDS} ))
+until ssh -o BatchMode=yes -o ConnectTimeout=3 "$1" true; do
+  [ "$(date +%s)" -lt "$end" ] || exit 1
+  sleep 0.2
+done
+"""
+
+#: run(host, command, stdin, timeout): a command as the learner on one host of the session ("": the first).
+HostCommand = Callable[[str, list[str], bytes | None, float], ExecResult]
+
+
+def connect_hosts(run: HostCommand, others: Iterable[str]) -> None:
+    """Let the learner's user on the first host `ssh <host>` to each of the `others` with no prompt: one
+    key pair made on the first host, its public half authorized on every other. Done once `ssh <host>`
+    works from the first host (a host's sshd makes its keys first: the learner's first try must not be
+    refused). An image without ssh-keygen is left as it is: its hosts still reach each other by name."""
+    made = run("", ["sh", "-c", SSH_KEY_SCRIPT], None, 30)
+    if made.exit_code == 127:
+        return
+    if not made.ok or not made.stdout.startswith(b"ssh-"):
+        raise RunnerError("cannot make the session's SSH key: "
+                          f"{(made.stderr or made.stdout).decode(errors='replace').strip()[-300:]}")
+    hosts = list(others)
+    for host in hosts:
+        trusted = run(host, ["sh", "-c", SSH_TRUST_SCRIPT], made.stdout, 30)
+        if not trusted.ok:
+            raise RunnerError(f"cannot let the first host into {host} over SSH: "
+                              f"{trusted.stderr.decode(errors='replace').strip()[-300:]}")
+    for host in hosts:
+        waited = run("", ["sh", "-c", SSH_WAIT_SCRIPT, "labs-ssh-wait", host], None, SSH_WAIT_SECONDS + 5)
+        if not waited.ok:
+            raise RunnerError(f"{host} does not answer over SSH: "
+                              f"{(waited.stderr or waited.stdout).decode(errors='replace').strip()[-300:]}")

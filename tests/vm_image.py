@@ -74,6 +74,18 @@ def vm_spec(image, **fields):
     return SessionSpec(**values)
 
 
+def vm_lab(vm_image: VMImage, runner: str, **fields):
+    """A published lab of the test VM's disk on the runner `runner`: 128 MiB, bridge, VNC and terminal."""
+    from labs.models import Image, Lab
+
+    image = Image.objects.create(name="test-vm", kind=Image.Kind.VM, reference=str(vm_image.disk),
+                                 disk_format=Image.DiskFormat.QCOW2)
+    values = {"slug": "vm-lab", "title": "A VM", "image": image, "runner": runner, "memory_mb": 128,
+              "network_mode": "bridge", "consoles": ["vnc", "terminal"], "published": True}
+    values.update(fields)
+    return Lab.objects.create(**values)
+
+
 def serial_shell(runner, state, command: bytes, expect: bytes, timeout: float = 240) -> bytes:
     """Wait for the guest's shell on the serial console (a short probe, repeated until answered),
     then type `command` once: typing a long line again while the shell is busy would interleave."""

@@ -16,14 +16,13 @@ import uuid
 import docker
 import pytest
 
-from labs.models import Image, Lab
 from runners import docker_vm, get_runner, reset_cache
 from runners.base import PollStatus, RunnerError
 from runners.docker import LABEL_MANAGED, LABEL_SESSION
 from runners.docker_vm import DEFAULT_VM_IMAGE, DockerVmRunner
 from sessions_app import actions
 from sessions_app.models import State
-from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_spec
+from tests.vm_image import build_boot_iso, console_until, serial_shell, sha256, vm_lab, vm_spec
 
 pytestmark = pytest.mark.docker
 BOOT_TIMEOUT = 240  # a loaded 2-core CI machine boots the test VM in 3-30 s under TCG
@@ -208,10 +207,7 @@ def test_a_vm_lab_on_the_docker_runner_runs_as_a_session(engine, settings, vm_im
     settings.LAB_START_TIMEOUT_SECONDS = BOOT_TIMEOUT
     reset_cache()
     runner = get_runner("docker-vm")  # where the Docker runner sends its VM labs
-    image = Image.objects.create(name="test-vm", kind=Image.Kind.VM, reference=str(vm_image.disk),
-                                 disk_format=Image.DiskFormat.QCOW2)
-    lab = Lab.objects.create(slug="vm-lab", title="A VM", image=image, runner="docker", memory_mb=128,
-                             network_mode="bridge", consoles=["vnc", "terminal"], published=True)
+    lab = vm_lab(vm_image, "docker")
     session = None
     try:
         with django_capture_on_commit_callbacks(execute=True):

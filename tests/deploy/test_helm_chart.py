@@ -26,6 +26,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "existing-secret": {"database": {"url": ""}, "redis": {"url": ""}, "secret": {"existingSecret": "labs-env"}},
     "namespace-creation-off": {"sessions": {"createNamespace": False}},
     "ingress-off": {"ingress": {"enabled": False}},
+    # VM labs on the Kubernetes runner, their images from a claim the chart makes in the sessions namespace.
+    "vms-from-a-claim": {
+        "kubernetesRunner": {"vms": {"diskSource": "claim", "image": "registry.example.org/labs/qemu:bookworm",
+                                     "kvmResource": "devices.kubevirt.io/kvm", "kvmGroup": 36}},
+        "persistence": {"vmImages": {"sessionsClaim": {"create": True, "volumeName": "labs-vm-images-sessions"}}},
+    },
     "everything-else": {
         "kubernetesRunner": {"enabled": True, "options": {"instance": "prod"}},
         "rbac": {"portForward": True, "metrics": True},
@@ -50,6 +56,8 @@ SPEC_ROLE = {
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete", "deletecollection"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete", "deletecollection"},
     ("", "events"): {"get", "list", "watch"},
+    # Labs with several hosts: the runner's per-session NetworkPolicy (rbac.sessionNetworkPolicies).
+    ("networking.k8s.io", "networkpolicies"): {"get", "create"},
 }
 NETWORK_MODES = ("none", "isolated", "bridge", "unrestricted")
 
@@ -203,6 +211,7 @@ def test_values_schema_rejects_a_misspelled_key(helm, misspelled, key):
     {"previewHost": "localhost:8001"},
     {"securityContext": {"runAsUser": 0}},
     {"housekeeping": {"reapSessions": {"mode": "sometimes"}}},
+    {"housekeeping": {"watchdog": {"mode": "cron"}}},  # its windows live in the process: a loop only
     {"networkPolicy": {"extraDenyCIDRs": ["db.example.org"]}},
 ])
 def test_values_schema_rejects_unsafe_or_malformed_values(helm, bad):
@@ -231,10 +240,10 @@ def test_every_rendered_document_validates_strictly(kubernetes_validate, variant
 def test_rendered_kinds():
     kinds = sorted(d["kind"] for d in render())
     assert kinds == sorted([
-        "CronJob", "CronJob", "Deployment", "Deployment", "Deployment", "Ingress", "Job", "LimitRange",
+        "CronJob", "CronJob", "Deployment", "Deployment", "Deployment", "Deployment", "Ingress", "Job", "LimitRange",
         "Namespace", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
         "PersistentVolumeClaim", "PersistentVolumeClaim", "Pod", "ResourceQuota", "Role", "RoleBinding",
-        "Secret", "Service", "ServiceAccount",
+        "Secret", "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ])
 
 
@@ -258,11 +267,16 @@ def test_role_grants_exactly_the_specs_verbs():
     assert not any("*" in verbs for verbs in granted.values())
 
 
-def test_role_extras_are_opt_in_and_never_touch_network_policies():
+def test_role_extras_are_opt_in_and_network_policies_can_only_be_made():
     granted = _role_rules(render({"rbac": {"portForward": True, "metrics": True}}))
     assert granted == {**SPEC_ROLE, ("", "pods/portforward"): {"get", "create"},
                        ("metrics.k8s.io", "pods"): {"get", "list"}}
+    # Never update, patch or delete: the chart's static policies stay as they are.
+    assert granted[("networking.k8s.io", "networkpolicies")] == {"get", "create"}
+    # Switched off (no lab has several hosts), the platform has no NetworkPolicy rights at all.
+    granted = _role_rules(render({"rbac": {"sessionNetworkPolicies": False}}))
     assert not any(resource == "networkpolicies" for _, resource in granted)
+    assert granted == {key: verbs for key, verbs in SPEC_ROLE.items() if key[1] != "networkpolicies"}
 
 
 def test_persistent_homes_add_only_the_claims_the_runner_makes():
@@ -292,6 +306,10 @@ def test_nothing_cluster_scoped_is_rendered_but_the_sessions_namespace(variant):
     for document in documents:
         if document["kind"] == "Namespace":
             assert document["metadata"]["name"] == SESSIONS
+            continue
+        if document["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+            # The guard on the Role's NetworkPolicy right: it narrows what the platform may do, grants nothing.
+            assert document["metadata"]["name"] == f"{RELEASE}-browser-labs-session-network-policies"
             continue
         assert document["metadata"].get("namespace") in (NAMESPACE, SESSIONS), document["metadata"]
 
@@ -559,6 +577,8 @@ def test_worker_and_housekeeping_commands():
     gc = only(documents, "CronJob", "-gc-snapshots")
     assert pod_spec(gc)["containers"][0]["args"] == ["python", "manage.py", "gc_snapshots"]
     assert pod_spec(gc)["restartPolicy"] == "Never"
+    watchdog = pod_spec(only(documents, "Deployment", "-run-watchdog"))["containers"][0]
+    assert watchdog["args"] == ["python", "manage.py", "run_watchdog", "--loop", "30"]
 
     flipped = render(VARIANTS["everything-else"])
     assert pod_spec(only(flipped, "CronJob", "-reap-sessions"))["containers"][0]["args"] == [
@@ -703,3 +723,150 @@ def test_rendered_environment_passes_the_platforms_own_settings_checks(variant, 
         assert values["LAB_PREVIEW_HOST"] == ""
         assert values["LAB_DEFAULT_RUNNER"] == "docker"
         assert values["LAB_RUNNERS"]["kubernetes"]["OPTIONS"]["namespace"] == SESSIONS
+
+
+# VM labs on the Kubernetes runner: the chart's values become the runner's OPTIONS.
+
+def _runner_options(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    env = container_env(pod_spec(only(documents, "Deployment", "-worker"))["containers"][0])
+    options: dict[str, Any] = json.loads(env["LAB_RUNNERS"]["value"])["kubernetes"]["OPTIONS"]
+    return options
+
+
+def test_vm_values_become_the_runners_options_and_its_claim_in_the_sessions_namespace():
+    from runners.kubernetes import KubernetesRunner
+
+    documents = render(VARIANTS["vms-from-a-claim"])
+    options = _runner_options(documents)
+    assert options == {"namespace": SESSIONS, "agent_image": "labs/platform:0.1.0", "vm_disk_source": "claim",
+                       "vm_disks_claim": f"{RELEASE}-browser-labs-vm-images",
+                       "vm_image": "registry.example.org/labs/qemu:bookworm",
+                       "kvm_resource": "devices.kubevirt.io/kvm", "kvm_group": 36}
+    claims = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in documents
+              if d["kind"] == "PersistentVolumeClaim"}
+    claim = claims[(SESSIONS, options["vm_disks_claim"])]
+    # Bound to the operator's volume on the platform's storage, read-only, never provisioned empty.
+    assert claim["spec"] == {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                             "volumeName": "labs-vm-images-sessions", "resources": {"requests": {"storage": "50Gi"}}}
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert (NAMESPACE, f"{RELEASE}-browser-labs-vm-images") in claims  # the platform's own, unchanged
+    # The runner takes the rendered options: its VM side finds a usable disk source.
+    runner = KubernetesRunner("kubernetes", options)
+    assert runner.vm.disk_source() == "claim" and runner.vm.accel() == "kvm"
+
+    documents = render({"kubernetesRunner": {"vms": {"diskSource": "init", "diskImage": "reg/labs/vm-disks:1",
+                                                     "diskImageRoot": "/images", "disksRoot": "/srv/vm"}}})
+    options = _runner_options(documents)
+    assert {k: v for k, v in options.items() if k.startswith("vm_")} == {
+        "vm_disk_source": "init", "vm_disk_image": "reg/labs/vm-disks:1", "vm_disk_image_root": "/images",
+        "vm_disks_root": "/srv/vm"}
+    assert KubernetesRunner("kubernetes", options).vm.disk_source() == "init"
+    assert not [d for d in documents if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["namespace"] == SESSIONS]
+    # A claim the operator manages, named as it is.
+    options = _runner_options(render({"kubernetesRunner": {"vms": {"diskSource": "claim", "claim": "vm-disks"}}}))
+    assert options["vm_disks_claim"] == "vm-disks"
+
+
+def test_no_vm_values_leave_the_runner_refusing_vm_labs_with_its_own_words():
+    from runners.base import RunnerError
+    from runners.kubernetes import KubernetesRunner
+
+    options = _runner_options(render())
+    assert not [key for key in options if key.startswith(("vm_", "kvm_"))]
+    with pytest.raises(RunnerError, match="vm_disks_claim"):
+        KubernetesRunner("kubernetes", options).vm.disk_source()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"kubernetesRunner": {"vms": {"diskSource": "claim"}}}, "needs a claim in the sessions namespace"),
+    ({"kubernetesRunner": {"vms": {"diskSource": "init"}}}, "needs kubernetesRunner.vms.diskImage"),
+    ({"persistence": {"vmImages": {"sessionsClaim": {"create": True}}}}, "sessionsClaim.volumeName is required"),
+])
+def test_vm_values_that_could_never_boot_refuse_to_render(helm, values, message):
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(merged(REQUIRED, values), name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("bad", [
+    {"kubernetesRunner": {"options": {"vm_disks_claim": "vm-disks"}}},  # set in kubernetesRunner.vms
+    {"kubernetesRunner": {"options": {"kvm_resource": "devices.kubevirt.io/kvm"}}},
+    {"kubernetesRunner": {"vms": {"diskSource": "pvc"}}},
+    {"kubernetesRunner": {"vms": {"kvmGroup": "kvm"}}},
+    {"kubernetesRunner": {"vms": {"diskImageRoot": "disks"}}},
+    {"persistence": {"vmImages": {"sessionsClaim": {"accessModes": ["ReadMostly"]}}}},
+])
+def test_values_schema_rejects_misplaced_or_malformed_vm_values(helm, bad):
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(merged(REQUIRED, bad))
+
+
+# The admission policy that narrows the Role's NetworkPolicy right, its CEL evaluated here (cel-python).
+
+def _cel(expression: str, activation: dict[str, Any]) -> Any:
+    celpy = tool("celpy")
+    environment = celpy.Environment()
+    return environment.program(environment.compile(expression)).evaluate(celpy.json_to_cel(activation))
+
+
+def _cel_bool(expression: str, activation: dict[str, Any]) -> bool:
+    result = _cel(expression, activation)
+    # An evaluation error comes back as a value (celpy's CELEvalError), never as False.
+    assert isinstance(result, tool("celpy").celtypes.BoolType), (expression, result)
+    return bool(result)
+
+
+def _guard_admits(guard: dict[str, Any], policy: dict[str, Any]) -> bool:
+    spec = guard["spec"]
+    variables = {item["name"]: _cel(item["expression"], {"object": policy}) for item in spec["variables"]}
+    return all(_cel_bool(rule["expression"], {"object": policy, "variables": variables})
+               for rule in spec["validations"])
+
+
+def _runners_own_policy(session: str) -> dict[str, Any]:
+    """What the Kubernetes runner creates for a session with several hosts (runners/k8s_hosts.py)."""
+    from runners.base import SessionSpec
+    from runners.kubernetes import KubernetesRunner
+
+    spec = SessionSpec(session_id=session, user_id=7, username="olivia", lab_slug="two-nodes", image="labs/x",
+                       hosts=("controlplane", "node01"))
+    anchor = {"metadata": {"name": f"lab-{session}", "uid": "0b1c2d3e-0000-4000-8000-000000000000"}}
+    return KubernetesRunner("kubernetes", {"namespace": SESSIONS}).hosts.policy_manifest(spec, anchor)
+
+
+def test_the_platform_may_create_only_network_policies_pinned_to_one_session():
+    documents = render()
+    guard = only(documents, "ValidatingAdmissionPolicy")
+    binding = only(documents, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": guard["metadata"]["name"], "validationActions": ["Deny"]}
+    assert guard["spec"]["failurePolicy"] == "Fail"
+    assert guard["spec"]["matchConstraints"]["resourceRules"] == [{
+        "apiGroups": ["networking.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+        "resources": ["networkpolicies"]}]
+    # Only the platform's own requests: the chart's static policies (Helm's) are not its business.
+    [condition] = guard["spec"]["matchConditions"]
+    account = f"system:serviceaccount:{NAMESPACE}:{only(documents, 'ServiceAccount')['metadata']['name']}"
+    assert _cel_bool(condition["expression"], {"request": {"userInfo": {"username": account}}})
+    assert not _cel_bool(condition["expression"], {"request": {"userInfo": {"username": "kubernetes-admin"}}})
+
+    own = _runners_own_policy("4f1b8c9e-7d2a-4c3b-9e8f-0a1b2c3d4e5f")
+    assert _guard_admits(guard, own)
+    peers = own["spec"]["podSelector"]
+    other = {"matchLabels": {**peers["matchLabels"], "labs.session": "another-session"}}
+    hostile = {
+        "an address block": {"ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        "egress anywhere": {"egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        "a rule without peers (everyone)": {"ingress": [{"ports": [{"port": 22}]}]},
+        "an empty peer list (everyone)": {"egress": [{"to": []}]},
+        "another namespace": {"ingress": [{"from": [{"namespaceSelector": {}, "podSelector": peers}]}]},
+        "another session's pods": {"egress": [{"to": [{"podSelector": other}]}]},
+        "any session pod": {"ingress": [{"from": [{"podSelector": {"matchExpressions": [
+            {"key": "labs.session", "operator": "Exists"}]}}]}]},
+        "every pod of the namespace": {"podSelector": {}},
+    }
+    for why, change in hostile.items():
+        assert not _guard_admits(guard, {**own, "spec": {**own["spec"], **change}}), why
+
+
+def test_the_guard_goes_with_the_right_it_guards_or_on_request():
+    assert not [d for d in render({"rbac": {"sessionNetworkPolicies": False}}) if "Admission" in d["kind"]]
+    assert not [d for d in render({"rbac": {"guardSessionNetworkPolicies": False}}) if "Admission" in d["kind"]]

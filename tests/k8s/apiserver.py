@@ -55,10 +55,13 @@ from multidict import CIMultiDict
 from tests.k8s.cluster import ADDED, Cluster, Watcher
 from tests.k8s.kubelet import Kubelet, PodScript
 from tests.k8s.objects import (
+    GROUPS,
     RESOURCES,
     SERVER_VERSION,
     ApiError,
     ResourceType,
+    api_group,
+    api_group_list,
     api_resource_list,
     bad_request,
     forbidden,
@@ -85,6 +88,7 @@ class Call:
     namespace: str
     name: str
     code: int
+    group: str = ""  # the API group ("" for core), as a Role's apiGroups names it
 
 
 @dataclass
@@ -310,7 +314,7 @@ class ApiServerDouble:
             return _json_response(status_object(500, "InternalError", f"Internal error occurred: {exc!r}"), 500)
         finally:
             if route.verb and not route.logged:
-                self.calls.append(Call(route.verb, route.resource, route.namespace, route.name, code))
+                self.calls.append(Call(route.verb, route.resource, route.namespace, route.name, code, route.group))
 
     async def _handle(self, request: web.Request, route: _Route) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -327,9 +331,15 @@ class ApiServerDouble:
             return _json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]})
         if path == "/apis":
-            return _json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+            return _json_response(api_group_list())
         if path == "/api/v1":
             return _json_response(api_resource_list())
+        discovered = path.split("/")[2:]
+        if path.startswith("/apis/") and discovered[0] in GROUPS and len(discovered) <= 2:
+            if len(discovered) == 1:
+                return _json_response({"kind": "APIGroup", "apiVersion": "v1", **api_group(discovered[0])})
+            if discovered[1] in [v["version"] for v in api_group(discovered[0])["versions"]]:
+                return _json_response(api_resource_list(*discovered))
         if route.rt is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         self._authorize(route)
@@ -356,7 +366,8 @@ class ApiServerDouble:
                     rule.times -= 1
                 assert route.rt is not None
                 why = rule.message or (f'User "system:serviceaccount:labs:labs-runner" cannot {route.verb} resource '
-                                       f'"{route.resource}" in API group "" in the namespace "{route.namespace}"')
+                                       f'"{route.resource}" in API group "{route.group}" in the namespace '
+                                       f'"{route.namespace}"')
                 raise forbidden(route.rt, route.name, why)
 
     async def _body(self, request: web.Request) -> Any:
@@ -386,7 +397,7 @@ class ApiServerDouble:
             meta: dict[str, Any] = {"resourceVersion": str(cluster.rv)}
             if token:
                 meta["continue"] = token
-            return _json_response({"kind": rt.list_kind, "apiVersion": "v1", "metadata": meta,
+            return _json_response({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
                                    "items": [_list_item(obj) for obj in items]})
         if route.verb == "get":
             obj = cluster.must_get(rt, route.namespace, route.name)
@@ -419,7 +430,7 @@ class ApiServerDouble:
             for obj in cluster.select(rt.plural, route.namespace, labels, fields):
                 with contextlib.suppress(ApiError):  # gone meanwhile
                     deleted.append(cluster.delete(rt, route.namespace, obj["metadata"]["name"], options)[0])
-            return _json_response({"kind": rt.list_kind, "apiVersion": "v1",
+            return _json_response({"kind": rt.list_kind, "apiVersion": rt.api_version,
                                    "metadata": {"resourceVersion": str(cluster.rv)},
                                    "items": [_list_item(obj) for obj in deleted]})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -478,7 +489,7 @@ class ApiServerDouble:
         try:
             await response.prepare(request)
             # Logged as it starts (it may stay open for minutes), so the log keeps the order of requests.
-            self.calls.append(Call(route.verb, route.resource, route.namespace, route.name, 200))
+            self.calls.append(Call(route.verb, route.resource, route.namespace, route.name, 200, route.group))
             route.logged = True
             if expired:
                 await self._send_event(response, "ERROR", status_object(410, "Expired", expired))
@@ -494,7 +505,7 @@ class ApiServerDouble:
                 except TimeoutError:
                     if bookmarks and watcher.queue.empty():
                         await self._send_event(response, "BOOKMARK", {
-                            "kind": rt.kind, "apiVersion": "v1",
+                            "kind": rt.kind, "apiVersion": rt.api_version,
                             "metadata": {"resourceVersion": str(self.cluster.rv)}})
                     continue
                 if change is None:  # the double is shutting down
@@ -528,6 +539,8 @@ class ApiServerDouble:
     def _container_of(self, pod: dict[str, Any], container: str) -> str:
         names = [c["name"] for c in pod["spec"]["containers"]]
         name = pod["metadata"]["name"]
+        if container and container in [c["name"] for c in pod["spec"].get("initContainers") or []]:
+            return container  # logs and exec reach init containers too, when named
         if not container:
             default = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
             if default in names:
@@ -593,18 +606,28 @@ class _Route:
             return ""
         return f"{self.rt.plural}/{self.subresource}" if self.subresource else self.rt.plural
 
+    @property
+    def group(self) -> str:
+        return self.rt.group if self.rt is not None else ""
+
     @classmethod
     def parse(cls, request: web.Request) -> _Route:
         parts = [p for p in request.path.split("/") if p]
-        if parts[:2] != ["api", "v1"] or len(parts) < 3:
+        # Core resources under /api/v1, the others under /apis/<group>/<version>.
+        if parts[:2] == ["api", "v1"] and len(parts) >= 3:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 4:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
             return cls()
-        rest = parts[2:]
         route = cls()
         if rest[0] == "namespaces" and len(rest) >= 3:
             route.namespace, rest = rest[1], rest[2:]
         elif rest[0] == "namespaces" and len(rest) == 2:
             rest = ["namespaces", rest[1]]
         route.rt = RESOURCES.get(rest[0])
+        if route.rt is not None and (route.rt.group, route.rt.version) != (group, version):
+            return cls()  # a resource asked for under another group's path
         if route.rt is not None and route.rt.plural == "pods" and len(rest) >= 3 and rest[2] == "proxy" \
                 and route.namespace:
             # pods/<name>[:<port>]/proxy[/<path>]: RBAC sees the resource name with its port, and

@@ -271,13 +271,13 @@ class Cluster:
     def create(self, rt: ResourceType, namespace: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, "v1"):
+        if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, rt.api_version):
             raise bad_request(f"the API version in the data ({body.get('apiVersion')}) does not match the expected "
-                              f"API version (v1)" if body.get("apiVersion") not in (None, "v1") else
-                              f"the kind in the data ({body.get('kind')}) does not match the expected kind "
+                              f"API version ({rt.api_version})" if body.get("apiVersion") not in (None, rt.api_version)
+                              else f"the kind in the data ({body.get('kind')}) does not match the expected kind "
                               f"({rt.kind})")
         obj = copy.deepcopy(body)
-        obj["apiVersion"], obj["kind"] = "v1", rt.kind
+        obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
@@ -381,7 +381,7 @@ class Cluster:
             new["status"] = copy.deepcopy(body.get("status") or {})
         else:
             new = copy.deepcopy(body)
-            new["apiVersion"], new["kind"] = "v1", rt.kind
+            new["apiVersion"], new["kind"] = rt.api_version, rt.kind
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])  # status changes only through /status
             new_meta = new["metadata"]

@@ -1,6 +1,7 @@
 """A scripted kubelet for the API server double: binds pods to one node, "pulls" images, runs every
-pod as real Docker containers (a sandbox holding the pod's network namespace and IP, then one
-container per pod container, emptyDir volumes shared between them), runs exec probes, reports
+pod as real Docker containers (a sandbox holding the pod's network namespace and IP, then the init
+containers one after the other, each to completion, then one container per pod container, emptyDir
+volumes shared between them all, subPath mounts of a volume's file or directory), runs exec probes, reports
 status and Events the way the real kubelet words them, honours activeDeadlineSeconds and graceful
 deletion. Scripted failures (image pulls, unschedulable pods, held pods) let tests reach every
 branch of a runner's start.
@@ -20,13 +21,22 @@ import functools
 import ipaddress
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from tests.k8s.cluster import DELETED, MODIFIED, Change, Cluster
-from tests.k8s.objects import DEFAULT_STORAGE_CLASS, PVC_PROTECTION, RESOURCES, ApiError, now_rfc3339, parse_quantity
+from tests.k8s.objects import (
+    DEFAULT_STORAGE_CLASS,
+    PVC_PROTECTION,
+    RESOURCES,
+    ApiError,
+    is_extended_resource,
+    now_rfc3339,
+    parse_quantity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +67,11 @@ class PodRun:
     task: asyncio.Task[None] | None = None
     sandbox: str = ""
     containers: dict[str, str] = field(default_factory=dict)  # pod container name -> Docker id
+    init_containers: dict[str, str] = field(default_factory=dict)  # init container name -> Docker id (kept for logs)
     volumes: list[str] = field(default_factory=list)
     terminating: bool = False
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
+    messages: dict[str, str] = field(default_factory=dict)  # container name -> termination message
 
 
 class Kubelet:
@@ -79,6 +91,9 @@ class Kubelet:
         # StorageClasses the double's provisioner serves (dynamic, Immediate binding, reclaim Delete):
         # a claim is Bound to a Docker named volume; other classes leave it Pending (ProvisioningFailed).
         self.storage_classes: set[str] = {DEFAULT_STORAGE_CLASS}
+        # The node's allocatable extended resources (a device plugin's, e.g. {"devices.kubevirt.io/kvm": 110}):
+        # a pod asking for one the node lacks stays Pending ("Insufficient ..."). Never given to containers.
+        self.extended_resources: dict[str, int] = {}
         self.background: set[asyncio.Task[Any]] = set()
         # Docker calls block: a pool of their own, so exec sessions never wait behind probes.
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="k8s-double-docker")
@@ -116,7 +131,7 @@ class Kubelet:
         if change.type == DELETED or (change.type == MODIFIED and meta.get("deletionTimestamp")):
             run.terminating = True
             grace = int(meta.get("deletionGracePeriodSeconds") or 0)
-            asyncio.get_running_loop().create_task(self._terminate(run, grace, deleted=change.type == DELETED))
+            self._background(self._terminate(run, grace, deleted=change.type == DELETED))
 
     # persistent volume claims (the PV controller and a dynamic provisioner) ----------------------------
     def _on_claim(self, change: Change) -> None:
@@ -218,6 +233,27 @@ class Kubelet:
             except docker.errors.APIError:
                 time.sleep(0.2)
 
+    def _resource_problem(self, pod: dict[str, Any]) -> str:
+        """Why the scheduler cannot place a pod for want of an extended resource ("" when it can). Init
+        containers run one at a time, so the pod needs the most of them or the sum of its containers."""
+        def wanted(container: dict[str, Any]) -> dict[str, int]:
+            resources = container.get("resources") or {}
+            asked = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
+            return {name: int(parse_quantity(value)) for name, value in asked.items() if is_extended_resource(name)}
+
+        need: dict[str, int] = {}
+        for container in pod["spec"]["containers"]:
+            for name, count in wanted(container).items():
+                need[name] = need.get(name, 0) + count
+        for container in pod["spec"].get("initContainers") or []:
+            for name, count in wanted(container).items():
+                need[name] = max(need.get(name, 0), count)
+        short = sorted(name for name, count in need.items() if count > self.extended_resources.get(name, 0))
+        if not short:
+            return ""
+        return ("0/1 nodes are available: " + ", ".join(f"1 Insufficient {name}" for name in short)
+                + ". preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
+
     def _claim_problem(self, pod: dict[str, Any]) -> str:
         """Why the scheduler cannot place a pod because of its claims ("" when it can)."""
         namespace = pod["metadata"]["namespace"]
@@ -286,7 +322,7 @@ class Kubelet:
             return
         # The scheduler retries a pod whose claims are missing or unbound, saying why once per reason.
         said = ""
-        while (problem := self._claim_problem(pod)) and not run.terminating:
+        while (problem := self._claim_problem(pod) or self._resource_problem(pod)) and not run.terminating:
             if problem != said:
                 said = problem
 
@@ -309,20 +345,29 @@ class Kubelet:
                     component="default-scheduler")
         now = now_rfc3339()
         containers = pod["spec"]["containers"]
+        init_containers = pod["spec"].get("initContainers") or []
 
         unready = " ".join(c["name"] for c in containers)
 
         def scheduled(status: dict[str, Any]) -> None:
+            # With init containers, every container waits as PodInitializing (kubelet_pods.go's default
+            # waiting state) and the pod is not Initialized until the last one has succeeded.
+            waiting = "PodInitializing" if init_containers else "ContainerCreating"
             status.update({
                 "phase": "Pending", "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "startTime": now,
-                "conditions": _conditions(now, scheduled=True, initialized=True, ready=False,
+                "conditions": _conditions(now, scheduled=True, initialized=not init_containers, ready=False,
                                           reason="ContainersNotReady",
-                                          message=f"containers with unready status: [{unready}]"),
-                "containerStatuses": [_waiting(c, "ContainerCreating") for c in containers],
+                                          message=f"containers with unready status: [{unready}]",
+                                          pending_init=[c["name"] for c in init_containers]),
+                "containerStatuses": [_waiting(c, waiting) for c in containers],
             })
+            if init_containers:
+                status["initContainerStatuses"] = [_waiting(c, "PodInitializing") for c in init_containers]
         self._status(run, scheduled)
         await self._pause()
         if not await self._create_sandbox(run, pod):
+            return
+        if init_containers and not await self._run_init_containers(run, pod, init_containers, script):
             return
         for container in containers:
             if run.terminating or not await self._start_container(run, pod, container, script):
@@ -333,6 +378,69 @@ class Kubelet:
             status.update({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]})
         self._status(run, running)
         await asyncio.gather(*(self._probe_until_ready(run, c) for c in containers))
+
+    async def _run_init_containers(self, run: PodRun, pod: dict[str, Any], init_containers: list[dict[str, Any]],
+                                   script: PodScript | None) -> bool:
+        """Each init container in order, to completion. One that fails ends the pod (restartPolicy Never:
+        phase Failed, kubectl's Init:Error) or would be restarted (reported as Init:CrashLoopBackOff, as the
+        double never restarts containers); whether the pod's containers may start."""
+        names = [c["name"] for c in init_containers]
+        restart_policy = pod["spec"].get("restartPolicy", "Always")
+        for index, container in enumerate(init_containers):
+            name = container["name"]
+            if run.terminating or not await self._start_container(run, pod, container, script, init=True):
+                return False
+            code, message = await self._wait_for_exit(run, container)
+            if code is None:
+                return False  # the pod is going away
+            started = _started_at(self._pod(run), name)
+            terminated: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                          "startedAt": started, "finishedAt": now_rfc3339(),
+                                          "containerID": f"docker://{run.init_containers[name]}"}
+            if message:
+                terminated["message"] = message
+
+            def finished(status: dict[str, Any], done: dict[str, Any] = terminated, container_name: str = name,
+                         left: list[str] = names[index + (0 if code else 1):]) -> None:
+                _set_container_fields(status, container_name, state={"terminated": done}, ready=done["exitCode"] == 0,
+                                      started=False)
+                _set_initialized(status, left)
+            self._status(run, finished)
+            if code == 0:
+                continue
+            if restart_policy == "Never":
+                self._status(run, _init_failed)
+            else:
+                backoff = f"back-off 10s restarting failed container={name} pod={run.name}_{run.namespace}({run.uid})"
+                self._status(run, lambda s, container_name=name, done=terminated, why=backoff: _set_container_fields(
+                    s, container_name, lastState={"terminated": done}, restartCount=1,
+                    state={"waiting": {"reason": "CrashLoopBackOff", "message": why}}))
+                self._event(run, "Warning", "BackOff", f"Back-off restarting failed container {name} in pod "
+                                                       f"{run.name}_{run.namespace}({run.uid})")
+            return False
+        return True
+
+    async def _wait_for_exit(self, run: PodRun, container: dict[str, Any]) -> tuple[int | None, str]:
+        """An init container's exit code and termination message; (None, "") when the pod is deleted first."""
+        container_id = run.init_containers[container["name"]]
+        if self.docker is None:
+            return 0, ""
+        while not run.terminating:
+            info = await self._docker(self.docker.api.inspect_container, container_id)
+            state = info.get("State") or {}
+            if not state.get("Running") and state.get("Status") in ("exited", "dead"):
+                code = int(state.get("ExitCode") or 0)
+                return code, await self._termination_message(container, container_id, code)
+            await self._pause(0.1)
+        return None, ""
+
+    async def _termination_message(self, container: dict[str, Any], container_id: str, code: int) -> str:
+        """terminationMessagePolicy FallbackToLogsOnError: a failed container's last log lines (at most 80
+        lines and 2048 bytes, as the kubelet takes them); the double keeps no termination-log file."""
+        if code == 0 or container.get("terminationMessagePolicy") != "FallbackToLogsOnError" or self.docker is None:
+            return ""
+        logs = await self._docker(self.docker.api.logs, container_id, stdout=True, stderr=True, tail=80)
+        return bytes(logs)[-2048:].decode("utf-8", "replace")
 
     async def _create_sandbox(self, run: PodRun, pod: dict[str, Any]) -> bool:
         spec = pod["spec"]
@@ -407,7 +515,7 @@ class Kubelet:
                     "")
 
     async def _start_container(self, run: PodRun, pod: dict[str, Any], container: dict[str, Any],
-                               script: PodScript | None) -> bool:
+                               script: PodScript | None, init: bool = False) -> bool:
         name, image = container["name"], container["image"]
         policy = container.get("imagePullPolicy", "IfNotPresent")
         present = await self._image_present(image)
@@ -433,23 +541,25 @@ class Kubelet:
                                                                           problem)))
             self._event(run, "Warning", "Failed", f"Error: {problem}")
             return False
+        ids = run.init_containers if init else run.containers
         if self.docker is not None:
+            sources = await self._subpath_sources(run, pod, container)
             created = await self._docker(self.docker.api.create_container, image,
-                                         **self._create_options(run, pod, container))
-            run.containers[name] = created["Id"]
+                                         **self._create_options(run, pod, container, sources))
+            ids[name] = created["Id"]
             self._event(run, "Normal", "Created", f"Created container: {name}")
             await self._docker(self.docker.api.start, created["Id"])
         else:
-            run.containers[name] = f"virtual-{run.uid[:8]}-{name}"
+            ids[name] = f"virtual-{run.uid[:8]}-{name}"
             self._event(run, "Normal", "Created", f"Created container: {name}")
         self._event(run, "Normal", "Started", f"Started container {name}")
         started = now_rfc3339()
-        container_id = run.containers[name]
+        container_id = ids[name]
 
         def running(status: dict[str, Any]) -> None:
             _set_container(status, name, {
                 "name": name, "image": image, "imageID": f"docker-pullable://{image}", "containerID":
-                f"docker://{container_id}", "ready": False, "started": not container.get("startupProbe"),
+                f"docker://{container_id}", "ready": False, "started": init or not container.get("startupProbe"),
                 "restartCount": 0, "state": {"running": {"startedAt": started}}})
         self._status(run, running)
         return True
@@ -497,7 +607,38 @@ class Kubelet:
             raise RuntimeError(f"claim {volume['persistentVolumeClaim']['claimName']} vanished under a scheduled pod")
         return claim_volume(claim["metadata"]["uid"])
 
-    def _create_options(self, run: PodRun, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    def _volume_name(self, run: PodRun, pod: dict[str, Any], volume: dict[str, Any]) -> str:
+        """The Docker volume behind an emptyDir or a claim."""
+        if "persistentVolumeClaim" in volume:
+            return self._claim_volume_of(pod, volume)
+        return f"k8sdouble-{run.uid[:8]}-{volume['name']}"[:120]
+
+    async def _subpath_sources(self, run: PodRun, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """mountPath → the host path a subPath mount binds: the volume's directory on the engine's host
+        (the same machine here), the subPath inside it, made as a directory when missing (as the kubelet
+        does), and never a symlink out of the volume."""
+        assert self.docker is not None
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        sources: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            sub = mount.get("subPath") or ""
+            volume = volumes.get(mount["name"]) or {}
+            if not sub or not ({"emptyDir", "persistentVolumeClaim"} & set(volume)):
+                continue
+            info = await self._docker(self.docker.api.inspect_volume, self._volume_name(run, pod, volume))
+            root = os.path.realpath(info["Mountpoint"])
+            if not os.path.isdir(root):
+                raise RuntimeError(f"subPath {sub!r}: the double needs the engine's volumes on this host ({root})")
+            path = os.path.realpath(os.path.join(root, sub))
+            if path != root and not path.startswith(root + os.sep):
+                raise RuntimeError(f"subPath {sub!r} leaves its volume")
+            if not os.path.exists(path):
+                os.makedirs(path, mode=0o750, exist_ok=True)
+            sources[mount["mountPath"]] = path
+        return sources
+
+    def _create_options(self, run: PodRun, pod: dict[str, Any], container: dict[str, Any],
+                        sources: dict[str, str] | None = None) -> dict[str, Any]:
         import docker.types
 
         spec = pod["spec"]
@@ -516,7 +657,11 @@ class Kubelet:
         volume_names = {v["name"]: v for v in spec.get("volumes") or []}
         for mount in container.get("volumeMounts") or []:
             volume = volume_names.get(mount["name"]) or {}
-            if "emptyDir" in volume:
+            if mount["mountPath"] in (sources or {}):
+                read_only = bool(mount.get("readOnly") or (volume.get("persistentVolumeClaim") or {}).get("readOnly"))
+                mounts.append(docker.types.Mount(mount["mountPath"], (sources or {})[mount["mountPath"]], type="bind",
+                                                 read_only=read_only))
+            elif "emptyDir" in volume:
                 mounts.append(docker.types.Mount(mount["mountPath"], f"k8sdouble-{run.uid[:8]}-{mount['name']}"[:120],
                                                  type="volume", read_only=bool(mount.get("readOnly")), no_copy=True))
             elif "hostPath" in volume:
@@ -654,7 +799,8 @@ class Kubelet:
             exited = await self._exited_containers(run)
             if not exited:
                 continue
-            self._status(run, functools.partial(_record_exits, exited=exited, restart_policy=restart_policy))
+            self._status(run, functools.partial(_record_exits, exited=exited, restart_policy=restart_policy,
+                                                messages=run.messages))
             if restart_policy == "Never" or all(code == 0 for code in exited.values()):
                 pod = self._pod(run)
                 statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
@@ -676,13 +822,19 @@ class Kubelet:
             if not state.get("Running") and state.get("Status") == "exited":
                 exited[name] = int(state.get("ExitCode") or 0)
                 run.containers.pop(name)
+                pod = self._pod(run)
+                spec: dict[str, Any] = next((c for c in pod["spec"]["containers"] if c["name"] == name), {}) \
+                    if pod is not None else {}
+                message = await self._termination_message(spec, container_id, exited[name])
+                if message:
+                    run.messages[name] = message
         return exited
 
     # stopping ---------------------------------------------------------------------------------------
     async def _stop_containers(self, run: PodRun, grace: int) -> None:
         if self.docker is None:
             return
-        ids = list(run.containers.values())
+        ids = list(run.containers.values()) + list(run.init_containers.values())
         await asyncio.gather(*(self._docker(self._stop_one, cid, grace) for cid in ids))
 
     def _stop_one(self, container_id: str, grace: int) -> None:
@@ -729,13 +881,18 @@ class Kubelet:
             run.terminating = True
             if run.task is not None:
                 run.task.cancel()
+        # A pod deleted at once (a finished pod has no grace period) may still be stopping its containers.
+        if self.background:
+            _, pending = await asyncio.wait(list(self.background), timeout=15)
+            for task in pending:
+                task.cancel()
         if self.docker is not None:
             await self._docker(self._remove_labelled, f"{DOUBLE_LABEL}={self.double_id}")
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def docker_id(self, uid: str, container: str) -> str | None:
         run = self.runs.get(uid)
-        return run.containers.get(container) if run else None
+        return (run.containers.get(container) or run.init_containers.get(container)) if run else None
 
 
 def _apparmor_enabled() -> bool:
@@ -753,7 +910,7 @@ def claim_volume(uid: str) -> str:
 
 # status helpers -------------------------------------------------------------------------------------
 def _conditions(now: str, *, scheduled: bool, initialized: bool, ready: bool, reason: str = "",
-                message: str = "") -> list[dict[str, Any]]:
+                message: str = "", pending_init: list[str] | None = None) -> list[dict[str, Any]]:
     def condition(kind: str, value: bool, why: str = "", text: str = "") -> dict[str, Any]:
         item: dict[str, Any] = {"type": kind, "status": "True" if value else "False", "lastProbeTime": None,
                                 "lastTransitionTime": now}
@@ -761,7 +918,9 @@ def _conditions(now: str, *, scheduled: bool, initialized: bool, ready: bool, re
             item.update({"reason": why, "message": text})
         return item
 
-    return [condition("PodReadyToStartContainers", True), condition("Initialized", initialized),
+    return [condition("PodReadyToStartContainers", True),
+            condition("Initialized", initialized, "ContainersNotInitialized",
+                      f"containers with incomplete status: [{' '.join(pending_init or [])}]"),
             condition("Ready", ready, reason, message), condition("ContainersReady", ready, reason, message),
             condition("PodScheduled", scheduled)]
 
@@ -775,7 +934,9 @@ def _waiting(container: dict[str, Any], reason: str, message: str = "") -> dict[
 
 
 def _set_container(status: dict[str, Any], name: str, value: dict[str, Any]) -> None:
-    statuses = status.setdefault("containerStatuses", [])
+    """Replace a container's status, in initContainerStatuses or containerStatuses (names are unique)."""
+    inits = status.get("initContainerStatuses") or []
+    statuses = inits if any(item["name"] == name for item in inits) else status.setdefault("containerStatuses", [])
     for index, item in enumerate(statuses):
         if item["name"] == name:
             value.setdefault("restartCount", item.get("restartCount", 0))
@@ -785,26 +946,51 @@ def _set_container(status: dict[str, Any], name: str, value: dict[str, Any]) -> 
 
 
 def _set_container_fields(status: dict[str, Any], name: str, **values: Any) -> None:
-    for item in status.get("containerStatuses") or []:
+    for item in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         if item["name"] == name:
             item.update(values)
 
 
-def _refresh_ready(status: dict[str, Any]) -> None:
-    statuses = status.get("containerStatuses") or []
-    unready = [s["name"] for s in statuses if not s.get("ready")]
+def _started_at(pod: dict[str, Any] | None, name: str) -> str:
+    for item in ((pod or {}).get("status") or {}).get("initContainerStatuses") or []:
+        if item["name"] == name:
+            return str(((item.get("state") or {}).get("running") or {}).get("startedAt") or now_rfc3339())
+    return now_rfc3339()
+
+
+def _set_conditions(status: dict[str, Any], types: tuple[str, ...], missing: list[str], reason: str,
+                    message: str) -> None:
+    """Conditions that hold once no container is `missing`; otherwise False, saying which are."""
     now = now_rfc3339()
     for condition in status.get("conditions") or []:
-        if condition["type"] in ("Ready", "ContainersReady"):
-            value = "False" if unready else "True"
-            if condition["status"] != value:
-                condition["status"], condition["lastTransitionTime"] = value, now
-            if unready:
-                condition["reason"] = "ContainersNotReady"
-                condition["message"] = f"containers with unready status: [{' '.join(unready)}]"
-            else:
-                condition.pop("reason", None)
-                condition.pop("message", None)
+        if condition["type"] not in types:
+            continue
+        value = "False" if missing else "True"
+        if condition["status"] != value:
+            condition["status"], condition["lastTransitionTime"] = value, now
+        if missing:
+            condition["reason"] = reason
+            condition["message"] = f"{message}: [{' '.join(missing)}]"
+        else:
+            condition.pop("reason", None)
+            condition.pop("message", None)
+
+
+def _set_initialized(status: dict[str, Any], pending: list[str]) -> None:
+    """The Initialized condition: True once no init container is left, else which ones are."""
+    _set_conditions(status, ("Initialized",), pending, "ContainersNotInitialized", "containers with incomplete status")
+
+
+def _init_failed(status: dict[str, Any]) -> None:
+    """restartPolicy Never and an init container failed: the pod is over before its containers ran."""
+    status["phase"] = "Failed"
+    _refresh_ready(status)
+
+
+def _refresh_ready(status: dict[str, Any]) -> None:
+    unready = [s["name"] for s in status.get("containerStatuses") or [] if not s.get("ready")]
+    _set_conditions(status, ("Ready", "ContainersReady"), unready, "ContainersNotReady",
+                    "containers with unready status")
 
 
 def _deadline_exceeded(status: dict[str, Any]) -> None:
@@ -815,7 +1001,8 @@ def _deadline_exceeded(status: dict[str, Any]) -> None:
     _refresh_ready(status)
 
 
-def _record_exits(status: dict[str, Any], exited: dict[str, int], restart_policy: str) -> None:
+def _record_exits(status: dict[str, Any], exited: dict[str, int], restart_policy: str,
+                  messages: dict[str, str] | None = None) -> None:
     now = now_rfc3339()
     for item in status.get("containerStatuses") or []:
         if item["name"] not in exited:
@@ -824,6 +1011,8 @@ def _record_exits(status: dict[str, Any], exited: dict[str, int], restart_policy
         started = ((item.get("state") or {}).get("running") or {}).get("startedAt", now)
         terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
                       "finishedAt": now, "containerID": item.get("containerID", "")}
+        if (messages or {}).get(item["name"]):
+            terminated["message"] = (messages or {})[item["name"]]
         item["ready"] = False
         if restart_policy == "Never" or (restart_policy == "OnFailure" and code == 0):
             item["state"] = {"terminated": terminated}

@@ -46,10 +46,17 @@ class ResourceType:
     fields: tuple[str, ...] = ()
     #: Subresources served, with the verbs an authorizer sees for them.
     subresources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The API group ("" for core, served under /api/v1; others under /apis/<group>/<version>).
+    group: str = ""
+    version: str = "v1"
 
     @property
     def list_kind(self) -> str:
         return f"{self.kind}List"
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
 
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -74,8 +81,12 @@ RESOURCES: dict[str, ResourceType] = {
                      ("pvc",), subresources={"status": ("get", "patch", "update")}),
         ResourceType("namespaces", "namespace", "Namespace", False, ("create", "get", "list", "watch"), ("ns",),
                      fields=("status.phase",)),
+        # Stored and validated; not enforced (the kubelet's pods share one Docker bridge).
+        ResourceType("networkpolicies", "networkpolicy", "NetworkPolicy", True, ALL_VERBS, ("netpol",),
+                     group="networking.k8s.io"),
     )
 }
+GROUPS = sorted({rt.group for rt in RESOURCES.values() if rt.group})
 KIND_TO_PLURAL = {rt.kind: rt.plural for rt in RESOURCES.values()}
 
 
@@ -536,6 +547,93 @@ def _meta_causes(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+# Resources (pkg/apis/core/helper and validation.ValidateResourceRequirements) ---------------------------
+STANDARD_CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+def is_native_resource(name: str) -> bool:
+    """No domain, or the kubernetes.io domain: the cluster's own resources."""
+    return "/" not in name or "kubernetes.io/" in name
+
+
+def is_extended_resource(name: str) -> bool:
+    """A device plugin's or operator's resource (devices.kubevirt.io/kvm): integer, never overcommitted."""
+    return not is_native_resource(name) and not name.startswith("requests.") \
+        and qualified_key_problem("requests." + name) is None
+
+
+def _resource_name_causes(path: str, name: str) -> list[Cause]:
+    if problem := qualified_key_problem(name):
+        return [Cause(path, "FieldValueInvalid", f"Invalid value: {name!r}: {problem}")]
+    if "/" not in name:
+        if name not in STANDARD_CONTAINER_RESOURCES and not name.startswith("hugepages-"):
+            return [Cause(path, "FieldValueInvalid", f"Invalid value: {name!r}: must be a standard resource for "
+                                                     "containers")]
+    elif not is_native_resource(name) and not is_extended_resource(name):
+        return [Cause(path, "FieldValueInvalid", f"Invalid value: {name!r}: doesn't follow extended resource name "
+                                                 "standard")]
+    return []
+
+
+def _resource_causes(where: str, resources: dict[str, Any]) -> list[Cause]:
+    limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+    causes: list[Cause] = []
+    parsed: dict[str, dict[str, Decimal]] = {"limits": {}, "requests": {}}
+    for kind, values in (("limits", limits), ("requests", requests)):
+        for resource, value in values.items():
+            path = f"{where}.resources.{kind}[{resource}]"
+            causes += _resource_name_causes(path, resource)
+            try:
+                quantity = parsed[kind][resource] = parse_quantity(value)
+            except ValueError as exc:
+                causes.append(Cause(path, "FieldValueInvalid", f"Invalid value: {value!r}: {exc}"))
+                continue
+            if quantity < 0:
+                causes.append(Cause(path, "FieldValueInvalid", f"Invalid value: {value!r}: must be greater than or "
+                                                               "equal to 0"))
+            elif is_extended_resource(resource) and quantity != quantity.to_integral_value():
+                causes.append(Cause(path, "FieldValueInvalid", f"Invalid value: {value!r}: must be an integer"))
+    for resource, request in parsed["requests"].items():
+        overcommit = is_native_resource(resource) and not resource.startswith("hugepages-")
+        limit = parsed["limits"].get(resource)
+        if limit is None:
+            if not overcommit:
+                causes.append(Cause(f"{where}.resources.limits", "FieldValueRequired",
+                                    "Required value: Limit must be set for non overcommitable resources"))
+        elif not overcommit and request != limit:
+            causes.append(Cause(f"{where}.resources.requests", "FieldValueInvalid",
+                                f"Invalid value: {requests[resource]!r}: must be equal to {resource} limit of "
+                                f"{limits[resource]}"))
+        elif request > limit:
+            causes.append(Cause(f"{where}.resources.requests", "FieldValueInvalid",
+                                f"Invalid value: {requests[resource]!r}: must be less than or equal to "
+                                f"{resource} limit of {limits[resource]}"))
+    return causes
+
+
+def _mount_causes(where: str, container: dict[str, Any], volumes: set[str]) -> list[Cause]:
+    causes: list[Cause] = []
+    paths: set[str] = set()
+    for index, mount in enumerate(container.get("volumeMounts") or []):
+        if mount.get("name") not in volumes:
+            causes.append(Cause(f"{where}.volumeMounts[{index}].name", "FieldValueNotFound",
+                                f"Not found: {mount.get('name')!r}"))
+        path = mount.get("mountPath") or ""
+        if path in paths:
+            causes.append(Cause(f"{where}.volumeMounts[{index}].mountPath", "FieldValueInvalid",
+                                f"Invalid value: {path!r}: must be unique"))
+        paths.add(path)
+        sub = mount.get("subPath") or ""
+        # validateLocalDescendingPath: relative, and never above the volume.
+        if sub.startswith("/"):
+            causes.append(Cause(f"{where}.volumeMounts[{index}].subPath", "FieldValueInvalid",
+                                f"Invalid value: {sub!r}: must be a relative path"))
+        if ".." in sub.split("/"):
+            causes.append(Cause(f"{where}.volumeMounts[{index}].subPath", "FieldValueInvalid",
+                                f"Invalid value: {sub!r}: must not contain '..'"))
+    return causes
+
+
 def _container_causes(where: str, container: dict[str, Any], volumes: set[str]) -> list[Cause]:
     causes: list[Cause] = []
     name = container.get("name") or ""
@@ -543,26 +641,8 @@ def _container_causes(where: str, container: dict[str, Any], volumes: set[str]) 
         causes.append(Cause(f"{where}.name", "FieldValueInvalid", f"Invalid value: {name!r}: {problem}"))
     if not container.get("image"):
         causes.append(Cause(f"{where}.image", "FieldValueRequired", "Required value"))
-    resources = container.get("resources") or {}
-    limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
-    parsed: dict[str, dict[str, Decimal]] = {"limits": {}, "requests": {}}
-    for kind, values in (("limits", limits), ("requests", requests)):
-        for resource, value in values.items():
-            try:
-                parsed[kind][resource] = parse_quantity(value)
-            except ValueError as exc:
-                causes.append(Cause(f"{where}.resources.{kind}[{resource}]", "FieldValueInvalid",
-                                    f"Invalid value: {value!r}: {exc}"))
-    for resource, request in parsed["requests"].items():
-        limit = parsed["limits"].get(resource)
-        if limit is not None and request > limit:
-            causes.append(Cause(f"{where}.resources.requests", "FieldValueInvalid",
-                                f"Invalid value: {requests[resource]!r}: must be less than or equal to "
-                                f"{resource} limit of {limits[resource]}"))
-    for index, mount in enumerate(container.get("volumeMounts") or []):
-        if mount.get("name") not in volumes:
-            causes.append(Cause(f"{where}.volumeMounts[{index}].name", "FieldValueNotFound",
-                                f"Not found: {mount.get('name')!r}"))
+    causes += _resource_causes(where, container.get("resources") or {})
+    causes += _mount_causes(where, container, volumes)
     for index, port in enumerate(container.get("ports") or []):
         number = port.get("containerPort")
         if not isinstance(number, int) or not 0 < number < 65536:
@@ -644,6 +724,99 @@ def _claim_causes(obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def _selector_causes(where: str, selector: Any) -> list[Cause]:
+    """metav1.LabelSelector: valid keys and values, known operators with the values each needs."""
+    if not isinstance(selector, dict):
+        return []
+    causes: list[Cause] = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if problem := qualified_key_problem(key):
+            causes.append(Cause(f"{where}.matchLabels", "FieldValueInvalid", f"Invalid value: {key!r}: {problem}"))
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            causes.append(Cause(f"{where}.matchLabels", "FieldValueInvalid",
+                                f"Invalid value: {value!r}: a valid label must be an empty string or consist of "
+                                "alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                                "alphanumeric character"))
+    for index, expression in enumerate(selector.get("matchExpressions") or []):
+        path = f"{where}.matchExpressions[{index}]"
+        operator, values = expression.get("operator"), expression.get("values") or []
+        if problem := qualified_key_problem(expression.get("key") or ""):
+            causes.append(Cause(f"{path}.key", "FieldValueInvalid", f"Invalid value: {expression.get('key')!r}: "
+                                                                    f"{problem}"))
+        if operator in ("In", "NotIn") and not values:
+            causes.append(Cause(f"{path}.values", "FieldValueRequired",
+                                "Required value: must be specified when `operator` is 'In' or 'NotIn'"))
+        elif operator in ("Exists", "DoesNotExist") and values:
+            causes.append(Cause(f"{path}.values", "FieldValueForbidden",
+                                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        elif operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            causes.append(Cause(f"{path}.operator", "FieldValueInvalid",
+                                f"Invalid value: {operator!r}: not a valid selector operator"))
+    return causes
+
+
+def _network_policy_causes(obj: dict[str, Any]) -> list[Cause]:
+    """networking/validation.ValidateNetworkPolicySpec: selectors, peers, ports, ipBlocks and policyTypes."""
+    import ipaddress
+
+    spec = obj.get("spec") or {}
+    causes = _selector_causes("spec.podSelector", spec.get("podSelector"))
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        for index, rule in enumerate(spec.get(direction) or []):
+            where = f"spec.{direction}[{index}]"
+            for number, port in enumerate(rule.get("ports") or []):
+                path = f"{where}.ports[{number}]"
+                if port.get("protocol", "TCP") not in PROTOCOLS:
+                    causes.append(Cause(f"{path}.protocol", "FieldValueNotSupported",
+                                        f'Unsupported value: {port.get("protocol")!r}: supported values: "SCTP", '
+                                        '"TCP", "UDP"'))
+                value = port.get("port")
+                if isinstance(value, int) and not 0 < value < 65536:
+                    causes.append(Cause(f"{path}.port", "FieldValueInvalid",
+                                        f"Invalid value: {value}: must be between 1 and 65535, inclusive"))
+                if port.get("endPort") is not None and not isinstance(value, int):
+                    causes.append(Cause(f"{path}.endPort", "FieldValueInvalid",
+                                        f"Invalid value: {port['endPort']}: may not be specified when `port` is "
+                                        "non-numeric"))
+            for number, peer in enumerate(rule.get(peers_key) or []):
+                path = f"{where}.{peers_key}[{number}]"
+                present = [key for key in ("podSelector", "namespaceSelector", "ipBlock") if peer.get(key) is not None]
+                if not present:
+                    causes.append(Cause(path, "FieldValueRequired", "Required value: must specify a peer"))
+                elif "ipBlock" in present and len(present) > 1:
+                    causes.append(Cause(path, "FieldValueForbidden",
+                                        "Forbidden: may not specify more than 1 peer type when ipBlock is specified"))
+                for key in ("podSelector", "namespaceSelector"):
+                    causes += _selector_causes(f"{path}.{key}", peer.get(key))
+                block = peer.get("ipBlock")
+                if not isinstance(block, dict):
+                    continue
+                try:
+                    cidr = ipaddress.ip_network(str(block.get("cidr") or ""), strict=False)
+                except ValueError:
+                    causes.append(Cause(f"{path}.ipBlock.cidr", "FieldValueInvalid",
+                                        f"Invalid value: {block.get('cidr')!r}: must be a valid CIDR value"))
+                    continue
+                for item, excepted in enumerate(block.get("except") or []):
+                    try:
+                        inner = ipaddress.ip_network(str(excepted), strict=False)
+                    except ValueError:
+                        causes.append(Cause(f"{path}.ipBlock.except[{item}]", "FieldValueInvalid",
+                                            f"Invalid value: {excepted!r}: must be a valid CIDR value"))
+                        continue
+                    if inner.version != cidr.version or not inner.subnet_of(cidr) or inner == cidr:  # type: ignore[arg-type]
+                        causes.append(Cause(f"{path}.ipBlock.except[{item}]", "FieldValueInvalid",
+                                            f"Invalid value: {excepted!r}: must be a strict subset of `cidr`"))
+    for index, kind in enumerate(spec.get("policyTypes") or []):
+        if kind not in ("Ingress", "Egress"):
+            causes.append(Cause(f"spec.policyTypes[{index}]", "FieldValueNotSupported",
+                                f'Unsupported value: {kind!r}: supported values: "Egress", "Ingress"'))
+    return causes
+
+
 def validate_object(rt: ResourceType, obj: dict[str, Any]) -> None:
     """Schema first (400), then semantics (422), as the real server orders decoding and validation."""
     if problem := schema_problem(obj):
@@ -656,6 +829,8 @@ def validate_object(rt: ResourceType, obj: dict[str, Any]) -> None:
         causes += _configmap_causes(obj)
     elif rt.plural == "persistentvolumeclaims":
         causes += _claim_causes(obj)
+    elif rt.plural == "networkpolicies":
+        causes += _network_policy_causes(obj)
     if causes:
         raise invalid(rt, (obj.get("metadata") or {}).get("name", ""), causes)
 
@@ -711,18 +886,44 @@ def _age(obj: dict[str, Any]) -> str:
     return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m"
 
 
+def _init_cell(pod: dict[str, Any]) -> str:
+    """The STATUS of a pod still initializing, as kubectl's printPod words it ("" once it is not)."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    total = len((pod.get("spec") or {}).get("initContainers") or [])
+    for index, status in enumerate(statuses):
+        state = status.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting") or {}
+        if terminated is not None and terminated.get("exitCode") == 0:
+            continue
+        if terminated is not None:
+            if terminated.get("reason"):
+                return f"Init:{terminated['reason']}"
+            if terminated.get("signal"):
+                return f"Init:Signal:{terminated['signal']}"
+            return f"Init:ExitCode:{terminated.get('exitCode')}"
+        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            return f"Init:{waiting['reason']}"
+        return f"Init:{index}/{total}"
+    return ""
+
+
 def _pod_cells(pod: dict[str, Any]) -> list[Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     ready = sum(1 for s in statuses if s.get("ready"))
     total = len((pod.get("spec") or {}).get("containers") or [])
     phase = (pod.get("status") or {}).get("phase", "Pending")
-    for status in statuses:
-        waiting = (status.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason"):
-            phase = waiting["reason"]
+    initializing = _init_cell(pod)
+    if initializing:
+        phase = initializing
+    else:
+        for status in statuses:
+            waiting = (status.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason"):
+                phase = waiting["reason"]
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         phase = "Terminating"
-    restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
+    restarts = sum(int(s.get("restartCount") or 0) for s in statuses + ((pod.get("status") or {})
+                                                                         .get("initContainerStatuses") or []))
     return [f"{ready}/{total}", phase, restarts, _age(pod)]
 
 
@@ -763,9 +964,12 @@ def table(rt: ResourceType, objects: list[dict[str, Any]], include: str, resourc
             "columnDefinitions": columns, "rows": rows}
 
 
-def api_resource_list() -> dict[str, Any]:
+def api_resource_list(group: str = "", version: str = "v1") -> dict[str, Any]:
+    """What /api/v1 (group "") or /apis/<group>/<version> serves."""
     resources = []
     for rt in RESOURCES.values():
+        if (rt.group, rt.version) != (group, version):
+            continue
         resources.append({"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
                           "kind": rt.kind, "verbs": list(rt.verbs), **({"shortNames": list(rt.short_names)}
                                                                        if rt.short_names else {})})
@@ -773,4 +977,17 @@ def api_resource_list() -> dict[str, Any]:
             kind = {"exec": "PodExecOptions", "log": "Pod", "status": rt.kind}[sub]
             resources.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
                               "kind": kind, "verbs": list(verbs)})
-    return {"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}
+    if not group:  # the real /api/v1 has no apiVersion; group lists do
+        return {"kind": "APIResourceList", "groupVersion": version, "resources": resources}
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}", "resources": resources}
+
+
+def api_group(group: str) -> dict[str, Any]:
+    """/apis/<group>: one group and the versions served (one here)."""
+    versions = sorted({rt.version for rt in RESOURCES.values() if rt.group == group})
+    listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": listed, "preferredVersion": listed[0]}
+
+
+def api_group_list() -> dict[str, Any]:
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group(group) for group in GROUPS]}

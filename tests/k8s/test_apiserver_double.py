@@ -347,6 +347,120 @@ def test_unschedulable_pods_stay_pending_with_a_failed_scheduling_event(v1, k8s_
     assert (condition.type, condition.status, condition.reason) == ("PodScheduled", "False", "Unschedulable")
 
 
+def test_device_resources_are_validated_like_extended_resources_and_scheduled_by_the_node(v1, k8s_api_light):
+    kvm = "devices.kubevirt.io/kvm"
+
+    def asking(resources: dict[str, Any], name: str = "lab-a") -> dict[str, Any]:
+        return pod(name, containers=[{"name": "main", "image": TINY, "command": KEEPALIVE, "resources": resources}])
+
+    refused = [
+        ({"limits": {kvm: "1"}, "requests": {kvm: "0"}}, f"Invalid value: '0': must be equal to {kvm} limit of 1"),
+        ({"limits": {kvm: "500m"}}, "Invalid value: '500m': must be an integer"),
+        ({"requests": {kvm: "1"}}, "Required value: Limit must be set for non overcommitable resources"),
+        ({"limits": {"kvm": "1"}}, "Invalid value: 'kvm': must be a standard resource for containers"),
+    ]
+    for resources, message in refused:
+        with pytest.raises(client.ApiException) as invalid:
+            v1.create_namespaced_pod(NS, asking(resources))
+        assert invalid.value.status == 422
+        assert message in [cause["message"] for cause in failure(invalid.value)["details"]["causes"]], resources
+    # Valid, and the limit alone is enough: the request defaults to it. A node without the device keeps
+    # the pod Pending, as the scheduler does; once the node has it (a device plugin), it runs.
+    created = v1.create_namespaced_pod(NS, asking({"limits": {kvm: "1", "cpu": "100m", "memory": "32Mi"}}))
+    assert created.spec.containers[0].resources.requests[kvm] == "1"
+    k8s_api_light.wait_for(lambda: k8s_api_light.cluster.select("events", NS), 10, "an event")
+    event = v1.list_namespaced_event(NS).items[0]
+    assert (event.reason, event.message.split(". ")[0]) == ("FailedScheduling",
+                                                           f"0/1 nodes are available: 1 Insufficient {kvm}")
+    k8s_api_light.kubelet.extended_resources[kvm] = 110
+    wait_running(k8s_api_light, "lab-a")
+
+
+def test_sub_paths_must_stay_below_their_volume(v1, k8s_api_light):
+    for sub, message in (("/etc", "must be a relative path"), ("a/../../b", "must not contain '..'")):
+        body = pod("lab-a", containers=[{"name": "main", "image": TINY, "command": KEEPALIVE, "volumeMounts": [
+            {"name": "data", "mountPath": "/data", "subPath": sub}]}], volumes=[{"name": "data", "emptyDir": {}}])
+        with pytest.raises(client.ApiException) as invalid:
+            v1.create_namespaced_pod(NS, body)
+        assert failure(invalid.value)["details"]["causes"] == [{
+            "reason": "FieldValueInvalid", "field": "spec.containers[0].volumeMounts[0].subPath",
+            "message": f"Invalid value: '{sub}': {message}"}]
+
+
+def pod_status_cell(server: ApiServerDouble, name: str) -> str:
+    """The STATUS column kubectl prints (the server's Table)."""
+    table = requests.get(f"{server.url}/api/v1/namespaces/{NS}/pods/{name}", timeout=30,
+                         headers={"Authorization": f"Bearer {server.token}",
+                                  "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+                         verify=str(server.tls_dir / "apiserver.crt") if server.tls_dir else True).json()
+    return str(table["rows"][0]["cells"][2])
+
+
+@pytest.mark.docker
+def test_init_containers_run_in_order_to_completion_sharing_volumes_with_the_containers(k8s_api, kubeconfig):
+    v1 = core(kubeconfig)
+    volumes = [{"name": "shared", "emptyDir": {}}]
+    mount = [{"name": "shared", "mountPath": "/shared"}]
+    init = [{"name": "first", "image": TINY, "command": ["sh", "-c", "sleep 1; echo one > /shared/log"],
+             "volumeMounts": mount},
+            {"name": "second", "image": TINY, "command": ["sh", "-c", "echo two >> /shared/log; mkdir /shared/dir; "
+                                                                      "echo inside > /shared/dir/file"],
+             "volumeMounts": mount}]
+    # subPath: one file of the volume, read-only, where the container wants it.
+    main = {"name": "main", "image": TINY, "command": KEEPALIVE, "volumeMounts": [
+        *mount, {"name": "shared", "mountPath": "/etc/lab-file", "subPath": "dir/file", "readOnly": True}]}
+    created = v1.create_namespaced_pod(NS, pod("lab-a", containers=[main], initContainers=init, volumes=volumes))
+    # While the first runs: Init:0/2, every container waiting as PodInitializing, the pod not Initialized.
+    initializing = k8s_api.wait_for(lambda: (lambda p: p if p and ((p["status"].get("initContainerStatuses") or [{}])[0]
+                                                                   .get("state") or {}).get("running") else None)(
+        k8s_api.cluster.get("pods", NS, "lab-a")), 20, "the first init container to run")
+    assert initializing["status"]["phase"] == "Pending"
+    assert initializing["status"]["initContainerStatuses"][1]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert initializing["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    conditions = {c["type"]: c for c in initializing["status"]["conditions"]}
+    assert (conditions["Initialized"]["status"], conditions["Initialized"]["reason"],
+            conditions["Initialized"]["message"]) == ("False", "ContainersNotInitialized",
+                                                      "containers with incomplete status: [first second]")
+    assert pod_status_cell(k8s_api, "lab-a") == "Init:0/2"
+    running = wait_running(k8s_api, "lab-a")
+    inits = running["status"]["initContainerStatuses"]
+    assert [(s["name"], s["state"]["terminated"]["reason"], s["state"]["terminated"]["exitCode"], s["ready"])
+            for s in inits] == [("first", "Completed", 0, True), ("second", "Completed", 0, True)]
+    assert {c["type"]: c["status"] for c in running["status"]["conditions"]}["Initialized"] == "True"
+    assert pod_status_cell(k8s_api, "lab-a") == "Running"
+    out, _, code, _ = _exec(v1, "lab-a", ["sh", "-c", "cat /shared/log /etc/lab-file; touch /etc/lab-file"])
+    assert (out, code) == (b"one\ntwo\ninside\n", 1)  # in order; the subPath file is read-only
+    # Each ran to completion as a container of its own, and stays for its logs until the pod goes.
+    assert v1.read_namespaced_pod_log("lab-a", NS, container="first") == ""
+    events = [e.message for e in v1.list_namespaced_event(
+        NS, field_selector=f"involvedObject.uid={created.metadata.uid}").items if e.reason == "Started"]
+    assert events == ["Started container first", "Started container second", "Started container main"]
+
+
+@pytest.mark.docker
+def test_a_failed_init_container_fails_a_pod_that_never_restarts_with_its_log_as_the_message(k8s_api, kubeconfig):
+    v1 = core(kubeconfig)
+    init = [{"name": "copy", "image": TINY, "command": ["sh", "-c", "echo 'cp: no such file: base.qcow2' >&2; exit 7"],
+             "terminationMessagePolicy": "FallbackToLogsOnError"}]
+    v1.create_namespaced_pod(NS, pod("lab-a", initContainers=init, restartPolicy="Never"))
+    failed = k8s_api.wait_for(lambda: (lambda p: p if p and p["status"].get("phase") == "Failed" else None)(
+        k8s_api.cluster.get("pods", NS, "lab-a")), 20, "the pod to fail")
+    terminated = failed["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"], terminated["message"]) == (
+        "Error", 7, "cp: no such file: base.qcow2\n")
+    assert failed["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert pod_status_cell(k8s_api, "lab-a") == "Init:Error"
+    assert k8s_api.docker_container(NS, "lab-a", "main") is None  # never created
+    # restartPolicy Always would restart it: the double reports the back-off instead.
+    v1.create_namespaced_pod(NS, pod("lab-b", initContainers=init))
+    k8s_api.wait_for(lambda: (((k8s_api.cluster.get("pods", NS, "lab-b") or {}).get("status", {})
+                               .get("initContainerStatuses") or [{}])[0].get("state") or {}).get("waiting", {})
+                     .get("reason") == "CrashLoopBackOff",
+                     20, "the back-off")
+    assert pod_status_cell(k8s_api, "lab-b") == "Init:CrashLoopBackOff"
+    assert v1.read_namespaced_pod("lab-b", NS).status.phase == "Pending"
+
+
 # exec (real containers) -----------------------------------------------------------------------------------
 def _exec(api: client.CoreV1Api, name: str, command: list[str], stdin: bytes | None = None, **options: Any
           ) -> tuple[bytes, bytes, int, Any]:
@@ -462,6 +576,71 @@ def test_a_deleted_pod_takes_its_containers_with_it(k8s_api, kubeconfig):
     k8s_api.wait_for(lambda: k8s_api.cluster.get("configmaps", NS, "lab-a") is None, 20, "the cascade")
     assert engine.containers.list(all=True, filters={"label": label}) == []
     assert engine.volumes.list(filters={"label": label}) == []
+
+
+# NetworkPolicies (networking.k8s.io/v1): stored and validated, not enforced ------------------------------
+def network_policy(name: str, owner: Any = None, **spec: Any) -> dict[str, Any]:
+    peers = {"matchLabels": {"labs.session": "a"}}
+    meta: dict[str, Any] = {"name": name}
+    if owner is not None:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner.metadata.name,
+                                    "uid": owner.metadata.uid, "controller": True, "blockOwnerDeletion": True}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta,
+            "spec": {"podSelector": peers, "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"from": [{"podSelector": peers}]}], "egress": [{"to": [{"podSelector": peers}]}],
+                     **spec}}
+
+
+def test_network_policies_are_served_under_their_group_validated_and_collected_with_their_owner(
+        v1, kubeconfig_light, k8s_api_light):
+    api_client = config.new_client_from_config(config_file=str(kubeconfig_light))
+    groups = {g.name: g for g in client.ApisApi(api_client).get_api_versions().groups}
+    assert groups["networking.k8s.io"].preferred_version.group_version == "networking.k8s.io/v1"
+    networking = client.NetworkingV1Api(api_client)
+    resources = {r.name: r for r in networking.get_api_resources().resources}
+    assert resources["networkpolicies"].namespaced and "create" in resources["networkpolicies"].verbs
+    anchor = v1.create_namespaced_config_map(NS, configmap("lab-a"))
+    created = networking.create_namespaced_network_policy(NS, network_policy("lab-a", anchor))
+    assert created.api_version == "networking.k8s.io/v1" and uuid.UUID(created.metadata.uid)
+    assert networking.read_namespaced_network_policy("lab-a", NS).metadata.uid == created.metadata.uid
+    assert [p.metadata.name for p in networking.list_namespaced_network_policy(NS).items] == ["lab-a"]
+    # In RBAC terms, with their group: what a Role must grant.
+    assert ("networking.k8s.io", "networkpolicies", "create") in {
+        (c.group, c.resource, c.verb) for c in k8s_api_light.calls}
+    # Not the core group's path, and not another group's.
+    assert raw_request(k8s_api_light, "GET", f"/api/v1/namespaces/{NS}/networkpolicies").status_code == 404
+    assert raw_request(k8s_api_light, "GET", f"/apis/apps/v1/namespaces/{NS}/networkpolicies").status_code == 404
+    # What the real server refuses: a peer with an ipBlock and a selector, an except outside its cidr,
+    # a bad operator; and (strict decoding) an unknown field.
+    for bad, field in (
+            ({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]},
+             "spec.ingress[0].from[0]"),
+            ({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}]},
+             "spec.egress[0].to[0].ipBlock.except[0]"),
+            ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["b"]}]}},
+             "spec.podSelector.matchExpressions[0].operator")):
+        with pytest.raises(client.ApiException) as refused:
+            networking.create_namespaced_network_policy(NS, network_policy("lab-b", **bad))
+        assert refused.value.status == 422 and failure(refused.value)["details"]["causes"][0]["field"] == field
+    misspelt = network_policy("lab-b")
+    misspelt["spec"]["ingres"] = []
+    unknown = raw_request(k8s_api_light, "POST", f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies",
+                          misspelt)
+    assert unknown.status_code == 400 and 'unknown field "spec.ingres"' in unknown.json()["message"]
+    # The anchor's foreground deletion takes its policy along.
+    v1.delete_namespaced_config_map("lab-a", NS, propagation_policy="Foreground")
+    k8s_api_light.wait_for(lambda: not k8s_api_light.cluster.select("networkpolicies", NS), 10, "the policy to go")
+
+
+def test_debian_kubectl_discovers_and_lists_network_policies(kubeconfig_light, k8s_api_light):
+    kubectl = debian_kubectl()
+    k8s_api_light.create("networkpolicies", NS, network_policy("lab-a"))
+    done = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig_light), "get", "networkpolicies", "-o", "name"],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "networkpolicy.networking.k8s.io/lab-a\n"), done.stderr
+    done = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig_light), "api-resources", "--api-group",
+                           "networking.k8s.io", "-o", "name"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "networkpolicies.networking.k8s.io\n"), done.stderr
 
 
 # kubectl -------------------------------------------------------------------------------------------------

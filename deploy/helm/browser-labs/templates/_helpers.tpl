@@ -82,12 +82,41 @@ app.kubernetes.io/part-of: browser-labs
 {{- prepend .Values.django.extraAllowedHosts .Values.platformHost | uniq | join "," }}
 {{- end }}
 
+{{/* The Kubernetes runner's VM OPTIONS from kubernetesRunner.vms (runners/k8s_vm.py), checked. */}}
+{{- define "browser-labs.vmOptions" -}}
+{{- $vms := .Values.kubernetesRunner.vms }}
+{{- $claim := .Values.persistence.vmImages.sessionsClaim }}
+{{- $options := dict }}
+{{- range $key, $option := dict "diskSource" "vm_disk_source" "image" "vm_image" "disksRoot" "vm_disks_root" "diskImage" "vm_disk_image" "diskImageRoot" "vm_disk_image_root" "kvmResource" "kvm_resource" }}
+{{- with index $vms $key }}
+{{- $_ := set $options $option . }}
+{{- end }}
+{{- end }}
+{{- if not (kindIs "invalid" $vms.kvmGroup) }}
+{{- $_ := set $options "kvm_group" (int $vms.kvmGroup) }}
+{{- end }}
+{{- if eq $vms.diskSource "claim" }}
+{{- if $vms.claim }}
+{{- $_ := set $options "vm_disks_claim" $vms.claim }}
+{{- else if $claim.create }}
+{{- $_ := set $options "vm_disks_claim" (printf "%s-vm-images" (include "browser-labs.fullname" .)) }}
+{{- else }}
+{{- fail "kubernetesRunner.vms.diskSource \"claim\" needs a claim in the sessions namespace: set kubernetesRunner.vms.claim, or persistence.vmImages.sessionsClaim.create with its volumeName" }}
+{{- end }}
+{{- end }}
+{{- if and (eq $vms.diskSource "init") (not $vms.diskImage) }}
+{{- fail "kubernetesRunner.vms.diskSource \"init\" needs kubernetesRunner.vms.diskImage, the image holding the VM images" }}
+{{- end }}
+{{- toJson $options }}
+{{- end }}
+
 {{/* LAB_RUNNERS: values.runners plus the kubernetes alias when enabled. */}}
 {{- define "browser-labs.labRunners" -}}
 {{- $runners := deepCopy .Values.runners }}
 {{- if .Values.kubernetesRunner.enabled }}
 {{- /* The platform's own image is the judge's trusted reader (agent_image) unless the options name another. */}}
-{{- $options := merge (dict "namespace" .Values.sessions.namespace) (deepCopy .Values.kubernetesRunner.options) (dict "agent_image" (include "browser-labs.image" .)) }}
+{{- $vmOptions := include "browser-labs.vmOptions" . | fromJson }}
+{{- $options := merge (dict "namespace" .Values.sessions.namespace) $vmOptions (deepCopy .Values.kubernetesRunner.options) (dict "agent_image" (include "browser-labs.image" .)) }}
 {{- $_ := set $runners "kubernetes" (dict "BACKEND" "runners.kubernetes.KubernetesRunner" "OPTIONS" $options) }}
 {{- end }}
 {{- toJson $runners }}
