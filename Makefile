@@ -4,7 +4,8 @@
 #   make test [ARGS="-k docker -x"]   set up and run the whole suite (ARGS go to pytest)
 #   make lint                         ruff and mypy (on the virtualenv that run/test set up)
 #   make bench                        list the benchmarks in bench/
-#   make bench BENCH=start_latency [ARGS="--rounds 5"]   run one (BENCH=all runs every one)
+#   make bench BENCH=start_latency [ARGS="--rounds 5"]   run one
+#   make bench BENCH=all [ARGS_terminal="--idle 100" ...]  run every one, each with its own ARGS_<name>
 #   make images [ARGS="--force"]      build the lab images locally (no registry needed)
 
 VENV ?= .venv
@@ -28,14 +29,23 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
+BENCHES := $(basename $(notdir $(wildcard bench/*.py)))
+
 bench:
 ifeq ($(BENCH),)
-	@echo "benchmarks (make bench BENCH=NAME [ARGS=...], or BENCH=all):"
+	@echo "benchmarks (make bench BENCH=NAME [ARGS=...], or BENCH=all [ARGS_NAME=...]):"
 	@for f in bench/*.py; do printf "  %-16s %s\n" "$$(basename $$f .py)" "$$(sed -n '1s/^\"\"\"//p' $$f)"; done
-else ifeq ($(BENCH),all)
-	@set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f $(ARGS); done
+else
+	@test -x $(PY) || { echo "no $(VENV): run 'make run' or 'make test' once to set it up" >&2; exit 1; }
+	@# The baselines (websockify for the VNC bench) are development requirements, which a virtualenv
+	@# made by run.sh lacks.
+	@$(VENV)/bin/pip install -q -r requirements-dev.txt
+ifeq ($(BENCH),all)
+	@test -z "$(ARGS)" || { echo "ARGS goes to one bench and the benches' flags differ: use ARGS_<name> with BENCH=all" >&2; exit 2; }
+	@set -e; $(foreach name,$(BENCHES),echo "== bench/$(name).py $(ARGS_$(name))"; $(PY) bench/$(name).py $(ARGS_$(name));)
 else
 	$(PY) bench/$(BENCH).py $(ARGS)
+endif
 endif
 
 images:

@@ -2,11 +2,14 @@
 session cookie, which must come with Django's CSRF token on anything but GET.
 
 Both answer with the user, which ninja keeps as `request.auth`. A read token on an endpoint
-that changes something is refused with 403 (not 401: the token is fine, its scope is not).
+that changes something is refused with 403 (not 401: the token is fine, its scope is not). An
+expired token is refused with 401 and a message that says so (a script's owner must know to make
+a new one, not hunt for a typo); a token past its rate limit with 429 (api/rate_limit.py).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +19,7 @@ from ninja.errors import HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from api import rate_limit
 from api.models import ApiToken
 
 
@@ -26,6 +30,11 @@ class ApiRequest(HttpRequest):
 
 
 READ_ONLY_REFUSAL = "This token is read-only: starting, stopping, extending and checking need a write token."
+
+
+def expired_refusal(expired_at: datetime) -> str:
+    return (f"This token expired on {expired_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC: make a new one on the "
+            "API tokens page (/api-tokens/).")
 
 
 class BearerToken(HttpBearer):
@@ -39,6 +48,9 @@ class BearerToken(HttpBearer):
         found = ApiToken.objects.find(token)
         if found is None:
             return None
+        if found.expires_at is not None and found.is_expired():
+            raise HttpError(401, expired_refusal(found.expires_at))
+        rate_limit.check(found)  # a read token hammering write endpoints counts too
         if self.write and not found.can_write:
             raise HttpError(403, READ_ONLY_REFUSAL)
         found.record_use()

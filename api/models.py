@@ -2,7 +2,9 @@
 
 The token is shown once, when it is made; only its sha256 is kept, with its first characters
 (`prefix`) to find the row and to tell tokens apart on the page. A read token may only look;
-starting, stopping, extending and checking need a write token.
+starting, stopping, extending and checking need a write token. A token may expire (chosen when it
+is made: 30, 90 or 365 days, or never); an expired one is refused with a message saying so and
+stays listed, marked expired, until its owner revokes it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +24,7 @@ PREFIX_LENGTH = len(STARTS_WITH) + 10  # "labs_" and 60 random bits: enough to f
 TOKEN_LENGTH = len(STARTS_WITH) + 43  # token_urlsafe(32): 32 random bytes, 43 characters
 MAX_TOKENS_PER_USER = 20
 LAST_USED_WRITE_SECONDS = 60  # last_used_at is written at most this often per token
+EXPIRY_DAYS = (30, 90, 365)  # the lifetimes offered on the page, besides "never"
 
 
 def digest_of(token: str) -> str:
@@ -53,6 +56,7 @@ class ApiToken(models.Model):
     digest = models.CharField(max_length=64, unique=True, editable=False, help_text="sha256 of the token.")
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
 
     objects = ApiTokenQuerySet.as_manager()
 
@@ -66,12 +70,21 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…, {self.scope}) of {self.user}"
 
     @classmethod
-    def issue(cls, user: Any, name: str, scope: str) -> tuple[ApiToken, str]:
-        """Make a token for `user`; returns the row and the token itself, which is never stored."""
+    def issue(cls, user: Any, name: str, scope: str, expires_in_days: int | None = None) -> tuple[ApiToken, str]:
+        """Make a token for `user` (expiring after `expires_in_days`, or never when None); returns
+        the row and the token itself, which is never stored."""
         token = STARTS_WITH + secrets.token_urlsafe(32)
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
         row = cls.objects.create(user=user, name=name, scope=scope, prefix=token[:PREFIX_LENGTH],
-                                 digest=digest_of(token))
+                                 digest=digest_of(token), expires_at=expires_at)
         return row, token
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @property
+    def expired(self) -> bool:
+        return self.is_expired()
 
     @property
     def can_write(self) -> bool:

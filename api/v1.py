@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.parser import Parser
 
 from api import auth, endpoints, staff
+from api.rate_limit import RateLimited
 from jobqueue.queueing import QueueUnavailable
 from judge.actions import JudgeActionError
 from sessions_app.actions import JobQueueUnavailable, QuotaExceeded, SessionActionError
@@ -63,6 +65,13 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return _error(request, exc.status_code, str(exc.message))
 
 
+@api.exception_handler(RateLimited)
+def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = _error(request, 429, str(exc.message))
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 @api.exception_handler(SessionActionError)
 def session_refused(request: HttpRequest, exc: SessionActionError) -> HttpResponse:
     if isinstance(exc, JobQueueUnavailable):
@@ -82,4 +91,16 @@ def check_refused(request: HttpRequest, exc: JudgeActionError) -> HttpResponse:
 def _queue_unavailable(request: HttpRequest, detail: str) -> HttpResponse:
     response = _error(request, 503, detail)
     response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+UNKNOWN_PATH = "No such API endpoint. The API is at /api/v1/; its schema at /api/v1/openapi.json."
+
+
+@csrf_exempt  # it changes nothing, and a script's POST to a wrong address should hear 404, not a CSRF page
+def unknown_path(request: HttpRequest) -> HttpResponse:
+    """Every other address under /api/ (another version, a typo, a wrong method's path): the API's
+    JSON 404, not the site's HTML page. Mounted after the API by labsite/urls.py."""
+    response = JsonResponse({"detail": UNKNOWN_PATH}, status=404)
+    response["Cache-Control"] = "no-store"
     return response

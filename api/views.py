@@ -38,7 +38,8 @@ def token_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     if ApiToken.objects.filter(user=request.user).count() >= MAX_TOKENS_PER_USER:
         messages.error(request, f"You have {MAX_TOKENS_PER_USER} tokens already: revoke one to make another.")
         return redirect("api_tokens:list")
-    _, token = ApiToken.issue(request.user, form.cleaned_data["name"], form.cleaned_data["scope"])
+    _, token = ApiToken.issue(request.user, form.cleaned_data["name"], form.cleaned_data["scope"],
+                              expires_in_days=form.expires_in_days())
     # Rendered, not redirected: the token must never pass through the messages' storage.
     return _page(request, TokenForm(), new_token=token, status=201)
 

@@ -11,7 +11,9 @@ Close codes: 4400 bad request or repeated garbage, 4403 not yours (or not signed
 session is not running, 4500 the runner could not attach, 1000 the shell ended. The bridging
 itself (flow control, non-blocking reads and writes, recording) is in consoles/terminals.py;
 which cast a recorded terminal writes to (the same one again after a reconnect) in
-consoles/recordings.py.
+consoles/recordings.py. The learner's own terminal records when the session first sent them output
+(Session.first_output_at, for /metrics' request → first shell byte): one conditional UPDATE in a
+thread on its first output frame, none once the session has it.
 
 Graphical console, `ws/sessions/<id>/vnc/`: raw RFB in binary frames both ways, for noVNC in the
 browser. The VNC server's address comes only from the session's runner; nothing the client sends
@@ -30,12 +32,13 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
+from django.utils import timezone
 
 from consoles import recordings, terminals, vnc_bridge
 from consoles.flow import ClientFlow
 from runners.base import RunnerError, vnc_endpoint_of
 from sessions_app.access import get_session_for_user
-from sessions_app.actions import record_activity
+from sessions_app.actions import mark_active
 from sessions_app.models import Session, State
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     bridge: terminals.TerminalBridge | None = None
     client_flow: ClientFlow | None = None
+    # Whether the session's first output is already recorded (or not ours to record): checked on
+    # every output frame, so one attribute read is all the hot path pays.
+    _first_output_noted = True
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # Channels' own loop also listens to a channel layer, at the price of a task and an
@@ -125,6 +131,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         self.session = session
         self._counts_activity = session.is_learner(user)  # staff helping is not the learner
+        # Request → first shell byte is the learner's wait: only their own terminal records it, once
+        # per session (the row says whether an earlier terminal already did).
+        self._first_output_noted = not self._counts_activity or session.first_output_at is not None
         # Acks bound what the browser says it has not rendered; this bounds what daphne holds for it.
         self.client_flow = ClientFlow.for_send(self.base_send)
         self.bridge = bridge = terminals.TerminalBridge(stream, send_output=self._send_output,
@@ -165,6 +174,20 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def _send_output(self, data: bytes) -> None:
         await self.send(bytes_data=data)
+        if not self._first_output_noted:
+            self._note_first_output()
+
+    def _note_first_output(self) -> None:
+        """Record the session's first output in a thread (one conditional UPDATE per terminal open
+        at most), never holding up the bytes."""
+        self._first_output_noted = True
+        if self.session is None:
+            return
+        at = timezone.now()
+        task = asyncio.get_running_loop().create_task(
+            database_sync_to_async(self.session.note_first_output)(at))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
 
     async def _shell_exited(self) -> None:
         await self.send(text_data=json.dumps({"type": "exit"}))
@@ -208,14 +231,14 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if self.session is None or not self._counts_activity or not terminals.activity_due(self._last_activity, now):
             return
         self._last_activity = now
-        task = asyncio.get_running_loop().create_task(database_sync_to_async(record_activity)(self.session))
+        task = asyncio.get_running_loop().create_task(database_sync_to_async(mark_active)(self.session, "terminal"))
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("terminal activity write failed: %s", task.exception())
+            log.warning("terminal activity or first-output write failed: %s", task.exception())
 
     async def disconnect(self, code: int) -> None:
         await self._release()
@@ -268,6 +291,16 @@ class VncConsumer(AsyncWebsocketConsumer):
             await self.close(vnc_bridge.CLOSE_UNAVAILABLE, "The session is not running.")
             return
         target = vnc_endpoint_of(session.endpoints)
+        port = vnc_bridge.runner_vnc_port(session.endpoints) if target is None else None
+        if port is not None:
+            # The runner's address holds only in the process that asks (the Kubernetes runner's loopback
+            # tunnel through the API server): ask it here, in a thread (it calls the API).
+            try:
+                target = await asyncio.to_thread(vnc_bridge.runner_vnc_endpoint, session, port)
+            except RunnerError as exc:
+                log.info("VNC server of session %s cannot be reached through its runner: %s", session.pk, exc)
+                await self.close(vnc_bridge.CLOSE_UPSTREAM_FAILED, "The graphical console does not answer.")
+                return
         if target is None:
             await self.close(vnc_bridge.CLOSE_UNAVAILABLE, "This session has no graphical console.")
             return
@@ -323,7 +356,7 @@ class VncConsumer(AsyncWebsocketConsumer):
                 self.flow.resume_reading()
         if self.counts_activity and vnc_bridge.is_user_input(bytes_data) and self.activity.due():
             assert self.session is not None
-            await database_sync_to_async(record_activity)(self.session)
+            await database_sync_to_async(mark_active)(self.session, "terminal")
 
     async def disconnect(self, code: Any) -> None:
         if self.pump is not None:

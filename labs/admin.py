@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
@@ -16,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from audit.records import client_address, record, record_many
 from labs import vm_images
 from labs.forms import ImageAdminForm
-from labs.models import Image, Lab, LabStep, Tag
+from labs.models import IdleSignal, Image, Lab, LabStep, Tag
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -146,6 +147,16 @@ class LabAdmin(admin.ModelAdmin):
     readonly_fields = ["source_path", "source_format", "created_at", "updated_at"]
     inlines = [LabStepInline]
 
+    def formfield_for_dbfield(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        if db_field.name == "idle_signals":
+            # A list of choices kept as JSON: shown as checkboxes, not as JSON to type.
+            return forms.MultipleChoiceField(
+                choices=IdleSignal.choices, widget=forms.CheckboxSelectMultiple, required=False,
+                label="Idle signals", help_text="What counts as activity for the idle timeout. Without the page's "
+                "heartbeat, a tab left open with nothing running does not keep the session; CPU use counts "
+                "only while the watchdog (run_watchdog) runs.")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
         if db_field.name == "image":
             kwargs["queryset"] = Image.objects.filter(owner__isnull=True)  # learners' ISOs are theirs alone
@@ -158,7 +169,8 @@ class LabAdmin(admin.ModelAdmin):
                                     "docker_access", "dind_images", "network_mode", "record_terminal"]}),
         ("Resources", {"fields": ["cpu", "memory_mb", "pids_limit", "disk_mb"]}),
         ("Time limits", {"fields": ["ttl_minutes", "max_extensions", "extension_minutes",
-                                    "idle_timeout_minutes", "auto_delete_minutes"]}),
+                                    "idle_timeout_minutes", "idle_signals", "idle_cpu_percent",
+                                    "auto_delete_minutes"]}),
         ("Judge and completion", {"fields": ["judge", "unlock_steps_in_order", "finish_text"]}),
         ("Files copied into the session", {"fields": ["assets"], "classes": ["collapse"]}),
         ("Scripts run when the session starts", {"fields": ["intro_background_script", "intro_foreground_script"],

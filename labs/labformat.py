@@ -29,7 +29,7 @@ from django.db import models, transaction
 
 from audit.records import record
 from labs import privileges
-from labs.models import Image, Lab, LabStep, Tag
+from labs.models import IdleSignal, Image, Lab, LabStep, Tag, default_idle_signals
 from labs.source_files import BoundedYamlLoader, SourceFileError, YamlLimitError, check_aliases, inside, read_text
 
 __all__ = [
@@ -265,12 +265,14 @@ LAB_KEYS = frozenset({
     "runner", "resources", "network_mode", "ttl_minutes", "max_extensions", "extension_minutes",
     "idle_timeout_minutes", "auto_delete_minutes", "exposed_ports", "docker_access", "consoles",
     "record_terminal", "published", "judge", "steps", "dind_images", "shell_user", "hosts",
+    "idle_signals", "idle_cpu_percent",
 })  # fmt: skip
 RESOURCE_KEYS = ("cpu", "memory_mb", "pids_limit", "disk_mb")
 IMAGE_KEYS = frozenset({"name", "kind", "reference", "description"})
 STEP_KEYS = frozenset({"title", "file", "verify", "solution", "solution_file", "hints"})
 # Plain integer Lab fields written at the top level of lab.yaml.
-_TOP_LEVEL_INTS = ("ttl_minutes", "max_extensions", "extension_minutes", "idle_timeout_minutes", "auto_delete_minutes")
+_TOP_LEVEL_INTS = ("ttl_minutes", "max_extensions", "extension_minutes", "idle_timeout_minutes", "auto_delete_minutes",
+                   "idle_cpu_percent")
 _BOOLS = ("docker_access", "record_terminal", "published")
 # Where a model field lives in lab.yaml when that is not a top-level key of the same name.
 _LAB_FIELD_PATHS: dict[str, tuple[str | int, ...]] = {name: ("resources", name) for name in RESOURCE_KEYS}
@@ -730,6 +732,8 @@ class YamlLabLoader:
             "judge": reader.checks(data, "judge", ()),
             "shell_user": reader.string(data, "shell_user", (), max_length=_max_length(Lab, "shell_user")),
             "hosts": reader.strings(data, "hosts", ()),
+            "idle_signals": (reader.strings(data, "idle_signals", (), choices=tuple(IdleSignal.values))
+                             if "idle_signals" in data else default_idle_signals()),
             "source_format": "",
         }
         values.update(self._resources(reader, data))

@@ -102,6 +102,25 @@ class LabQuerySet(models.QuerySet["Lab"]):
         return labs
 
 
+class IdleSignal(models.TextChoices):
+    """What counts as activity for a lab's idle timeout (Lab.idle_signals); each marks the session
+    active through sessions_app.actions.mark_active."""
+
+    TERMINAL = "terminal", "Terminal or VNC input"
+    EDITOR = "editor", "Saving in the editor"
+    PREVIEW = "preview", "Web preview traffic"
+    CPU = "cpu", "Work running in the session (CPU use above the threshold)"
+    PAGE = "page", "Session page in use (its heartbeat)"
+
+
+# Not the page's heartbeat: a tab left open with nothing running does not keep a session.
+DEFAULT_IDLE_SIGNALS = ("terminal", "editor", "preview", "cpu")
+
+
+def default_idle_signals() -> list[str]:
+    return list(DEFAULT_IDLE_SIGNALS)
+
+
 class Lab(models.Model):
     class Difficulty(models.TextChoices):
         BEGINNER = "beginner", "Beginner"
@@ -145,6 +164,16 @@ class Lab(models.Model):
     extension_minutes = models.PositiveIntegerField(default=15, validators=[MinValueValidator(1)])
     idle_timeout_minutes = models.PositiveIntegerField(
         default=15, help_text="0 turns the idle timeout off."
+    )
+    idle_signals = models.JSONField(
+        default=default_idle_signals, blank=True,
+        help_text="What counts as activity for the idle timeout, any of " + ", ".join(IdleSignal.values)
+                  + ". Without page, a tab left open with nothing running does not keep the session.",
+    )
+    idle_cpu_percent = models.PositiveSmallIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="CPU use, in percent of the lab's CPUs, above which work in the session counts as activity "
+                  "(sampled by the watchdog, run_watchdog).",
     )
     auto_delete_minutes = models.PositiveIntegerField(
         default=60, help_text="Stopped sessions are deleted this long after they end."
@@ -227,6 +256,13 @@ class Lab(models.Model):
             errors["dind_images"] = "Preloaded images must be a list of image references."
         if not isinstance(self.judge, list):
             errors["judge"] = "The judge must be a list of checks."
+        signals = self.idle_signals
+        if not isinstance(signals, list) or any(s not in IdleSignal.values for s in signals):
+            errors["idle_signals"] = f"Idle signals must be a list drawn from {', '.join(IdleSignal.values)}."
+        elif len(set(signals)) != len(signals):
+            errors["idle_signals"] = "Idle signals must not repeat."
+        elif not signals and self.idle_timeout_minutes:
+            errors["idle_signals"] = "Choose at least one idle signal, or set the idle timeout to 0."
         hosts = self.hosts
         if not isinstance(hosts, list) or any(not isinstance(h, str) or not HOST_NAME.match(h) for h in hosts):
             errors["hosts"] = "Hosts must be a list of host names (lower-case letters, digits and -)."

@@ -26,11 +26,17 @@ from django.urls import re_path  # noqa: E402
 from consoles.routing import websocket_urlpatterns as console_websockets  # noqa: E402
 from labsite import hosts  # noqa: E402
 from preview.consumers import PREVIEW_PATH, PreviewHttpConsumer, PreviewWebSocketConsumer  # noqa: E402
+from webserver.long_lived import get_long_lived_application  # noqa: E402
+
+# The session page's live streams (sessions_app/streams.py) stay open for hours: Django with one
+# shared thread for them, not a thread (and a database connection) per open stream.
+STREAM_PATH = r"^sessions/[0-9a-f-]{36}/(?:output/)?stream/$"
 
 # The platform's host. The preview route is skipped (left to Django's redirect) when a preview host is set.
 platform_http = URLRouter(
     [
         re_path(PREVIEW_PATH, AuthMiddlewareStack(PreviewHttpConsumer.as_asgi())),
+        re_path(STREAM_PATH, get_long_lived_application()),  # type: ignore[arg-type]
         re_path(r"", django_asgi_app),  # type: ignore[arg-type]  # Channels routes to ASGI apps
     ]
 )

@@ -5,6 +5,9 @@
               each runner's engine; 200 when every needed part is up, else 503 naming what is down.
               With Redis it also reports the job queue (workers alive, jobs waiting, the oldest
               one's age, whether it is stuck); `?require=queue` makes a stuck queue a 503 as well.
+              It also reports the resource watchdog's open alerts (how many, by level, the oldest);
+              `?require=alerts` makes a critical alert on the host a 503 (a session's alerts never
+              do: they are one learner's, not the platform's). Both: `?require=queue,alerts`.
 
 Every readiness check runs on a daemon thread of its own and is waited for only until a short
 deadline: a hung engine or an unreachable database host answers "timeout" instead of holding
@@ -30,11 +33,13 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 import runners
 from jobqueue import queueing
 from runners.base import Runner
+from watchdog.models import Alert
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +145,25 @@ def _queue_figures() -> bool:
     return True
 
 
-def readiness(require_queue: bool = False) -> tuple[bool, dict[str, Any]]:
-    """Whether every needed part is up, and the report /readyz answers with. The job queue is
-    reported, but it decides readiness only when asked (`require_queue`): a web process serves
-    pages while the workers are away, and an orchestrator must not take it out of service for it."""
-    checks: dict[str, tuple[str, Callable[[], bool]]] = {"database": ("default", _database_up)}
+_alerts_report: dict[str, Any] = {}  # the watchdog's open alerts, from the last check that finished
+
+
+def _alert_figures() -> bool:
+    global _alerts_report
+    try:
+        _alerts_report = Alert.open_summary(timezone.now())
+    finally:
+        connection.close()  # this thread's own connection, as _database_up's
+    return True
+
+
+def readiness(require_queue: bool = False, require_alerts: bool = False) -> tuple[bool, dict[str, Any]]:
+    """Whether every needed part is up, and the report /readyz answers with. The job queue and the
+    watchdog's alerts are reported, but they decide readiness only when asked (`require_queue`,
+    `require_alerts`): a web process serves pages while the workers are away or a disk fills up,
+    and an orchestrator must not take it out of service for it."""
+    checks: dict[str, tuple[str, Callable[[], bool]]] = {"database": ("default", _database_up),
+                                                         "alerts": ("default", _alert_figures)}
     if settings.REDIS_URL:
         checks["redis"] = (settings.REDIS_URL, _redis_up(settings.REDIS_URL))
         checks["queue"] = (settings.REDIS_URL, _queue_figures)
@@ -178,6 +197,10 @@ def readiness(require_queue: bool = False) -> tuple[bool, dict[str, Any]]:
         report["queue"] = {"status": statuses["queue"], **queue}
         if require_queue and (statuses["queue"] != UP or queue.get("stuck")):
             down.append("queue")
+    alerts = _alerts_report if statuses["alerts"] == UP else {}
+    report["alerts"] = {"status": statuses["alerts"], **alerts}
+    if require_alerts and (statuses["alerts"] != UP or alerts.get("host_critical")):
+        down.append("alerts")
     for alias in sorted(set(built) | needed):
         status = runner_statuses.get(alias, DOWN if alias in configured else NOT_CONFIGURED)
         report["runners"][alias] = {"status": status, "required": alias in needed}
@@ -224,6 +247,8 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def readyz(request: HttpRequest) -> HttpResponse:
     # `?require=queue`: for uptime checkers, a stuck job queue (jobs waiting with no worker, or
-    # waiting longer than LAB_QUEUE_STUCK_SECONDS) answers 503 too.
-    ready, report = readiness(require_queue=request.GET.get("require") == "queue")
+    # waiting longer than LAB_QUEUE_STUCK_SECONDS) answers 503 too; `?require=alerts`, a critical
+    # alert on the host (the watchdog's); `?require=queue,alerts` (or the parameter twice), both.
+    required = {part.strip() for value in request.GET.getlist("require") for part in value.split(",")}
+    ready, report = readiness(require_queue="queue" in required, require_alerts="alerts" in required)
     return _no_store(JsonResponse(report, status=200 if ready else 503))

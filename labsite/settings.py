@@ -126,6 +126,7 @@ INSTALLED_APPS = [
     "preview",
     "vms",
     "judge",
+    "watchdog",
     "metrics",
     "api",
 ]
@@ -329,6 +330,15 @@ if not isinstance(LAB_RUNNERS, dict) or not all(
 LAB_DEFAULT_RUNNER = env_str("LAB_DEFAULT_RUNNER", "default")
 LAB_SESSION_WARNING_MINUTES = env_int("LAB_SESSION_WARNING_MINUTES", 5, minimum=0)
 LAB_ACTIVITY_WRITE_SECONDS = env_int("LAB_ACTIVITY_WRITE_SECONDS", 30, minimum=0)
+# The session page's live streams (sessions_app/streams.py): a comment line after this long without
+# an event keeps proxies from closing an idle stream; the database is re-read this often even when no
+# push notice came; staff's output view asks the runner this often.
+LAB_STREAM_HEARTBEAT_SECONDS = env_float("LAB_STREAM_HEARTBEAT_SECONDS", 15.0)
+LAB_STREAM_RECHECK_SECONDS = env_float("LAB_STREAM_RECHECK_SECONDS", 10.0)
+LAB_OUTPUT_POLL_SECONDS = env_float("LAB_OUTPUT_POLL_SECONDS", 1.0)
+for _name in ("LAB_STREAM_HEARTBEAT_SECONDS", "LAB_STREAM_RECHECK_SECONDS", "LAB_OUTPUT_POLL_SECONDS"):
+    if not 0.05 <= globals()[_name] <= 3600:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]} must be between 0.05 and 3600 seconds")
 LAB_START_TIMEOUT_SECONDS = env_int("LAB_START_TIMEOUT_SECONDS", 120, minimum=1)
 # /readyz calls the job queue stuck when its oldest job has waited longer than this (or no worker is alive).
 LAB_QUEUE_STUCK_SECONDS = env_int("LAB_QUEUE_STUCK_SECONDS", 300, minimum=1)
@@ -343,6 +353,27 @@ LAB_QEMU_ACCEL = env_str("LAB_QEMU_ACCEL", "auto")
 LAB_RECORDING_MAX_BYTES = env_int("LAB_RECORDING_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
 LAB_DEMO_CATALOG = BASE_DIR / "labs" / "demo_catalog"
 LAB_SHARE_MAX_MINUTES = env_int("LAB_SHARE_MAX_MINUTES", 24 * 60, minimum=1)
+
+# The resource watchdog (watchdog/, `manage.py run_watchdog`): how often it samples; thresholds per alert
+# kind laid over watchdog/rules.py's DEFAULTS (percentages and seconds, e.g.
+# {"session_memory": {"warning": 80, "critical": 95, "window_seconds": 60, "clear_margin": 5}}; checked by
+# `manage.py check` and at the watchdog's start); and a webhook told when an alert opens, turns critical
+# or resolves (watchdog/webhooks.py: json, slack or telegram, which needs the chat's id).
+LAB_WATCHDOG_INTERVAL_SECONDS = env_int("LAB_WATCHDOG_INTERVAL_SECONDS", 30, minimum=1)
+LAB_WATCHDOG_THRESHOLDS: dict[str, Any] = env_json("LAB_WATCHDOG_THRESHOLDS", {})
+LAB_WATCHDOG_WEBHOOK_URL = env_str("LAB_WATCHDOG_WEBHOOK_URL").strip()
+LAB_WATCHDOG_WEBHOOK_FORMAT = env_str("LAB_WATCHDOG_WEBHOOK_FORMAT", "json").strip().lower() or "json"
+LAB_WATCHDOG_TELEGRAM_CHAT_ID = env_str("LAB_WATCHDOG_TELEGRAM_CHAT_ID").strip()
+LAB_WATCHDOG_WEBHOOK_TIMEOUT_SECONDS = env_float("LAB_WATCHDOG_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+if LAB_WATCHDOG_WEBHOOK_FORMAT not in ("json", "slack", "telegram"):
+    raise ImproperlyConfigured(f"LAB_WATCHDOG_WEBHOOK_FORMAT={LAB_WATCHDOG_WEBHOOK_FORMAT!r}: "
+                               "use json, slack or telegram")
+if LAB_WATCHDOG_WEBHOOK_URL and urlsplit(LAB_WATCHDOG_WEBHOOK_URL).scheme not in ("http", "https"):
+    raise ImproperlyConfigured("LAB_WATCHDOG_WEBHOOK_URL must be an http:// or https:// address")
+if LAB_WATCHDOG_WEBHOOK_URL and LAB_WATCHDOG_WEBHOOK_FORMAT == "telegram" and not LAB_WATCHDOG_TELEGRAM_CHAT_ID:
+    raise ImproperlyConfigured("LAB_WATCHDOG_WEBHOOK_FORMAT=telegram needs LAB_WATCHDOG_TELEGRAM_CHAT_ID")
+if LAB_WATCHDOG_WEBHOOK_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("LAB_WATCHDOG_WEBHOOK_TIMEOUT_SECONDS must be a positive number of seconds")
 
 
 def _preview_host(raw: str) -> str:
@@ -416,6 +447,18 @@ for _network in LAB_METRICS_NETWORKS:
     except ValueError:
         raise ImproperlyConfigured(f"LAB_METRICS_NETWORKS: {_network!r} is not a network (e.g. 10.0.0.0/8)") from None
 LAB_METRICS_TOKEN = env_str("LAB_METRICS_TOKEN")
+
+# The JSON API: requests per personal token, "N/second|minute|hour|day" (empty: no limit), counted
+# in Redis with REDIS_URL (shared by every process), else in this process's cache (api/rate_limit.py).
+_API_RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_api_rate = env_str("LAB_API_RATE_LIMIT", "120/minute").strip().lower()
+_api_rate_match = re.fullmatch(r"([1-9]\d*)\s*/\s*(second|minute|hour|day)", _api_rate)
+if _api_rate and _api_rate_match is None:
+    raise ImproperlyConfigured(f"LAB_API_RATE_LIMIT={_api_rate!r} is not a rate like 120/minute "
+                               "(a positive count per second, minute, hour or day; empty for no limit)")
+# (requests, seconds) or None
+LAB_API_RATE_LIMIT: tuple[int, int] | None = (
+    (int(_api_rate_match[1]), _API_RATE_PERIODS[_api_rate_match[2]]) if _api_rate_match else None)
 
 # Killercoda scenarios name a backend image id; this maps each id to a local Image: its name, or
 # {"image": name, "reference": "repo:tag" (creates the image on import when missing),

@@ -3,7 +3,7 @@ higher one to mount its pages. The session's pages from preview, vms and console
 "sessions" namespace, so their names (sessions:shares:list, sessions:recording_replay…) stay."""
 
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 
 import api.v1
 import consoles.urls
@@ -35,6 +35,7 @@ urlpatterns = [
     path("metrics", metrics.views.metrics, name="metrics"),  # Prometheus, machines only (metrics/access.py)
     path("admin/", admin.site.urls),
     path("api/v1/", api.v1.api.urls),  # the JSON API, its schema and docs page (api/v1.py)
+    re_path(r"^api/", api.v1.unknown_path),  # anything else under /api/: a JSON 404, not the HTML page
     path("api-tokens/", include("api.urls")),  # a user's personal API tokens
     path("accounts/", include("accounts.github_login")),  # before allauth's: GitHub only when set up
     path("accounts/", include("allauth.urls")),

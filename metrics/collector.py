@@ -22,11 +22,21 @@ What the rows allow, and how:
   of whichever process queued them and there is no queue to count: the queue figures are left
   out. With Redis configured but not answering, `labs_job_queue_up` is 0 and the rest is left out.
 
+- Request → first shell byte comes from `Session.first_output_at`, set once by the learner's own
+  terminal (consoles/consumers.py) when it forwards its first output: a gauge histogram over the
+  sessions whose first output came in the window, like request → running.
+- The reaper and the reconciler write a `HousekeepingPass` row at the end of each pass and prune
+  rows older than a day: the last pass's duration and age, and the orphans removed and sessions
+  handled in the window, are gauges per kind. A kind that never ran has no series (alert on
+  `absent()`); one that stopped shows a growing age.
+
 Every figure is one aggregated query (GROUP BY with conditional counts for histogram buckets), so
-a scrape costs the same seven queries however many rows there are, each aggregating in the
-database over the rows it reads (live sessions, the window's, and the whole attempts table).
-Per-session CPU and memory are not here: they need a call to the runner's engine per session
-(runners' `stats()`), far too slow for a scrape with many sessions.
+a scrape costs the same nine queries however many rows there are, each aggregating in the
+database over the rows it reads (live sessions, the window's, the whole attempts table and the
+last day's housekeeping passes).
+Per-session CPU, memory and disk are not here: they need a call to the runner's engine per session
+(runners' `stats()`), far too slow for a scrape with many sessions. The watchdog samples them in
+its own loop and metrics/watchdog_figures.py exports its latest samples.
 """
 
 from __future__ import annotations
@@ -38,7 +48,22 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db.models import Case, CharField, Count, DurationField, ExpressionWrapper, F, Q, Sum, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 from prometheus_client.core import (
@@ -54,13 +79,14 @@ from rq import Queue
 
 from jobqueue.queueing import REDIS_DOWN, uses_redis
 from judge.models import Attempt, HintRequest
-from sessions_app.models import LIVE_STATES, EndReason, Session, State
+from sessions_app.models import LIVE_STATES, EndReason, HousekeepingPass, Session, State
 
 log = logging.getLogger(__name__)
 _redis_down = False  # whether the last scrape found the job queue's Redis down (logged once per change)
 
 WINDOW_MINUTES = 15
-# Request → running, in seconds: a container starts in a few, a VM or a big image in minutes.
+# Request → running (and → first shell byte), in seconds: a container starts in a few, a VM or a
+# big image in minutes.
 START_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 # A judge run, in seconds: a command check takes a moment, a docker_build up to an hour.
 JUDGE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -94,6 +120,22 @@ def _buckets(row: dict[str, Any], bounds: Sequence[float], total: int) -> list[t
     return [*((floatToGoString(bound), row[f"b{i}"]) for i, bound in enumerate(bounds)), ("+Inf", total)]
 
 
+def _since_request(name: str, documentation: str, reached: str, since: Any) -> Metric:
+    """A gauge histogram, by runner, of the time from the start request (created_at) to `reached`
+    (a timestamp field), over the sessions whose `reached` falls in the window: one query."""
+    durations = GaugeHistogramMetricFamily(name, documentation, labels=["runner"])
+    took = ExpressionWrapper(F(reached) - F("created_at"), output_field=DurationField())
+    timings = (Session.objects.filter(**{f"{reached}__gte": since}).annotate(alias=_runner(), took=took)
+               .values("alias")
+               .annotate(n=Count("pk"), total=Sum("took"),
+                         **_bucket_counts("took", (timedelta(seconds=b) for b in START_BUCKETS)))
+               .order_by("alias"))
+    for row in _rows(timings):
+        total = row["total"].total_seconds() if row["total"] is not None else 0.0
+        durations.add_metric([row["alias"]], _buckets(row, START_BUCKETS, row["n"]), total)
+    return durations
+
+
 class PlatformCollector(Collector):
     """Collects every figure anew on each call (see the module's docstring)."""
 
@@ -102,9 +144,11 @@ class PlatformCollector(Collector):
         since = now - timedelta(minutes=WINDOW_MINUTES)
         yield from self._live_sessions()
         yield from self._recent_starts(since)
+        yield self._recent_first_output(since)
         yield self._recent_stops(since)
         yield self._recent_hints(since)
         yield from self._judge_attempts()
+        yield from self._housekeeping(now, since)
         yield from self._job_queue()
 
     # ---- sessions ------------------------------------------------------------------------------
@@ -142,21 +186,18 @@ class PlatformCollector(Collector):
             starts.add_metric([row["alias"], row["outcome"]], row["n"])
         yield starts
 
-        durations = GaugeHistogramMetricFamily(
+        yield _since_request(
             f"labs_session_start_seconds_{WINDOW_MINUTES}m",
             f"Request → running of the sessions that reached running in the last {WINDOW_MINUTES} minutes, "
             "by runner, in seconds.",
-            labels=["runner"])
-        took = ExpressionWrapper(F("started_at") - F("created_at"), output_field=DurationField())
-        timings = (Session.objects.filter(started_at__gte=since).annotate(alias=_runner(), took=took)
-                .values("alias")
-                .annotate(n=Count("pk"), total=Sum("took"),
-                          **_bucket_counts("took", (timedelta(seconds=b) for b in START_BUCKETS)))
-                .order_by("alias"))
-        for row in _rows(timings):
-            total = row["total"].total_seconds() if row["total"] is not None else 0.0
-            durations.add_metric([row["alias"]], _buckets(row, START_BUCKETS, row["n"]), total)
-        yield durations
+            "started_at", since)
+
+    def _recent_first_output(self, since: Any) -> Metric:
+        return _since_request(
+            f"labs_session_first_output_seconds_{WINDOW_MINUTES}m",
+            "Request → first shell byte (the learner's own terminal first sending them output) of the sessions "
+            f"whose first output came in the last {WINDOW_MINUTES} minutes, by runner, in seconds.",
+            "first_output_at", since)
 
     def _recent_stops(self, since: Any) -> Metric:
         stops = GaugeMetricFamily(
@@ -211,6 +252,45 @@ class PlatformCollector(Collector):
         yield finished
         yield durations
         yield waiting
+
+    # ---- housekeeping --------------------------------------------------------------------------
+
+    def _housekeeping(self, now: Any, since: Any) -> Iterator[Metric]:
+        duration = GaugeMetricFamily("labs_housekeeping_last_pass_seconds",
+                                     "How long the last pass took, by kind (reap, reconcile).", labels=["kind"])
+        age = GaugeMetricFamily("labs_housekeeping_since_last_pass_seconds",
+                                "Seconds since the last pass finished, by kind (a stalled loop keeps growing).",
+                                labels=["kind"])
+        orphans = GaugeMetricFamily(
+            f"labs_housekeeping_orphans_removed_{WINDOW_MINUTES}m",
+            f"Environments no live session owned, removed by the passes of the last {WINDOW_MINUTES} minutes, "
+            "by kind.", labels=["kind"])
+        handled = GaugeMetricFamily(
+            f"labs_housekeeping_sessions_handled_{WINDOW_MINUTES}m",
+            f"Sessions the passes of the last {WINDOW_MINUTES} minutes stopped, failed, deleted or re-queued, "
+            "by kind.", labels=["kind"])
+        # One query: each kind's last pass, with its window's sums as subqueries.
+        window = (HousekeepingPass.objects.filter(kind=OuterRef("kind"), started_at__gte=since)
+                  .order_by().values("kind"))
+        last_ids = HousekeepingPass.objects.order_by().values("kind").annotate(last=Max("pk")).values("last")
+        zero = Value(0, output_field=IntegerField())
+        last_passes = (HousekeepingPass.objects.filter(pk__in=Subquery(last_ids))
+                       .annotate(window_orphans=Coalesce(Subquery(window.annotate(n=Sum("orphans_removed"))
+                                                                  .values("n")), zero),
+                                 window_sessions=Coalesce(Subquery(window.annotate(n=Sum("sessions_handled"))
+                                                                   .values("n")), zero))
+                       .values("kind", "started_at", "duration_seconds", "window_orphans", "window_sessions")
+                       .order_by("kind"))
+        for row in _rows(last_passes):
+            ended = row["started_at"] + timedelta(seconds=row["duration_seconds"])
+            duration.add_metric([row["kind"]], row["duration_seconds"])
+            age.add_metric([row["kind"]], max(0.0, (now - ended).total_seconds()))
+            orphans.add_metric([row["kind"]], row["window_orphans"])
+            handled.add_metric([row["kind"]], row["window_sessions"])
+        yield duration
+        yield age
+        yield orphans
+        yield handled
 
     # ---- the job queue -------------------------------------------------------------------------
 

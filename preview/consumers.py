@@ -40,9 +40,12 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from consoles.flow import ClientFlow, find_daphne_protocol
+from labs.models import IdleSignal
 from preview import access, origin, proxy
 from preview.access import PreviewGrant, PreviewNotFound, SessionNotRunning, UndeclaredPort
 from runners.base import Endpoint, RunnerError
+from sessions_app import actions
+from sessions_app.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +304,8 @@ class PreviewHttpConsumer:
             await self._page(502, "The preview cannot reach this session",
                              "Its environment does not answer on the network; try again in a moment.", retry=True)
             return
+        # Someone using the app in the session: activity, if the lab counts preview traffic.
+        await actions.amark_active(grant.session, IdleSignal.PREVIEW)
         await self._proxy(grant, endpoint, _with_query(target, query), unquote(target.decode("ascii", "replace")))
 
     # ---- the exchange ------------------------------------------------------------------------
@@ -462,6 +467,7 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
     upstream: ClientConnection | None = None
     pump: asyncio.Task[None] | None = None
     flow: ClientFlow | None = None
+    session: Session | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -510,6 +516,8 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=self.upstream.subprotocol)
         self.flow = ClientFlow.for_send(self.base_send)
         self.pump = asyncio.create_task(self._pump(self.upstream, self.flow))
+        self.session = grant.session
+        await actions.amark_active(grant.session, IdleSignal.PREVIEW)
 
     async def _refuse(self, code: int) -> None:
         # Accept first so the browser sees the code; nothing has been opened towards the session.
@@ -573,6 +581,10 @@ class PreviewWebSocketConsumer(AsyncWebsocketConsumer):
         finally:
             if flow is not None:
                 flow.resume_reading()
+        if self.session is not None:
+            # Only the browser's frames: an app pushing to an open tab is not someone using it.
+            # No query (nor thread hop) while this process marked the session lately.
+            await actions.amark_active(self.session, IdleSignal.PREVIEW)
 
     async def disconnect(self, code: int) -> None:
         if self.pump is not None:

@@ -346,6 +346,12 @@ class Runner:
         """Every environment this runner created that still exists, found by its labels."""
         raise NotImplementedError
 
+    def list_managed_for(self, session_id: str) -> list[ManagedEnvironment]:
+        """What list_managed would report for one session. Teardown asks this once per session, so a
+        runner whose engine can filter by label overrides it: a pass over N sessions then costs N
+        small listings, not N listings of everything."""
+        return [env for env in self.list_managed() if env.session_id == session_id]
+
     def remove_managed(self, env: ManagedEnvironment) -> None:
         """Remove an environment found by list_managed (used by reconciliation)."""
         raise NotImplementedError
@@ -358,6 +364,20 @@ class Runner:
         """How full the session's disk is, where the runner limits it; None where it does not.
         Must be cheap (the session page asks on every refresh): no program in the session."""
         return None
+
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """What the environment printed, for staff to follow: a container's stdout and stderr, a
+        VM's serial console.
+
+        `since` is the cursor an earlier call returned; None asks for the newest output (at most
+        `max_bytes` of it). Returns the bytes after the cursor, at most `max_bytes` unless a single
+        line is longer (the rest comes with the next call), and the cursor for the next call (the
+        same one when nothing is new; None while there is no output at all). Cursors mean
+        something only to the runner that returned them. Not supported: a permanent RunnerError
+        that says so. Never runs a program in the session (a learner could fake its output)."""
+        raise RunnerError(f"output is not available for the {self.name} runner", permanent=True)
 
     # snapshots --------------------------------------------------------------------------
     # Whether snapshot() works. Not supported: False, and snapshot() raises a permanent RunnerError.

@@ -67,7 +67,7 @@ import docker.errors
 import docker.utils
 from django.conf import settings
 
-from runners import firewall
+from runners import container_logs, firewall
 from runners.base import (
     VM_IMAGE_KINDS,
     DiskUsage,
@@ -96,6 +96,7 @@ from runners.session_shell import (
     LIST_SCRIPT,
     OOM_FIRST,
     WRITE_SCRIPT,
+    connect_hosts,
     parse_listing,
     read_script,
     terminal_shell,
@@ -188,35 +189,6 @@ echo "$line"
 set -- $line
 [ "$1" = 0 ] && exit 0
 find / -xdev -type d \( -perm -0002 -o -user "$1" -o \( -group "$2" -perm -0020 \) \) -print -prune
-"""
-# Run on the first host as the learner: a key pair once, hosts trusted on first use, the public key
-# printed. 127: no ssh-keygen in the image.
-SSH_KEY_SCRIPT = r"""
-command -v ssh-keygen >/dev/null || exit 127
-set -e
-umask 077
-mkdir -p "$HOME/.ssh"
-[ -f "$HOME/.ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C labs-session -f "$HOME/.ssh/id_ed25519"
-grep -qs 'labs-session' "$HOME/.ssh/config" || printf '%s\n' '# labs-session' 'Host *' \
-    '  StrictHostKeyChecking accept-new' '  LogLevel ERROR' >> "$HOME/.ssh/config"
-cat "$HOME/.ssh/id_ed25519.pub"
-"""
-# Run on another host as the learner, the public key on standard input.
-SSH_TRUST_SCRIPT = r"""
-set -e
-umask 077
-key=$(cat)
-mkdir -p "$HOME/.ssh"
-grep -qxF "$key" "$HOME/.ssh/authorized_keys" 2>/dev/null || printf '%s\n' "$key" >> "$HOME/.ssh/authorized_keys"
-"""
-# Run on the first host as the learner: until `ssh HOST true` works (its sshd is up), or time is up.
-SSH_WAIT_SECONDS = 30
-SSH_WAIT_SCRIPT = f"""
-end=$(( $(date +%s) + {SSH_WAIT_SECONDS} ))
-until ssh -o BatchMode=yes -o ConnectTimeout=3 "$1" true; do
-  [ "$(date +%s)" -lt "$end" ] || exit 1
-  sleep 0.2
-done
 """
 ALWAYS_WRITABLE = ("/tmp", "/var/tmp")  # noqa: S108 (container paths)  bound to the session disk even where the image lacks them
 
@@ -407,7 +379,7 @@ class DockerRunner(Runner):
             self._wait_for_inner_engine(state, deadline)
         if len(plan.hosts) > 1:
             progress("Letting the hosts reach each other over SSH")
-            self._connect_hosts(state, plan)
+            self._connect_hosts(state)
         if time.monotonic() > deadline:
             raise RunnerError(f"environment not ready after {timeout:g} s")
         progress("Container ready")
@@ -864,29 +836,15 @@ class DockerRunner(Runner):
         self.call_engine("marking the starter files copied", self.api.put_archive, state["container_id"],
                    posixpath.dirname(STARTER_MARKER), marker.getvalue())
 
-    def _connect_hosts(self, state: dict[str, Any], plan: Plan) -> None:
-        """The learner's user on the first host may `ssh <host>` to the others, with no prompt: one key
-        pair made on the first host, its public half authorized on every other."""
-        made = self.exec(state, ["sh", "-c", SSH_KEY_SCRIPT], timeout=30)
-        if made.exit_code == 127:
-            return  # no ssh in this image: the hosts still reach each other by name
-        if not made.ok or not made.stdout.startswith(b"ssh-"):
-            raise RunnerError("cannot make the session's SSH key: "
-                              f"{(made.stderr or made.stdout).decode(errors='replace').strip()[-300:]}")
-        for host, container_id in (state.get("hosts") or {}).items():
-            trusted = self.exec({**state, "container_id": container_id}, ["sh", "-c", SSH_TRUST_SCRIPT],
-                                stdin=made.stdout, timeout=30)
-            if not trusted.ok:
-                raise RunnerError(f"cannot let the first host into {host} over SSH: "
-                                  f"{trusted.stderr.decode(errors='replace').strip()[-300:]}")
-        # A host's sshd starts with the container and makes its keys first: the session is ready
-        # only once `ssh <host>` works from the first host, or the learner's first try is refused.
-        for host in state.get("hosts") or {}:
-            waited = self.exec(state, ["sh", "-c", SSH_WAIT_SCRIPT, "labs-ssh-wait", host],
-                               timeout=SSH_WAIT_SECONDS + 5)
-            if not waited.ok:
-                raise RunnerError(f"{host} does not answer over SSH: "
-                                  f"{(waited.stderr or waited.stdout).decode(errors='replace').strip()[-300:]}")
+    def _connect_hosts(self, state: dict[str, Any]) -> None:
+        """The learner's user on the first host may `ssh <host>` to the others (session_shell.connect_hosts)."""
+        hosts = state.get("hosts") or {}
+
+        def run(host: str, command: list[str], stdin: bytes | None, timeout: float) -> ExecResult:
+            return self.exec({**state, "container_id": hosts[host]} if host else state, command, stdin=stdin,
+                             timeout=timeout)
+
+        connect_hosts(run, list(hosts))
 
     def place_files(self, state: dict[str, Any], files: list[PlacedFile], host: str = "") -> None:
         """Through the engine's archive API, as root: nothing in the session takes part."""
@@ -1225,18 +1183,24 @@ class DockerRunner(Runner):
 
     # supervision ------------------------------------------------------------------------------
     def list_managed(self) -> list[ManagedEnvironment]:
+        return self._list_managed([f"{LABEL_MANAGED}={self.instance}"], self.disks.names())
+
+    def list_managed_for(self, session_id: str) -> list[ManagedEnvironment]:
+        # The engine filters by the session's label: teardown of one session lists only its own.
+        disk = self.container_name(session_id)
+        disks = [disk] if disk in self.disks.names() else []  # a directory listing: cheap beside the engine's
+        return self._list_managed([f"{LABEL_MANAGED}={self.instance}", f"{LABEL_SESSION}={session_id}"], disks)
+
+    def _list_managed(self, labels: list[str], disks: list[str]) -> list[ManagedEnvironment]:
         containers = self.call_engine(
-            "listing containers", self.client.containers.list, all=True,
-            filters={"label": f"{LABEL_MANAGED}={self.instance}"},
+            "listing containers", self.client.containers.list, all=True, filters={"label": labels},
         )
         found = [
             ManagedEnvironment(c.labels.get(LABEL_SESSION, ""), c.id, c.status == "running", {"name": c.name})
             for c in containers
         ]
         with_container = {env.session_id for env in found}
-        networks = self.call_engine(
-            "listing networks", self.client.networks.list, filters={"label": f"{LABEL_MANAGED}={self.instance}"}
-        )
+        networks = self.call_engine("listing networks", self.client.networks.list, filters={"label": labels})
         for network in networks:
             session_id = (network.attrs.get("Labels") or {}).get(LABEL_SESSION, "")
             if session_id not in with_container:
@@ -1244,9 +1208,7 @@ class DockerRunner(Runner):
                 with_container.add(session_id)
         # A failed Docker-in-Docker start in network mode none/unrestricted has no network of its
         # own, so its engine volume can be all that is left: report it, or nothing ever removes it.
-        volumes = self.call_engine(
-            "listing volumes", self.client.volumes.list, filters={"label": f"{LABEL_MANAGED}={self.instance}"}
-        )
+        volumes = self.call_engine("listing volumes", self.client.volumes.list, filters={"label": labels})
         for volume in volumes:
             session_id = (volume.attrs.get("Labels") or {}).get(LABEL_SESSION, "")
             if session_id and session_id in with_container:
@@ -1255,7 +1217,7 @@ class DockerRunner(Runner):
             with_container.add(session_id)
         # A session disk outlives nothing else by design, but a crash between making it and the
         # container can leave it alone.
-        for disk in self.disks.names():
+        for disk in disks:
             session_id = self._session_of_disk(disk) or ""
             if session_id and session_id not in with_container:
                 found.append(ManagedEnvironment(session_id, f"disk:{disk}", False, {"name": disk}))
@@ -1295,12 +1257,31 @@ class DockerRunner(Runner):
         cpus = cpu.get("online_cpus") or 1
         percent = (cpu_delta / system_delta) * cpus * 100.0 if system_delta > 0 and cpu_delta > 0 else 0.0
         memory = raw.get("memory_stats", {})
+        # As `docker stats` counts it: the cgroup's usage includes the page cache of files written or
+        # read, which the kernel drops at once under pressure (inactive files); that is not in use.
+        usage = int(memory.get("usage", 0))
+        cache = memory.get("stats", {})
+        inactive = int(cache.get("inactive_file", cache.get("total_inactive_file", 0)))
         return RunnerStats(
             cpu_percent=round(percent, 2),
-            memory_bytes=int(memory.get("usage", 0)),
+            memory_bytes=usage - inactive if inactive < usage else usage,
             memory_limit_bytes=int(memory.get("limit", 0)),
             pids=int(raw.get("pids_stats", {}).get("current", 0)),
         )
+
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """The containers' stdout and stderr as the engine logged them (container_logs.py): the
+        learner's (for Docker-in-Docker, what its entrypoint says about the inner engine; dockerd's
+        own log is a file inside), then the session's other hosts and the engine beside it, their
+        lines marked "[host] " and "[engine] "."""
+        sources = [("", str(state.get("container_id", "")))]
+        sources += [(host, str(container_id)) for host, container_id in (state.get("hosts") or {}).items()]
+        if state.get("engine_container_id"):
+            sources.append(("engine", str(state["engine_container_id"])))
+        return self.call_engine("reading the session's output", container_logs.session_output, self.api, sources,
+                                since, max_bytes)
 
 
 def _unix_mode(go_mode: int) -> int:

@@ -16,11 +16,12 @@ labs/qemu:bookworm, built by deploy/scripts/build-images.sh from deploy/images/q
     /run/vm/serial.sock     the serial console ttyS0; open_terminal() execs socat to it (QEMU serves
                             one client: the newest terminal takes the console over)
 
-The container's command is a small launcher (LAUNCHER below, passed with python3 -c so the image
-and the code never drift apart) that checks the base with `qemu-img info` (qcow2 or raw, no
-backing or data file), creates the overlay once, then execs qemu-system-x86_64: QEMU is the
-container's main process, so the container runs exactly as long as the VM (a guest that powers
-off leaves a stopped container, `poll` says STOPPED, and starting it again reuses its disk).
+The container's command is a small launcher (LAUNCHER in vm_command.py, shared with the Kubernetes
+runner's VM pods, passed with python3 -c so the image and the code never drift apart) that checks
+the base with `qemu-img info` (qcow2 or raw, no backing or data file), creates the overlay once,
+then execs qemu-system-x86_64: QEMU is the container's main process, so the container runs exactly
+as long as the VM (a guest that powers off leaves a stopped container, `poll` says STOPPED, and
+starting it again reuses its disk).
 QEMU runs as the image's unprivileged user with every capability dropped, no-new-privileges and
 its own seccomp sandbox; CPUs and memory come from the lab (the container's memory limit adds
 `vm_memory_overhead_mb` for QEMU itself), the accelerator from settings.LAB_QEMU_ACCEL (with
@@ -57,10 +58,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -86,134 +85,24 @@ from runners.base import (
 )
 from runners.docker import DockerRunner
 from runners.docker_terminal import DockerTerminal
-from runners.qemu import (
-    DEFAULT_CMDLINE,
-    DISK_NAMES,
-    QEMU_OPTION_RE,
-    SANDBOX,
-    STOPPED_STATUSES,
-    resolve_accel,
+from runners.qemu import QEMU_OPTION_RE, resolve_accel
+from runners.vm_command import (
+    BASE_DIR,
+    DISK_DIR,
+    LAUNCHER,
+    REFUSED,
+    SERIAL_ATTACH,
+    SERIAL_BRIDGE,
+    accel_argument,
+    boot_files,
+    launcher_plan,
+    power_down,
+    qemu_argv,
+    run_qmp,
+    wait_until_running,
 )
 
 DEFAULT_VM_IMAGE = "labs/qemu:bookworm"
-SOCKET_DIR = "/run/vm"
-DISK_DIR = "/var/lib/labs-vm"
-BASE_DIR = "/vm/base"
-QMP_SOCKET = f"{SOCKET_DIR}/qmp.sock"
-SERIAL_SOCKET = f"{SOCKET_DIR}/serial.sock"
-REFUSED = 2  # the launcher's exit status when the image itself is unusable (retrying cannot help)
-
-# The container's main process: check the base, create the overlay once, become QEMU.
-LAUNCHER = r"""
-import json, os, subprocess, sys
-plan = json.loads(sys.argv[1])
-def refuse(message):
-    print("labs-vm: " + message, file=sys.stderr, flush=True)
-    sys.exit(2)
-def qemu_img(*args):
-    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        refuse(" ".join((done.stderr or done.stdout).split())[:400] or "qemu-img failed")
-    return done.stdout
-for name in ("qmp.sock", "serial.sock"):
-    try:
-        os.unlink(os.path.join(plan["socket_dir"], name))
-    except FileNotFoundError:
-        pass
-overlay = plan["overlay"]
-if not os.path.exists(overlay):
-    partial = overlay + ".part"
-    if plan["base"] is None:
-        qemu_img("create", "-q", "-f", "qcow2", partial, "%dM" % plan["disk_mb"])
-    else:
-        if not os.access(plan["base"], os.R_OK):
-            refuse("cannot read the base disk (check its permissions on the host)")
-        info = json.loads(qemu_img("info", "--output=json", plan["base"]))
-        if info.get("format") not in ("qcow2", "raw"):
-            refuse("%s disks are not supported; convert it to qcow2" % info.get("format"))
-        if info.get("backing-filename"):
-            refuse("disk images with a backing file are not accepted")
-        if ((info.get("format-specific") or {}).get("data") or {}).get("data-file"):
-            refuse("disk images with an external data file are not accepted")
-        qemu_img("create", "-q", "-f", "qcow2", "-b", plan["base"], "-F", info["format"], partial)
-    os.rename(partial, overlay)
-sys.stdout.flush()
-os.execvp(plan["argv"][0], plan["argv"])
-"""
-
-# One QMP conversation inside the container; prints the commands' return values as a JSON list.
-# Exit 2: the monitor cannot be reached (not up yet, or gone); 3: QEMU answered with an error.
-QMP_CLIENT = r"""
-import json, socket, sys
-path, timeout, commands = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.settimeout(timeout)
-try:
-    sock.connect(path)
-except OSError as exc:
-    print("cannot connect to QMP: %s" % (exc.strerror or exc), file=sys.stderr)
-    sys.exit(2)
-replies = sock.makefile("rb")
-def read():
-    while True:
-        line = replies.readline()
-        if not line:
-            print("QEMU closed the QMP connection", file=sys.stderr)
-            sys.exit(2)
-        message = json.loads(line)
-        if "event" not in message:
-            return message
-read()
-results = []
-for name, arguments in [["qmp_capabilities", None]] + commands:
-    request = {"execute": name}
-    if arguments:
-        request["arguments"] = arguments
-    sock.sendall(json.dumps(request).encode() + b"\n")
-    reply = read()
-    if "error" in reply:
-        print("%s: %s" % (name, reply["error"].get("desc", reply["error"])), file=sys.stderr)
-        sys.exit(3)
-    results.append(reply.get("return"))
-print(json.dumps(results[1:]))
-"""
-
-# The serial console on the exec's TTY, made raw so the guest alone echoes and sees ^C.
-# socat is in the runner image; python3 serves images built without it.
-SERIAL_BRIDGE = r"""
-import os, select, socket, sys, tty
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.connect(sys.argv[1])
-if os.isatty(0):
-    tty.setraw(0)
-while True:
-    ready = select.select([0, sock], [], [])[0]
-    if 0 in ready:
-        data = os.read(0, 65536)
-        if not data:
-            break
-        sock.sendall(data)
-    if sock in ready:
-        data = sock.recv(65536)
-        if not data:
-            break
-        os.write(1, data)
-"""
-# QEMU serves one console client at a time, and an exec outlives the connection that attached it:
-# the newest terminal takes the console over from the previous attacher (its pid is kept in
-# serial.pid, checked by its command line, so a reused pid is never killed).
-SERIAL_ATTACH = (
-    f"old=$(cat {SOCKET_DIR}/serial.pid 2>/dev/null); "
-    'if [ -n "$old" ] && grep -qa -e UNIX-CONNECT -e labs-serial-attach "/proc/$old/cmdline" 2>/dev/null; then '
-    'kill "$old" 2>/dev/null; fi; '
-    f"echo $$ > {SOCKET_DIR}/serial.pid; "
-    f"if command -v socat >/dev/null 2>&1; then exec socat STDIO,rawer UNIX-CONNECT:{SERIAL_SOCKET}; fi; "
-    f'exec python3 -c "$1" {SERIAL_SOCKET} labs-serial-attach'
-)
-
-
-class MonitorUnavailable(RunnerError):
-    """QMP did not answer (QEMU not up yet, busy, or gone)."""
 
 
 class DockerVM:
@@ -291,69 +180,14 @@ class DockerVM:
 
     def _plan(self, spec: SessionSpec) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
         """The read-only binds of the image's files and the launcher's plan (with QEMU's argv)."""
-        image = Path(spec.image or "")
-        if not image.is_absolute():
-            raise RunnerError(f"a VM image must be an absolute file path, not {spec.image!r}", permanent=True)
-        if not image.is_file():
-            raise RunnerError(f"VM image not found: {image}", permanent=True)
-        if image.with_name(image.name + ".json").exists():
-            raise RunnerError("booting a VM snapshot needs the qemu runner, not the Docker runner", permanent=True)
-        binds: dict[str, dict[str, str]] = {}
-        # The stored format decides; the file name only when none was stored.
-        iso = spec.image_kind == "iso" or spec.disk_format == "iso" or (
-            not spec.disk_format and image.suffix.lower() == ".iso")
-        smp = max(1, math.ceil(spec.cpu))
-        memory_mb = max(int(spec.memory_mb), 32)
-        accel = self._accel()
-        if accel == "tcg":
-            # TCG's translation cache defaults to 1 GiB; keep QEMU inside the container's memory limit.
-            accel += f",tb-size={int(self.host.option('vm_tcg_cache_mb', 64))}"
-        argv = [
-            str(self.host.option("vm_qemu", "qemu-system-x86_64")),
-            "-name", f"{self.runner.instance}-{spec.session_id}",
-            "-machine", str(self.host.option("vm_machine", "pc")),
-            "-accel", accel,
-            "-smp", str(smp),
-            "-m", str(memory_mb),
-            "-nodefaults", "-no-user-config",
-            "-display", "none",
-            "-vga", "std",
-            "-vnc", f"0.0.0.0:{self._vnc_port() - 5900}",
-            "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",
-            "-chardev", f"socket,id=serial0,path={SERIAL_SOCKET},server=on,wait=off",
-            "-serial", "chardev:serial0",
-            "-drive", f"file={DISK_DIR}/overlay.qcow2,format=qcow2,if=virtio,id=disk0,discard=unmap",
-        ]
-        if iso:
-            binds[str(image)] = {"bind": f"{BASE_DIR}/cdrom.iso", "mode": "ro"}
-            argv += ["-drive", f"file={BASE_DIR}/cdrom.iso,format=raw,media=cdrom,readonly=on,if=ide,index=2",
-                     "-boot", "order=cd,once=d"]
-        else:
-            binds[str(image)] = {"bind": f"{BASE_DIR}/disk", "mode": "ro"}
-            folder = image.parent
-            if image.name in DISK_NAMES and (folder / "vmlinuz").is_file():
-                # An image directory (see qemu.py): boot its kernel directly.
-                binds[str(folder / "vmlinuz")] = {"bind": f"{BASE_DIR}/vmlinuz", "mode": "ro"}
-                cmdline = folder / "cmdline"
-                argv += ["-kernel", f"{BASE_DIR}/vmlinuz",
-                         "-append", cmdline.read_text().strip() if cmdline.is_file() else DEFAULT_CMDLINE]
-                if (folder / "initrd.img").is_file():
-                    binds[str(folder / "initrd.img")] = {"bind": f"{BASE_DIR}/initrd", "mode": "ro"}
-                    argv += ["-initrd", f"{BASE_DIR}/initrd"]
-        if spec.network_mode == "none":
-            argv += ["-nic", "none"]
-        else:
-            restrict = ",restrict=on" if spec.network_mode == "isolated" else ""
-            argv += ["-nic", f"user,model=virtio-net-pci,ipv6=off{restrict}"]
-        argv += ["-sandbox", f"{SANDBOX},elevateprivileges=deny"]
-        plan = {
-            "argv": argv,
-            "base": None if iso else f"{BASE_DIR}/disk",
-            "disk_mb": max(int(spec.disk_mb), 1),
-            "overlay": f"{DISK_DIR}/overlay.qcow2",
-            "socket_dir": SOCKET_DIR,
-        }
-        return binds, plan
+        boot = boot_files(spec, "the Docker runner")
+        accel = accel_argument(self._accel(), int(self.host.option("vm_tcg_cache_mb", 64)))
+        argv = qemu_argv(spec, boot, qemu=str(self.host.option("vm_qemu", "qemu-system-x86_64")),
+                         name=f"{self.runner.instance}-{spec.session_id}",
+                         machine=str(self.host.option("vm_machine", "pc")), accel=accel,
+                         vnc=f"0.0.0.0:{self._vnc_port() - 5900}")
+        binds = {str(path): {"bind": f"{BASE_DIR}/{name}", "mode": "ro"} for name, path in boot.base_files().items()}
+        return binds, launcher_plan(spec, boot, argv)
 
     def _host_config(self, spec: SessionSpec, network: str, binds: dict[str, dict[str, str]]) -> dict[str, Any]:
         overhead = int(self.host.option("vm_memory_overhead_mb", 256))
@@ -391,27 +225,16 @@ class DockerVM:
         }
 
     def _wait_running(self, state: dict[str, Any], deadline: float, timeout: float) -> None:
-        last = "no answer yet"
-        while True:
+        def status() -> str:
             info = self.runner.call_engine("inspecting container", self.runner.api.inspect_container,
-                                     state["container_id"])
+                                           state["container_id"])
             if not info["State"]["Running"]:
                 code = info["State"].get("ExitCode")
                 raise RunnerError(f"QEMU exited while starting (status {code}): {self._log_tail(state)}",
                                   permanent=code == REFUSED)
-            try:
-                status = str(self.qmp(state, "query-status", timeout=2)["status"])
-            except MonitorUnavailable as exc:
-                last = str(exc)
-            else:
-                if status == "running":
-                    return
-                if status in STOPPED_STATUSES:
-                    raise RunnerError(f"the VM stopped while starting ({status})")
-                last = f"state {status}"
-            if time.monotonic() >= deadline:
-                raise RunnerError(f"the VM did not start within {timeout:g} s ({last})")
-            time.sleep(0.2)
+            return str(self.qmp(state, "query-status", timeout=2)["status"])
+
+        wait_until_running(status, deadline, timeout)
 
     def _log_tail(self, state: dict[str, Any]) -> str:
         with contextlib.suppress(Exception):
@@ -423,22 +246,9 @@ class DockerVM:
     def qmp(self, state: dict[str, Any], command: str, arguments: dict[str, Any] | None = None,
             timeout: float = 5.0) -> Any:
         """Run one QMP command in the VM's container and return its result."""
-        wait = max(1, int(timeout))
-        result = self.runner.exec(
-            self._container_state(state),
-            ["flock", "-w", str(wait), f"{SOCKET_DIR}/qmp.lock",
-             "python3", "-c", QMP_CLIENT, QMP_SOCKET, str(timeout), json.dumps([[command, arguments]])],
-            timeout=2 * wait + 2, workdir="/",
-        )
-        message = " ".join(result.stderr.decode("utf-8", "replace").split())[:300]
-        if result.exit_code == 3:
-            raise RunnerError(f"QEMU monitor: {message}")
-        if not result.ok:
-            raise MonitorUnavailable(f"QEMU monitor: {message or f'exit status {result.exit_code}'}")
-        try:
-            return json.loads(result.stdout)[0]
-        except (ValueError, IndexError) as exc:
-            raise MonitorUnavailable(f"QEMU monitor: unreadable answer {result.stdout[:200]!r}") from exc
+        return run_qmp(lambda argv, seconds: self.runner.exec(self._container_state(state), argv, timeout=seconds,
+                                                              workdir="/"),
+                       command, arguments, timeout)
 
     def _container_state(self, state: dict[str, Any]) -> dict[str, Any]:
         # The runner refuses exec for VM sessions (the learner's commands belong in the guest);
@@ -449,18 +259,8 @@ class DockerVM:
     def power_down(self, state: dict[str, Any], timeout: float) -> None:
         """ACPI power button, then QMP quit; the Docker runner removes the rest afterwards."""
         grace = max(min(timeout, float(self.host.option("vm_powerdown_timeout", 10))), 0.0)
-        if not self._running(state):
-            return
-        if grace > 0:
-            with contextlib.suppress(RunnerError):
-                self.qmp(state, "system_powerdown", timeout=2)
-                end = time.monotonic() + grace
-                while time.monotonic() < end:
-                    if not self._running(state):
-                        return
-                    time.sleep(0.2)
-        with contextlib.suppress(RunnerError):
-            self.qmp(state, "quit", timeout=2)
+        power_down(lambda command, timeout: self.qmp(state, command, timeout=timeout), lambda: self._running(state),
+                   grace)
 
     def _running(self, state: dict[str, Any]) -> bool:
         try:
@@ -564,11 +364,22 @@ class DockerVmRunner(Runner):
     def list_managed(self) -> list[ManagedEnvironment]:
         return self.engine.list_managed()
 
+    def list_managed_for(self, session_id: str) -> list[ManagedEnvironment]:
+        return self.engine.list_managed_for(session_id)
+
     def remove_managed(self, env: ManagedEnvironment) -> None:
         self.engine.remove_managed(env)
 
     def stats(self, state: dict[str, Any]) -> RunnerStats:
         return self.engine.stats(state)
+
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """The VM container's log as the engine keeps it: what the launcher and QEMU print (a refused
+        base disk, QEMU's warnings). The guest's serial console is not in it: QEMU serves it on a
+        socket only (the qemu runner also logs it to a file)."""
+        return self.engine.output({"container_id": state.get("container_id", "")}, since, max_bytes)
 
     def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
         return self.engine.disk_usage(state)

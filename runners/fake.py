@@ -2,7 +2,8 @@
 
 OPTIONS: "start_delay" (seconds), "fail_on" ("start" | "stop" | "exec"), "permanent" (bool),
 "fail_times" (with fail_on: fail only that many times in this process, then work).
-Environments live in a process-wide dict so tests can inspect and break them.
+Environments live in a process-wide dict so tests can inspect and break them; what an environment
+"prints" (output()) is its list "output", which `emit` adds to.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class FakeRunner(Runner):
                 "files": {},
                 "spec": spec,
                 "exec_log": [],
+                "output": [b"fake environment: started\n"],
             }
         delay = float(self.options.get("start_delay", 0))
         try:
@@ -191,6 +193,30 @@ class FakeRunner(Runner):
     def stats(self, state: dict[str, Any]) -> RunnerStats:
         env = self._env(state)
         return RunnerStats(cpu_percent=0.0, memory_bytes=1024 * 1024, memory_limit_bytes=env["spec"].memory_mb << 20)
+
+    def emit(self, state: dict[str, Any], data: bytes) -> None:
+        """Make the environment print `data` (for tests of output())."""
+        with _lock:
+            self._env(state)["output"].append(bytes(data))
+
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """What `emit` printed; the cursor counts the pieces already returned."""
+        with _lock:
+            pieces = list(self._env(state).get("output", []))
+        if since is None:
+            start, size = len(pieces), 0
+            while start > 0 and (size + len(pieces[start - 1]) <= max_bytes or start == len(pieces)):
+                start -= 1
+                size += len(pieces[start])
+        else:
+            start = min(int(since), len(pieces))
+        end, size = start, 0
+        while end < len(pieces) and (end == start or size + len(pieces[end]) <= max_bytes):
+            size += len(pieces[end])
+            end += 1
+        return b"".join(pieces[start:end]), float(end)
 
     def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
         """What a test put in the environment's "disk_used" (bytes) against the lab's disk_mb."""

@@ -1098,6 +1098,13 @@ class LocalRunner(Runner):
         memory = sum(p.rss_bytes for p in after.values())
         return RunnerStats(cpu_percent=round(cpu, 1), memory_bytes=memory, memory_limit_bytes=limit, pids=len(after))
 
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """Not supported: nothing runs here between commands, so there is no output to follow."""
+        raise RunnerError("a local session has no output to follow: it is a directory, and its shells print only "
+                          "to the terminal that opened them", permanent=True)
+
     def _tree(self, records: list[_Record]) -> dict[int, _ProcInfo]:
         procs = _all_procs()
         by_pid = {p.pid: p for p in procs}

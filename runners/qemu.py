@@ -31,6 +31,8 @@ Session directory (<root>/<session_id>/, root = OPTIONS["root"], default DATA_DI
     qmp.sock        QMP (machine control), one client at a time; `qmp.lock` serialises our use
     vnc.sock        the VNC screen (endpoints["vnc"]["unix"])
     serial.sock     the serial console ttyS0 (endpoints["serial"]["unix"]; open_terminal)
+    serial.log      everything the guest prints on ttyS0 (QEMU's chardev logfile), for staff to follow
+                    (output(); runners/serial_log.py); cut to its newest part past serial_log_max_mb
     qemu.pid        written by QEMU; qemu.log its stderr; start.lock serialises starts
 The directory is root's (0700; the platform's user when not root). QEMU opens everything before
 it drops to run_as, and gets the overlay as two descriptors (-add-fd, /dev/fdset/1) because it
@@ -68,6 +70,7 @@ OPTIONS (all optional):
     powerdown_timeout   seconds stop() waits for the guest to power off after an ACPI power button
                         press, before QMP quit and SIGKILL (default 10; never more than stop's timeout)
     snapshot_timeout    seconds a snapshot may take (default 600)
+    serial_log_max_mb   cap of serial.log (default 8); checked whenever it is read and at every poll
 
 Networking follows spec.network_mode, always QEMU's user-mode (slirp) NAT, never a host bridge:
 none -> no NIC; isolated -> a NIC on slirp with restrict=on (nothing reachable); bridge and
@@ -119,7 +122,7 @@ from typing import Any
 
 from django.conf import settings
 
-from runners import firewall
+from runners import firewall, serial_log
 from runners.base import (
     Endpoint,
     ExecResult,
@@ -138,6 +141,7 @@ from runners.qmp import QMPClient, QMPCommandError, QMPError, connect_unix
 
 SESSION_FILE = "session.json"
 OVERLAY = "overlay.qcow2"
+SERIAL_LOG = "serial.log"
 DEFAULT_CMDLINE = "console=ttyS0 console=tty0"
 DEFAULT_RUN_AS = "labs-qemu"
 DISK_NAMES = ("disk.qcow2", "disk.raw", "disk.img")
@@ -783,7 +787,8 @@ class QemuRunner(Runner):
             # address holds ~107 bytes, less than a deep DATA_DIR needs. See connect_unix.
             "-vnc", "unix:vnc.sock",
             "-qmp", "unix:qmp.sock,server=on,wait=off",
-            "-chardev", "socket,id=serial0,path=serial.sock,server=on,wait=off",
+            # Also logged to serial.log (appended across restarts), attached or not: output().
+            "-chardev", f"socket,id=serial0,path=serial.sock,server=on,wait=off,logfile={SERIAL_LOG},logappend=on",
             "-serial", "chardev:serial0",
             "-pidfile", str(session_dir / "qemu.pid"),
             # The overlay comes as two descriptors (read-write and read-only) in fd set 1: QEMU
@@ -926,6 +931,8 @@ class QemuRunner(Runner):
 
     def poll(self, state: dict[str, Any]) -> PollStatus:
         session_id, session_dir = self._state_dir(state)
+        # The reconciler polls every running session: the serial log's cap holds even unread.
+        self._trim_serial_log(session_dir)
         if self._find_pid(session_dir, session_id, state.get("pid")) is not None:
             # A busy monitor (a snapshot under way) means the VM exists: running for our purposes.
             status = self._status(session_dir, deadline=None, timeout=3)
@@ -1028,6 +1035,26 @@ class QemuRunner(Runner):
             memory_limit_bytes=int(plan.get("memory_mb") or 0) << 20,
             pids=1,
         )
+
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """The serial console's log (serial.log); the cursor is a byte offset into it."""
+        _, session_dir = self._state_dir(state)
+        if not session_dir.is_dir():
+            raise RunnerError("the VM is gone", permanent=True)
+        self._trim_serial_log(session_dir)
+        try:
+            return serial_log.read(session_dir / SERIAL_LOG, since, max_bytes)
+        except OSError as exc:
+            raise RunnerError(f"cannot read the serial log: {exc.strerror or exc}") from exc
+
+    def _trim_serial_log(self, session_dir: Path) -> None:
+        limit = int(float(self.options.get("serial_log_max_mb", 8)) * 1024 * 1024)
+        try:
+            serial_log.trim(session_dir / SERIAL_LOG, limit)
+        except OSError as exc:
+            logger.warning("cannot trim the serial log in %s: %s", session_dir, exc)
 
     # snapshots --------------------------------------------------------------------------------
     can_snapshot = True

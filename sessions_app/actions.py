@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -14,7 +19,7 @@ from django.utils import timezone
 from accounts.models import UserQuota
 from audit.records import record
 from jobqueue.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
-from labs.models import Lab
+from labs.models import IdleSignal, Lab
 from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
 
 
@@ -185,13 +190,91 @@ def extend_session(session: Session, by_staff: bool = False, *, actor: Any = Non
     return locked
 
 
-def record_activity(session: Session) -> bool:
-    """Mark the learner as active; writes at most once per LAB_ACTIVITY_WRITE_SECONDS."""
+# The page's "I'm still here" answer to the idle warning: the learner at the keyboard on purpose, so it
+# counts whatever the lab's idle signals (without it the warning would offer a button that does nothing).
+ANSWER = "answer"
+SIGNALS = frozenset(IdleSignal.values) | {ANSWER}
+# This process's last activity write per session (time.monotonic()): within the interval the next
+# signal costs no query at all. Bounded: past this many sessions, the ones not marked lately are dropped.
+_MARKED_LIMIT = 10_000
+_marked: dict[str, float] = {}
+_marked_lock = threading.Lock()  # consumers mark from a pool of threads
+
+
+def _claim_mark(session_id: str, interval: float, *, peek: bool = False) -> bool:
+    """Whether this process may try an activity write for the session now (and, unless `peek`,
+    note that it does)."""
+    now = time.monotonic()
+    with _marked_lock:
+        last = _marked.get(session_id)
+        if last is not None and now - last < interval:
+            return False
+        if peek:
+            return True
+        if len(_marked) >= _MARKED_LIMIT:
+            stale = [key for key, at in _marked.items() if now - at >= interval]
+            for key in stale or list(_marked):  # all of them recent: start afresh, the database still throttles
+                del _marked[key]
+        _marked[session_id] = now
+    return True
+
+
+def _write_interval(signal: str) -> float:
+    """Seconds between two activity writes for one session. CPU work is marked once per watchdog pass:
+    with a window as long as the pass interval (both 30 s by default), a pass a moment early would
+    skip its write and leave last_active_at two passes old; half the window never skips one."""
+    interval = float(settings.LAB_ACTIVITY_WRITE_SECONDS)
+    return interval / 2 if signal == IdleSignal.CPU else interval
+
+
+def forget_activity_marks() -> None:
+    """Forget this process's throttle (tests that move last_active_at back in time)."""
+    with _marked_lock:
+        _marked.clear()
+
+
+def mark_active(session_or_id: Session | UUID | str, signal: str) -> bool:
+    """Mark a running session active because of `signal` (a labs.models.IdleSignal value, or ANSWER),
+    if its lab counts that signal (Lab.idle_signals); returns whether last_active_at was written.
+
+    Every source of activity goes through here: terminal and VNC input (consoles), editor saves and
+    the page's heartbeat (views), preview traffic (preview), CPU work (the watchdog). Cheap on hot
+    paths: at most one write per session per LAB_ACTIVITY_WRITE_SECONDS, by a conditional UPDATE
+    (another process's recent write is not repeated), and within that interval this process does not
+    even query. A Session passed with its lab loaded needs no query to learn the lab's signals.
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown activity signal {signal!r}: one of {', '.join(sorted(SIGNALS))}")
+    session = session_or_id if isinstance(session_or_id, Session) else None
+    session_id = str(session.pk if session is not None else session_or_id)
+    interval = _write_interval(signal)
+    if not _claim_mark(session_id, interval, peek=True):
+        return False
+    if signal != ANSWER:
+        if session is not None:
+            counted = session.lab.idle_signals
+        else:
+            try:
+                counted = Lab.objects.filter(sessions__pk=session_id).values_list("idle_signals", flat=True).first()
+            except ValidationError:
+                raise ValueError(f"not a session id: {session_id!r}") from None
+        if signal not in (counted or ()):
+            return False
+    _claim_mark(session_id, interval)
     now = timezone.now()
-    threshold = now - timedelta(seconds=settings.LAB_ACTIVITY_WRITE_SECONDS)
     updated = Session.objects.filter(
-        pk=session.pk, state=State.RUNNING, last_active_at__lt=threshold
+        pk=session_id, state=State.RUNNING, last_active_at__lt=now - timedelta(seconds=interval)
     ).update(last_active_at=now)
-    if updated:
+    if updated and session is not None:
         session.last_active_at = now
     return bool(updated)
+
+
+async def amark_active(session: Session, signal: str) -> bool:
+    """mark_active for consumers: no thread hop while this process marked the session within the
+    interval, so a burst of frames or requests costs nothing."""
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown activity signal {signal!r}")
+    if not _claim_mark(str(session.pk), _write_interval(signal), peek=True):
+        return False
+    return await database_sync_to_async(mark_active)(session, signal)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from runners import get_runner
 from runners.base import Runner
+from sessions_app import live
 
 
 class InvalidTransition(Exception):
@@ -93,6 +94,8 @@ class Session(models.Model):
     endpoints = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When the learner's own terminal first sent them output: request → first shell byte (metrics).
+    first_output_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_active_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -159,6 +162,15 @@ class Session(models.Model):
             Session.objects.filter(pk=self.pk).update(foreground_queue=[])
             return list(locked.foreground_queue)
 
+    def note_first_output(self, at: datetime) -> bool:
+        """Record when the learner first saw their shell's output, once: a conditional UPDATE, so
+        concurrent terminals (tabs, reconnects) cannot overwrite the first time. Returns whether
+        this call set it."""
+        updated = Session.objects.filter(pk=self.pk, first_output_at__isnull=True).update(first_output_at=at)
+        if updated:
+            self.first_output_at = at
+        return bool(updated)
+
     def can_transition(self, new_state: str) -> bool:
         return new_state in TRANSITIONS[self.state]
 
@@ -179,9 +191,12 @@ class Session(models.Model):
         self.state = new_state
         for field, value in changes.items():
             setattr(self, field, value)
+        live.publish_on_commit(self.pk)  # the session page hears it at once (sessions_app/streams.py)
 
     def log(self, message: str, level: str = "info") -> SessionEvent:
-        return SessionEvent.objects.create(session=self, message=message[:2000], level=level)
+        event = SessionEvent.objects.create(session=self, message=message[:2000], level=level)
+        live.publish_on_commit(self.pk)
+        return event
 
     def seconds_left(self, now: datetime | None = None) -> int | None:
         if self.expires_at is None:
@@ -216,3 +231,42 @@ class SessionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%H:%M:%S} {self.message}"
+
+
+class HousekeepingPass(models.Model):
+    """One finished pass of the reaper or the reconciler, for /metrics (how long passes take, when
+    the last one ran, what they found). Each pass writes its row and prunes rows older than
+    KEEP_HOURS, so the table stays small whatever the loop's interval."""
+
+    KEEP_HOURS = 24
+
+    class Kind(models.TextChoices):
+        REAP = "reap", "Reaper"
+        RECONCILE = "reconcile", "Reconciler"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    started_at = models.DateTimeField()
+    duration_seconds = models.FloatField()
+    orphans_removed = models.PositiveIntegerField(default=0)
+    sessions_handled = models.PositiveIntegerField(
+        default=0, help_text="Sessions the pass stopped, failed, deleted or re-queued.")
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["kind", "started_at"], name="housekeeping_kind_started")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["reap", "reconcile"]), name="housekeeping_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S} ({self.duration_seconds:.2f} s)"
+
+    @classmethod
+    def record(cls, kind: str, started_at: datetime, duration_seconds: float, *, orphans_removed: int = 0,
+               sessions_handled: int = 0) -> HousekeepingPass:
+        """Write a finished pass and drop this kind's rows older than KEEP_HOURS (never the new one)."""
+        row = cls.objects.create(kind=kind, started_at=started_at, duration_seconds=duration_seconds,
+                                 orphans_removed=orphans_removed, sessions_handled=sessions_handled)
+        cutoff = started_at - timedelta(hours=cls.KEEP_HOURS)
+        cls.objects.filter(kind=kind, started_at__lt=cutoff).exclude(pk=row.pk).delete()
+        return row

@@ -51,10 +51,9 @@ def _remove(runner: Runner, session: Session) -> bool:
 def remove_leftovers(runner: Runner, session_id: str) -> int:
     """Remove whatever a runner holds for a session (used when its state was never saved)."""
     removed = 0
-    for env in runner.list_managed():
-        if env.session_id == session_id:
-            runner.remove_managed(env)
-            removed += 1
+    for env in runner.list_managed_for(session_id):
+        runner.remove_managed(env)
+        removed += 1
     return removed
 
 

@@ -6,12 +6,14 @@ Each pass first lets RQ retry or fail the jobs whose worker died (jobqueue/aband
 then repairs the rows waiting for a job Redis lost or failed (sessions_app/job_recovery.py,
 judge/job_recovery.py) at once; the bounds below are the slower backstops. Rows are claimed in
 small batches with row locks that skip rows another reaper holds (sessions_app/row_claims.py),
-so two reapers can run at once and thousands of rows never sit in memory together.
+so two reapers can run at once and thousands of rows never sit in memory together. A completed
+pass writes a HousekeepingPass row (its duration and the sessions it handled) for /metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -26,7 +28,15 @@ from jobqueue.queueing import QueueUnavailable, require_queue
 from labs.models import Lab
 from sessions_app import job_recovery
 from sessions_app.actions import queue_removal, queue_teardown
-from sessions_app.models import ENDED_STATES, EndReason, Session, SessionEvent, SessionQuerySet, State
+from sessions_app.models import (
+    ENDED_STATES,
+    EndReason,
+    HousekeepingPass,
+    Session,
+    SessionEvent,
+    SessionQuerySet,
+    State,
+)
 from sessions_app.row_claims import claim_in_batches, quiet_since
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,11 @@ class ReapReport:
     jobs_requeued: int = 0  # jobs Redis lost, queued again
     jobs_failed: int = 0  # sessions, checks and snapshots failed because their job failed
     queue_unavailable: bool = False  # Redis did not answer: what needs it waits for the next pass
+
+    @property
+    def sessions_handled(self) -> int:
+        """Sessions this pass stopped, deleted, failed or whose teardown it queued again."""
+        return self.expired + self.idle + self.deleted + self.start_failed + self.teardown_requeued
 
     def summary(self) -> str:
         return (
@@ -170,7 +185,15 @@ def requeue_stuck_teardowns(now: datetime) -> int:
 
 
 def reap(now: datetime | None = None) -> ReapReport:
-    now = now or timezone.now()
+    """One pass; recorded as a HousekeepingPass (for /metrics) when it completes."""
+    started_at, began = timezone.now(), time.monotonic()
+    report = _reap(now or started_at)
+    HousekeepingPass.record(HousekeepingPass.Kind.REAP, started_at, time.monotonic() - began,
+                            sessions_handled=report.sessions_handled)
+    return report
+
+
+def _reap(now: datetime) -> ReapReport:
     report = ReapReport(deleted=delete_old(now), start_failed=fail_stuck_starts(now))
     try:
         # Stops wait while Redis is away rather than leave sessions in `stopping` with no teardown.

@@ -6,23 +6,27 @@
 
 Two passes at once (two `reconcile_runners` processes) are safe: on PostgreSQL a pass takes an
 advisory lock per runner and skips a runner another pass is reconciling, so an orphan is removed,
-and counted, once; failing a session takes its row lock with SKIP LOCKED.
+and counted, once; failing a session takes its row lock with SKIP LOCKED. A completed pass writes a
+HousekeepingPass row (its duration, the orphans it removed, the sessions it failed or stopped) for
+/metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from runners import all_runners
 from runners.base import ManagedEnvironment, PollStatus, Runner, RunnerError
 from sessions_app import actions
-from sessions_app.models import LIVE_STATES, EndReason, Session, State
+from sessions_app.models import LIVE_STATES, EndReason, HousekeepingPass, Session, State
 
 log = logging.getLogger(__name__)
 CHUNK = 500
@@ -164,6 +168,8 @@ def _runner_claim(runner: Runner) -> Iterator[bool]:
 
 
 def reconcile() -> ReconcileReport:
+    """One pass over every available runner; recorded as a HousekeepingPass (for /metrics)."""
+    started_at, began = timezone.now(), time.monotonic()
     report = ReconcileReport()
     for runner in all_runners():
         if not runner.available():
@@ -177,4 +183,7 @@ def reconcile() -> ReconcileReport:
                 fail_vanished(runner, found, report)
             except RunnerError as exc:
                 report.errors.append(f"{runner.name}: {exc}")
+    HousekeepingPass.record(HousekeepingPass.Kind.RECONCILE, started_at, time.monotonic() - began,
+                            orphans_removed=report.orphans_removed,
+                            sessions_handled=report.sessions_failed + report.sessions_stopped)
     return report

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sessions_app import views
+from sessions_app import streams, views
 
 # Mounted under /sessions/ by labsite/urls.py, which adds the preview, VM and recording pages
 # to the same "sessions" namespace.
@@ -11,6 +11,9 @@ urlpatterns = [
     path("<uuid:pk>/stop/", views.stop, name="stop"),
     path("<uuid:pk>/extend/", views.extend, name="extend"),
     path("<uuid:pk>/heartbeat/", views.heartbeat, name="heartbeat"),
+    # Server-Sent Events (sessions_app/streams.py); labsite/asgi.py serves them with a shared thread.
+    path("<uuid:pk>/stream/", streams.session_stream, name="stream"),
+    path("<uuid:pk>/output/stream/", streams.output_stream, name="output_stream"),
 ]
 
 # The editor's JSON endpoints, under /sessions/<uuid>/files/.

@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.records import client_address
-from labs.models import Lab
+from labs.models import IdleSignal, Lab
 from runners.base import FileEntry
 from sessions_app import actions
 from sessions_app.access import get_session_for_user
@@ -37,6 +37,10 @@ def my_sessions(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "sessions_app/list.html", {"sessions": sessions})
 
 
+# Progress lines the page and its status region show (the newest); the live stream adds later ones.
+STATUS_EVENTS = 50
+
+
 def _warning_seconds() -> int:
     """How long before the time limit the page warns (the status region carries it for session.js)."""
     return settings.LAB_SESSION_WARNING_MINUTES * 60
@@ -47,7 +51,7 @@ def _warning_seconds() -> int:
 def session_detail(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     session = get_session_for_user(request.user, pk)
     steps = list(session.lab.steps.all())
-    events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
+    events = list(session.events.order_by("-created_at", "-pk")[:STATUS_EVENTS])[::-1]
     context: dict[str, object] = {
         "session": session, "steps": steps, "events": events, "warning_seconds": _warning_seconds(),
         "disk": disk_report(session),
@@ -55,15 +59,21 @@ def session_detail(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     return render(request, "sessions_app/detail.html", context)
 
 
+def status_context(session: Session) -> dict[str, object]:
+    """What the status region ("status" partial) shows: also rendered into the live stream
+    (sessions_app/streams.py) when the state changes."""
+    events = list(session.events.order_by("-created_at", "-pk")[:STATUS_EVENTS])[::-1]
+    return {"session": session, "events": events, "warning_seconds": _warning_seconds(),
+            "disk": disk_report(session)}
+
+
 @login_required
 @require_GET
 def session_status(request: HttpRequest, pk: UUID) -> HttpResponse:
-    """The live region of the session page: state, progress log and time left (polled by HTMX)."""
+    """The live region of the session page: state, progress log and time left. The page asks for it
+    when its live stream is unavailable, and when time is up."""
     session = get_session_for_user(request.user, pk)
-    events = list(session.events.order_by("-created_at", "-pk")[:50])[::-1]
-    return render(request, "sessions_app/detail.html#status",
-                  {"session": session, "events": events, "warning_seconds": _warning_seconds(),
-                   "disk": disk_report(session)})
+    return render(request, "sessions_app/detail.html#status", status_context(session))
 
 
 @login_required
@@ -102,12 +112,15 @@ def extend(request: HttpRequest, pk: UUID) -> HttpResponse:
 @login_required
 @require_POST
 def heartbeat(request: HttpRequest, pk: UUID) -> HttpResponse:
-    """The page says the learner is still here; resets the idle countdown."""
+    """The learner is using the page (activity if the lab counts the page, IdleSignal.PAGE), or answered
+    the idle warning (`answer=1`: always activity). Says when the server last saw activity, from any
+    signal (CPU work included), so the page warns of an idle stop only when one is coming."""
     session = get_session_for_user(request.user, pk)
     if session.is_learner(request.user):
-        actions.record_activity(session)
+        actions.mark_active(session, actions.ANSWER if request.POST.get("answer") == "1" else IdleSignal.PAGE)
     disk = disk_report(session)
     return JsonResponse({"state": session.state, "seconds_left": session.seconds_left(),
+                         "last_active": session.last_active_at.isoformat(),
                          "disk": disk.as_json() if disk else None})
 
 
@@ -200,7 +213,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
 def _touch(request: HttpRequest, workspace: Workspace) -> None:
     """Editing is activity: it keeps the idle timeout away, like typing in the terminal."""
     if workspace.session.is_learner(request.user):
-        actions.record_activity(workspace.session)
+        actions.mark_active(workspace.session, IdleSignal.EDITOR)
 
 
 @require_GET

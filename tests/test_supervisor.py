@@ -85,7 +85,7 @@ def test_the_command_is_out_of_reach_of_a_ctrl_c_meant_for_the_terminal(tmp_path
 def test_run_sh_supervises_the_worker_and_every_housekeeping_loop():
     run_sh = (ROOT / "deploy" / "scripts" / "run.sh").read_text()
     for command in ("run_worker default judge", "reap_sessions --loop 30", "reconcile_runners --loop 300",
-                    "gc_snapshots --loop 3600"):
+                    "gc_snapshots --loop 3600", "manage.py run_watchdog"):
         line = next(line for line in run_sh.splitlines() if command in line)
         assert line.lstrip().startswith("supervise "), line
     assert "rqworker" not in run_sh  # django-rq's worker quits when Redis goes away

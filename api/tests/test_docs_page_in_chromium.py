@@ -64,10 +64,12 @@ def test_a_token_made_on_its_page_works_from_a_script(asgi_live_server, page, ow
     page.get_by_role("link", name="API tokens").click()
     page.get_by_label("Name").fill("grading script")
     page.get_by_label("Read and write").check()
+    page.get_by_label("In 30 days").check()
     page.get_by_role("button", name="Make token").click()
     token = page.locator("#new-token").input_value()
     assert token.startswith("labs_")
     expect(page.locator("tr[data-token]")).to_contain_text("grading script")
+    expect(page.locator('tr[data-token] td[data-label="Expires"] time')).to_have_count(1)
     assert_no_error_page(page)
 
     request = urllib.request.Request(f"{url}/api/v1/labs", headers={"Authorization": f"Bearer {token}"})

@@ -25,7 +25,13 @@ def api_schema(db):
     request_finished.connect(close_old_connections)
 
 
-def test_no_generated_request_gets_a_500(api_schema, owner, token_for, lab):
+@pytest.fixture
+def no_rate_limit(settings):
+    """Hundreds of requests with one token: the rate limit has tests of its own (test_rate_limit.py)."""
+    settings.LAB_API_RATE_LIMIT = None
+
+
+def test_no_generated_request_gets_a_500(api_schema, owner, token_for, lab, no_rate_limit):
     """Each operation in turn (schemathesis's own pytest plugin does not run under pytest 9)."""
     token = token_for(owner)
     operations = [result.ok() for result in api_schema.get_all_operations()]

@@ -12,8 +12,8 @@ from api.tests.conftest import Api
 from tests.test_content_security_policy import assert_strict_page
 
 
-def make(client, name="ci", scope="write"):
-    return client.post(reverse("api_tokens:create"), {"name": name, "scope": scope})
+def make(client, name="ci", scope="write", expires="90"):
+    return client.post(reverse("api_tokens:create"), {"name": name, "scope": scope, "expires": expires})
 
 
 def test_anonymous_visitors_are_sent_to_sign_in(client, db):

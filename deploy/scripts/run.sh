@@ -55,6 +55,7 @@ fi
 supervise reaper "$PY" manage.py reap_sessions --loop 30
 supervise reconcile "$PY" manage.py reconcile_runners --loop 300
 supervise gc "$PY" manage.py gc_snapshots --loop 3600
+supervise watchdog "$PY" manage.py run_watchdog  # every LAB_WATCHDOG_INTERVAL_SECONDS (30)
 
 say "serving on http://127.0.0.1:$LAB_PORT/ (Ctrl-C to stop)"
 if [ -n "$LAB_PREVIEW_HOST" ]; then

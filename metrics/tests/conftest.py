@@ -1,5 +1,5 @@
-"""Rows for the metrics tests: sessions, attempts and hints made with the ORM at known times, and a
-scrape of the real view parsed with prometheus_client's own parser."""
+"""Rows for the metrics tests: sessions, attempts, hints and housekeeping passes made with the ORM at
+known times, and a scrape of the real view parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from judge.models import Attempt, HintRequest
 from labs.models import Lab
-from sessions_app.models import EndReason, Session, State
+from sessions_app.models import EndReason, HousekeepingPass, Session, State
 
 
 @dataclass
@@ -44,9 +44,11 @@ def scrape(client: Client | None = None, **extra: Any) -> Scrape:
 
 
 def make_session(lab: Lab, user: Any, state: str, *, created: datetime, runner_name: str = "",
-                 started: datetime | None = None, ended: datetime | None = None, end_reason: str = "") -> Session:
+                 started: datetime | None = None, ended: datetime | None = None, end_reason: str = "",
+                 first_output: datetime | None = None) -> Session:
     session = Session.objects.create(user=user, lab=lab, state=state, runner_name=runner_name,
-                                     started_at=started, ended_at=ended, end_reason=end_reason)
+                                     started_at=started, ended_at=ended, end_reason=end_reason,
+                                     first_output_at=first_output)
     Session.objects.filter(pk=session.pk).update(created_at=created)  # auto_now_add ignores a given value
     return session
 
@@ -67,13 +69,17 @@ def sessions(lab, docker_lab, owner, now) -> dict[str, Session]:
     """Sessions of both labs in every state (lab `hello-shell` runs on `fake`, `docker-basics` on `docker`)."""
     ago = lambda **kw: now - timedelta(**kw)  # noqa: E731
     return {
-        # running: request → running took 3 s, 45 s (its runner from the lab) and 1.5 s
+        # running: request → running took 3 s, 45 s (its runner from the lab) and 1.5 s; request →
+        # first shell byte 4 s, 50 s and 2.5 s
         "quick": make_session(lab, owner, State.RUNNING, runner_name="fake", created=ago(minutes=5),
-                              started=ago(minutes=5) + timedelta(seconds=3)),
+                              started=ago(minutes=5) + timedelta(seconds=3),
+                              first_output=ago(minutes=5) + timedelta(seconds=4)),
         "slow": make_session(lab, owner, State.RUNNING, created=ago(minutes=4),
-                             started=ago(minutes=4) + timedelta(seconds=45)),
+                             started=ago(minutes=4) + timedelta(seconds=45),
+                             first_output=ago(minutes=4) + timedelta(seconds=50)),
         "docker": make_session(docker_lab, owner, State.RUNNING, runner_name="docker", created=ago(minutes=10),
-                               started=ago(minutes=10) + timedelta(milliseconds=1500)),
+                               started=ago(minutes=10) + timedelta(milliseconds=1500),
+                               first_output=ago(minutes=10) + timedelta(milliseconds=2500)),
         # failed before it ran
         "failed": make_session(docker_lab, owner, State.FAILED, runner_name="docker", created=ago(minutes=3),
                                ended=ago(minutes=2), end_reason=EndReason.ERROR),
@@ -85,8 +91,8 @@ def sessions(lab, docker_lab, owner, now) -> dict[str, Session]:
         # requested two hours ago (outside the window), idle-stopped five minutes ago (inside it)
         "old-idle": make_session(lab, owner, State.STOPPED, runner_name="fake", created=ago(hours=2),
                                  started=ago(hours=2) + timedelta(seconds=2), ended=ago(minutes=5),
-                                 end_reason=EndReason.IDLE),
-        # ran 10 s after its request, stopped by the learner a minute ago
+                                 end_reason=EndReason.IDLE, first_output=ago(hours=2) + timedelta(seconds=3)),
+        # ran 10 s after its request, stopped by the learner a minute ago (no terminal ever opened)
         "stopped": make_session(lab, owner, State.STOPPED, runner_name="fake", created=ago(minutes=8),
                                 started=ago(minutes=8) + timedelta(seconds=10), ended=ago(minutes=1),
                                 end_reason=EndReason.LEARNER),
@@ -124,5 +130,32 @@ def hints(owner, sessions, now) -> list[HintRequest]:
 
 
 @pytest.fixture
-def rows(sessions, attempts, hints) -> None:
+def passes(now) -> list[HousekeepingPass]:
+    """Reaper and reconciler passes, oldest first (so the last one written is the latest)."""
+    def made(kind: str, ago: timedelta, duration: float, orphans: int = 0, handled: int = 0) -> HousekeepingPass:
+        return HousekeepingPass.objects.create(kind=kind, started_at=now - ago, duration_seconds=duration,
+                                               orphans_removed=orphans, sessions_handled=handled)
+
+    reap, reconcile = HousekeepingPass.Kind.REAP, HousekeepingPass.Kind.RECONCILE
+    return [
+        made(reconcile, timedelta(minutes=25), 3.0, orphans=9, handled=2),  # before the window
+        made(reap, timedelta(minutes=20), 0.5, handled=7),  # before the window
+        made(reconcile, timedelta(minutes=10), 2.0, orphans=4, handled=1),
+        made(reap, timedelta(minutes=2), 0.25, handled=3),
+        made(reap, timedelta(seconds=30), 0.125, handled=1),
+    ]
+
+
+@pytest.fixture
+def samples(sessions, now) -> None:
+    """The watchdog's latest figures of a running session (metrics/watchdog_figures.py)."""
+    from watchdog.models import SessionSample
+
+    SessionSample.objects.create(session=sessions["docker"], cpu_percent=12.5, memory_bytes=64 << 20,
+                                 memory_limit_bytes=512 << 20, disk_used_bytes=100 << 20,
+                                 disk_total_bytes=2048 << 20, sampled_at=now)
+
+
+@pytest.fixture
+def rows(sessions, attempts, hints, passes, samples) -> None:
     """Every kind of row the figures read."""

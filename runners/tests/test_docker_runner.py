@@ -9,6 +9,7 @@ import uuid
 
 import docker
 import pytest
+from docker.models.containers import ContainerCollection
 
 from runners.base import PollStatus, RunnerError, SessionSpec
 from runners.docker import LABEL_MANAGED, LABEL_SESSION, DockerRunner
@@ -322,6 +323,31 @@ def test_list_managed_finds_sessions_and_remove_managed_cleans_them(runner, engi
     runner.remove_managed(managed[0])
     assert [env for env in runner.list_managed() if env.session_id == spec.session_id] == []
     assert engine.networks.list(filters={"label": f"{LABEL_SESSION}={spec.session_id}"}) == []
+
+
+def test_list_managed_for_one_session_asks_the_engine_for_that_session_only(runner, engine, monkeypatch):
+    # Teardown lists one session's environments; with N sessions torn down in a pass, listing every
+    # managed container each time was O(N²) engine work.
+    specs = [SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="u", lab_slug="t", image=TINY,
+                         memory_mb=64) for _ in range(2)]
+    mine, other = specs
+    try:
+        for spec in specs:
+            runner.start(spec)
+        whole = [env for env in runner.list_managed() if env.session_id == mine.session_id]
+        asked: list[object] = []
+        listing = ContainerCollection.list  # client.containers is a new collection at each access
+        monkeypatch.setattr(ContainerCollection, "list",
+                            lambda self, **kwargs: asked.append(kwargs["filters"]) or listing(self, **kwargs))
+        assert runner.list_managed_for(mine.session_id) == whole and len(whole) == 1
+        assert asked == [{"label": [f"labs.managed-by={runner.instance}", f"{LABEL_SESSION}={mine.session_id}"]}]
+        assert [env.session_id for env in runner.list_managed_for(other.session_id)] == [other.session_id]
+    finally:
+        monkeypatch.undo()
+        for spec in specs:
+            for env in runner.list_managed_for(spec.session_id):
+                runner.remove_managed(env)
+    assert runner.list_managed_for(mine.session_id) == []
 
 
 @pytest.mark.parametrize(("image", "network_mode"), [("labs/dind:bookworm", "none"), ("labs/dind:bookworm", "bridge"),

@@ -138,5 +138,5 @@ def test_activity_writes_are_throttled(start, settings):
     settings.LAB_ACTIVITY_WRITE_SECONDS = 60
     session = start()
     Session.objects.filter(pk=session.pk).update(last_active_at=timezone.now() - timedelta(minutes=5))
-    assert actions.record_activity(session) is True
-    assert actions.record_activity(session) is False
+    assert actions.mark_active(session, "terminal") is True
+    assert actions.mark_active(session, "terminal") is False

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from runners import fake
 from sessions_app import actions, reaping
-from sessions_app.models import EndReason, Session, SessionEvent, State
+from sessions_app.models import EndReason, HousekeepingPass, Session, SessionEvent, State
 from sessions_app.reaping import reap
 from tests.concurrency import at_once
 
@@ -85,6 +85,30 @@ def test_the_reaper_handles_more_rows_than_one_batch(owner, lab, monkeypatch, dj
         report = reap()
     assert report.expired == 30
     assert Session.objects.filter(state=State.EXPIRED).count() == 30
+
+
+def test_a_pass_records_its_duration_and_the_sessions_it_handled(running, owner, lab,
+                                                                 django_capture_on_commit_callbacks):
+    Session.objects.filter(pk=running.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    gone = Session.objects.create(user=owner, lab=lab, runner_name="fake", state=State.STOPPED,
+                                  ended_at=timezone.now() - timedelta(minutes=lab.auto_delete_minutes + 1))
+    before = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        report = reap()
+    assert (report.expired, report.deleted) == (1, 1)
+    assert not Session.objects.filter(pk=gone.pk).exists()
+    row = HousekeepingPass.objects.get()
+    assert row.kind == HousekeepingPass.Kind.REAP
+    assert before <= row.started_at <= timezone.now()
+    assert 0 <= row.duration_seconds < 30
+    assert (row.sessions_handled, row.orphans_removed) == (2, 0)
+
+
+def test_a_pass_that_waits_for_the_queue_is_recorded_too(running, queue_down):
+    Session.objects.filter(pk=running.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert reap().queue_unavailable
+    row = HousekeepingPass.objects.get()
+    assert (row.kind, row.sessions_handled) == (HousekeepingPass.Kind.REAP, 0)
 
 
 def test_the_command_prints_what_it_did(running, capsys):

@@ -27,7 +27,7 @@ from runners.base import ManagedEnvironment, SessionSpec
 from runners.fake import FakeRunner
 from sessions_app import actions
 from sessions_app import reconcile as reconcile_module
-from sessions_app.models import EndReason, Session, SessionEvent, State
+from sessions_app.models import EndReason, HousekeepingPass, Session, SessionEvent, State
 from sessions_app.reconcile import ReconcileReport, reconcile
 
 FAKES = ("fake", "fake-slow", "fake-failing")
@@ -126,6 +126,22 @@ def test_reconcile_twice_is_harmless(running):
     assert (second.orphans_removed, second.sessions_failed) == (0, 0)
 
 
+def test_a_pass_records_its_duration_the_orphans_it_removed_and_the_sessions_it_failed(running, owner, lab):
+    for _ in range(3):
+        get_runner("fake").start(
+            SessionSpec(session_id=str(uuid.uuid4()), user_id=1, username="x", lab_slug="x", image="x"))
+    vanished = _sessions(owner, lab, 1, State.RUNNING, with_environment=False)
+    before = timezone.now()
+    report = reconcile()
+    assert (report.orphans_removed, report.sessions_failed) == (3, 1)
+    row = HousekeepingPass.objects.get()
+    assert row.kind == HousekeepingPass.Kind.RECONCILE
+    assert before <= row.started_at <= timezone.now()
+    assert 0 <= row.duration_seconds < 30
+    assert (row.orphans_removed, row.sessions_handled) == (3, 1)
+    assert Session.objects.get(pk=vanished[0].pk).state == State.FAILED
+
+
 def test_the_command_reports_counts(running, capsys):
     call_command("reconcile_runners")
     assert "orphans_removed=0 sessions_failed=0 sessions_stopped=0" in capsys.readouterr().out
@@ -194,9 +210,10 @@ def test_thousands_of_rows_are_handled_in_batches(owner, lab):
         # The running sessions are streamed through a server-side cursor, never loaded at once.
         assert sum(sql.startswith("DECLARE") for sql in sqls) == runners
     # Everything else: per runner its claim, its scan and its release; per vanished session a
-    # savepoint, its row lock, its state change, its log line and the release. Nothing per healthy row.
-    per_runner, per_vanished = 3, 5
-    assert len(queries) <= len(lookups) + per_runner * runners + per_vanished * len(vanished), "\n".join(
+    # savepoint, its row lock, its state change, its log line and the release; per pass its record
+    # (the row and the pruning of old ones). Nothing per healthy row.
+    per_runner, per_vanished, per_pass = 3, 5, 2
+    assert len(queries) <= len(lookups) + per_runner * runners + per_vanished * len(vanished) + per_pass, "\n".join(
         sql[:100] for sql in sqls
     )
 

@@ -149,7 +149,13 @@ def test_a_session_that_is_not_running_cannot_be_extended(owner_client, running)
 # ---- Heartbeat ("I'm still here") ----------------------------------------------------------
 
 
-def test_the_owners_heartbeat_resets_the_idle_clock(owner_client, running) -> None:
+def count_the_page(session: Session) -> None:
+    session.lab.idle_signals = [*session.lab.idle_signals, "page"]
+    session.lab.save(update_fields=["idle_signals"])
+
+
+def test_the_owners_heartbeat_resets_the_idle_clock_where_the_lab_counts_the_page(owner_client, running) -> None:
+    count_the_page(running)
     before = timezone.now()
     response = owner_client.post(url("heartbeat", running), HTTP_ACCEPT="application/json")
     assert response.status_code == 200
@@ -158,19 +164,43 @@ def test_the_owners_heartbeat_resets_the_idle_clock(owner_client, running) -> No
     assert 0 < data["seconds_left"] <= running.lab.ttl_minutes * 60
     running.refresh_from_db()
     assert running.last_active_at >= before
+    assert data["last_active"] == running.last_active_at.isoformat()
+
+
+def test_by_default_a_heartbeat_is_no_activity_and_says_when_the_server_last_saw_some(owner_client, running) -> None:
+    assert "page" not in running.lab.idle_signals  # a tab left open keeps nothing alive
+    response = owner_client.post(url("heartbeat", running), HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert Session.objects.get(pk=running.pk).last_active_at == running.last_active_at
+    # The page's countdown follows the server's clock, so it warns of the coming idle stop.
+    assert response.json()["last_active"] == running.last_active_at.isoformat()
+
+
+def test_answering_the_idle_warning_counts_whatever_the_labs_signals(owner_client, running) -> None:
+    running.lab.idle_signals = ["cpu"]
+    running.lab.save(update_fields=["idle_signals"])
+    before = timezone.now()
+    response = owner_client.post(url("heartbeat", running), {"answer": "1"}, HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    moved = Session.objects.get(pk=running.pk).last_active_at
+    assert moved >= before and response.json()["last_active"] == moved.isoformat()
 
 
 def test_heartbeats_are_throttled(owner_client, running, settings) -> None:
     settings.LAB_ACTIVITY_WRITE_SECONDS = 60
+    count_the_page(running)
     owner_client.post(url("heartbeat", running))
     first = Session.objects.get(pk=running.pk).last_active_at
+    assert first > running.last_active_at
     assert owner_client.post(url("heartbeat", running)).status_code == 200
     assert Session.objects.get(pk=running.pk).last_active_at == first  # no write within the minute
 
 
 def test_a_staff_viewer_does_not_keep_a_learners_session_alive(client, staff_user, running) -> None:
+    count_the_page(running)
     before = snapshot(running)
     client.force_login(staff_user)
+    assert client.post(url("heartbeat", running), {"answer": "1"}).status_code == 200
     response = client.post(url("heartbeat", running))
     assert response.status_code == 200 and response.json()["state"] == "running"
     assert snapshot(running) == before
@@ -179,7 +209,7 @@ def test_a_staff_viewer_does_not_keep_a_learners_session_alive(client, staff_use
 def test_a_heartbeat_on_an_ended_session_changes_nothing(owner_client, running) -> None:
     Session.objects.filter(pk=running.pk).update(state=State.STOPPED, ended_at=timezone.now())
     before = snapshot(running)
-    response = owner_client.post(url("heartbeat", running))
+    response = owner_client.post(url("heartbeat", running), {"answer": "1"})
     assert response.status_code == 200 and response.json()["state"] == "stopped"
     assert snapshot(running) == before
 
@@ -234,7 +264,7 @@ def test_a_post_without_the_csrf_token_is_refused(owner, running, action) -> Non
 def test_with_the_csrf_token_each_action_goes_through(owner, running, django_capture_on_commit_callbacks) -> None:
     client, token = csrf_client(owner, running)
     # The heartbeat sends the token in a header (session.js), the forms in a field.
-    assert client.post(url("heartbeat", running), HTTP_X_CSRFTOKEN=token).status_code == 200
+    assert client.post(url("heartbeat", running), {"answer": "1"}, HTTP_X_CSRFTOKEN=token).status_code == 200
     assert Session.objects.get(pk=running.pk).last_active_at > running.last_active_at
     assert client.post(url("extend", running), {"csrfmiddlewaretoken": token}).status_code == 302
     assert Session.objects.get(pk=running.pk).extensions_used == 1

@@ -104,10 +104,13 @@ def test_page_shows_the_progress_log_from_the_session(owner_client, session) -> 
     assert region.count("data-event-id=") == 2
 
 
-def test_provisioning_status_polls_every_two_seconds(owner_client, session) -> None:
-    region = status_region(owner_client.get(session.get_absolute_url()).content.decode())
+def test_provisioning_status_follows_the_live_stream_instead_of_polling(owner_client, session) -> None:
+    html = owner_client.get(session.get_absolute_url()).content.decode()
+    assert f'data-stream-url="{reverse("sessions:stream", args=[session.pk])}"' in html
+    region = status_region(html)
+    # No timer: the stream swaps the region in; the page re-fetches it only when it asks.
     assert f'hx-get="{reverse("sessions:status", args=[session.pk])}"' in region
-    assert 'hx-trigger="every 2s"' in region
+    assert 'hx-trigger="session-refresh from:body"' in region and "every" not in region
     assert 'data-state="provisioning"' in region
     assert "Provisioning" in region and "Cancel" in region
     assert "data-expires-at" not in region
@@ -205,7 +208,7 @@ def test_status_view_returns_only_the_partial(owner_client, session) -> None:
     html = response.content.decode().strip()
     assert html.startswith('<section id="session-status"') and html.endswith("</section>")
     assert "<html" not in html and "Instructions" not in html
-    assert 'hx-trigger="every 2s"' in html
+    assert 'hx-trigger="session-refresh from:body"' in html
     assert "Pulling image labs/tiny:test" in html
 
 
@@ -216,7 +219,8 @@ def test_status_partial_follows_the_state(owner_client, session) -> None:
     html = owner_client.get(url, **HTMX).content.decode()
     assert 'data-state="running"' in html and "every 2s" not in html and "Time left" in html
     Session.objects.filter(pk=session.pk).update(state=State.STOPPING)
-    assert 'hx-trigger="every 2s"' in owner_client.get(url, **HTMX).content.decode()
+    html = owner_client.get(url, **HTMX).content.decode()
+    assert 'data-state="stopping"' in html and 'hx-trigger="session-refresh from:body"' in html
 
 
 # ---- my sessions -----------------------------------------------------------------------
@@ -245,3 +249,21 @@ def test_my_sessions_shows_time_left_for_running_sessions(owner_client, session)
 def test_my_sessions_empty(owner_client) -> None:
     html = owner_client.get(reverse("sessions:list")).content.decode()
     assert "You have not started any labs yet." in html
+
+
+# ---- the live stream and staff's output panel --------------------------------------------
+
+
+def test_staff_get_the_output_panel_and_learners_do_not(client, owner_client, staff_user, session) -> None:
+    url = reverse("sessions:output_stream", args=[session.pk])
+    assert url not in owner_client.get(session.get_absolute_url()).content.decode()
+    client.force_login(staff_user)
+    html = client.get(session.get_absolute_url()).content.decode()
+    assert f'data-output-url="{url}"' in html and "data-output-panel" in html
+
+
+def test_an_empty_progress_log_is_there_for_the_stream_to_fill(owner_client, lab, owner) -> None:
+    fresh = Session.objects.create(user=owner, lab=lab, state=State.REQUESTED)
+    region = status_region(owner_client.get(fresh.get_absolute_url()).content.decode())
+    assert re.search(r'<details class="event-log-wrap" open hidden>\s*<summary>Progress log</summary>\s*'
+                     r'<ol class="event-log">\s*</ol>', region)

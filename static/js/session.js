@@ -1,10 +1,14 @@
-/* The session page: time-left countdown, idle warning with heartbeats, console tabs.
+/* The session page: its live stream, time-left countdown, idle warning with heartbeats, console
+ * tabs, and for staff the environment's output.
  *
  * The status region (#session-status, the "status" partial) carries the data this reads:
  *   data-state, data-server-now (epoch seconds when rendered), data-expires-at (ISO),
  *   data-idle-timeout-seconds, data-last-active (ISO),
  *   data-warning-seconds (LAB_SESSION_WARNING_MINUTES: the countdown turns to a warning below it).
- * HTMX swaps the region while the session changes state; each new copy is read again.
+ * The live stream (#session-page[data-stream-url], Server-Sent Events from sessions_app/streams.py)
+ * swaps the region in as soon as the state changes and appends progress lines as they are logged;
+ * each new copy of the region is read again. Should the stream fail again and again, the page asks
+ * for the region every POLL_EVERY_MS while the state is changing, and tries the stream again later.
  * Other scripts can listen for `session:state` on document ({detail: {state, previous}}) and use
  * window.LabSession: `state` (the last one read) and `refresh()` (ask the server for the status now).
  * Selecting a console tab dispatches `console:select` ({detail: {console}}) from #session-page.
@@ -20,6 +24,10 @@
   const DEFAULT_WARN_SECONDS = 5 * 60; // only if the page does not say (the server's setting wins)
   const IDLE_WARN_SECONDS = 120; // the idle dialog opens this long before the idle stop
   const REFRESH_EVERY_MS = 5_000; // after time is up, ask for the status at most this often
+  const STREAM_FAILURES_BEFORE_POLLING = 3; // failed (re)connections in a row
+  const POLL_EVERY_MS = 2_000; // without the stream, while the session changes state
+  const STREAM_RETRY_MS = 30_000; // without the stream, how long before trying it again
+  const MAX_LOG_LINES = 500; // the progress log keeps its newest lines
 
   const isOwner = page.dataset.owner === "true";
   const heartbeatUrl = page.dataset.heartbeatUrl;
@@ -33,6 +41,7 @@
     idleTimeoutMs: 0,
     warnSeconds: DEFAULT_WARN_SECONDS,
     lastActive: 0, // server-clock milliseconds
+    statusReadAt: 0, // server-clock milliseconds when the server last said when it saw activity
     lastEventId: null,
     warned: new Set(),
     lastHeartbeat: 0,
@@ -96,7 +105,9 @@
     current.idleTimeoutMs = Number(region.dataset.idleTimeoutSeconds || 0) * 1000;
     const warnSeconds = Number.parseInt(region.dataset.warningSeconds ?? "", 10);
     if (Number.isFinite(warnSeconds) && warnSeconds >= 0) current.warnSeconds = warnSeconds;
-    current.lastActive = Math.max(current.lastActive, parseTime(region.dataset.lastActive) || 0);
+    // The server's word on when it last saw activity (any signal: CPU work too), not the page's guess.
+    current.lastActive = parseTime(region.dataset.lastActive) || current.lastActive;
+    current.statusReadAt = serverNow();
 
     // Keep the progress log open or shut as the learner left it, scrolled to the newest line.
     const logBox = region.querySelector(".event-log-wrap");
@@ -123,7 +134,108 @@
     }
     if (spoken.length) LabSite.announce(spoken.join(" "));
     current.initialised = true;
+    if (ENDED_STATES.has(current.state)) closeStream();
+    else openStream();
     tick();
+  }
+
+  // ---- live stream ---------------------------------------------------------------------
+
+  const ENDED_STATES = new Set(["stopped", "failed", "expired"]);
+  const CHANGING_STATES = new Set(["requested", "provisioning", "stopping"]);
+  // statusHtml: the status region the stream last sent (null until its first one on this page).
+  const live = { source: null, failures: 0, polling: 0, retry: 0, statusHtml: null };
+
+  function openStream() {
+    const url = page.dataset.streamUrl;
+    if (live.source || live.polling || !url || typeof window.EventSource !== "function") return;
+    const address = new URL(url, window.location.href);
+    // Only lines newer than the page's; a reconnect sends Last-Event-ID, which the server prefers.
+    if (current.lastEventId !== null) address.searchParams.set("after", String(current.lastEventId));
+    const source = new EventSource(address);
+    live.source = source;
+    source.addEventListener("open", () => { live.failures = 0; });
+    source.addEventListener("progress", (event) => appendLine(JSON.parse(event.data)));
+    source.addEventListener("state", (event) => {
+      const data = JSON.parse(event.data);
+      // A new state, or the same one showing something new (a resource notice appears or goes).
+      const changed = live.statusHtml !== null && data.html !== live.statusHtml;
+      live.statusHtml = data.html;
+      if (data.state !== current.state || changed) swapStatus(data.html);
+    });
+    source.addEventListener("end", closeStream);
+    source.addEventListener("error", () => {
+      // The browser reconnects by itself, unless the server refused (a 404 or not a stream).
+      live.failures += 1;
+      if (source.readyState === EventSource.CLOSED || live.failures >= STREAM_FAILURES_BEFORE_POLLING) {
+        closeStream();
+        startPolling();
+      }
+    });
+  }
+
+  function closeStream() {
+    live.source?.close();
+    live.source = null;
+  }
+
+  function startPolling() {
+    if (live.polling || ENDED_STATES.has(current.state)) return;
+    live.polling = window.setInterval(() => {
+      if (CHANGING_STATES.has(current.state)) requestRefresh(true);
+    }, POLL_EVERY_MS);
+    live.retry = window.setTimeout(() => {
+      window.clearInterval(live.polling);
+      live.polling = 0;
+      live.failures = 0;
+      if (!ENDED_STATES.has(current.state)) openStream();
+    }, STREAM_RETRY_MS);
+  }
+
+  /** Put the server's new status region in place of the old; HTMX processes it and session.js reads it. */
+  function swapStatus(html) {
+    const region = document.getElementById("session-status");
+    if (!region) return;
+    if (window.htmx) {
+      window.htmx.swap(region, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+      return;
+    }
+    const template = document.createElement("template");
+    template.innerHTML = html.trim();
+    const fresh = template.content.firstElementChild;
+    if (fresh) {
+      region.replaceWith(fresh);
+      readStatus(fresh);
+    }
+  }
+
+  const pendingSpeech = [];
+
+  function appendLine(line) {
+    if (current.lastEventId !== null && line.id <= current.lastEventId) return; // shown already
+    const wrap = document.querySelector("#session-status .event-log-wrap");
+    const log = wrap?.querySelector(".event-log");
+    if (!log) return;
+    const item = document.createElement("li");
+    item.className = `event event-${String(line.level).replace(/[^a-z]/g, "")}`;
+    item.dataset.eventId = String(line.id);
+    const time = document.createElement("time");
+    time.dateTime = line.datetime;
+    time.textContent = line.time;
+    const message = document.createElement("span");
+    message.className = "event-message";
+    message.textContent = line.message;
+    item.append(time, " ", message);
+    log.append(item);
+    while (log.children.length > MAX_LOG_LINES) log.firstElementChild.remove();
+    wrap.hidden = false;
+    log.scrollTop = log.scrollHeight;
+    current.lastEventId = line.id;
+    // Lines that arrive together are spoken together.
+    if (!pendingSpeech.length) {
+      window.setTimeout(() => LabSite.announce(pendingSpeech.splice(0).join(" ")), 0);
+    }
+    pendingSpeech.push(line.message);
   }
 
   // ---- countdown and idle warning ------------------------------------------------------
@@ -156,6 +268,10 @@
     const left = Math.max(0, Math.round((current.lastActive + current.idleTimeoutMs - now) / 1000));
     const warnAt = Math.min(IDLE_WARN_SECONDS, Math.floor(current.idleTimeoutMs / 2000));
     if (left > warnAt) return closeDialog();
+    // Work running in the session (CPU), the preview or another tab may have kept it active since the
+    // page last heard: before warning, ask the server when it last saw activity (the status region).
+    const warnFrom = current.lastActive + current.idleTimeoutMs - warnAt * 1000;
+    if (!dialog.open && window.htmx && current.statusReadAt < warnFrom) return requestRefresh();
     if (dialogCountdown) dialogCountdown.textContent = formatSeconds(left);
     if (!dialog.open && typeof dialog.showModal === "function") dialog.showModal();
     if (left === 0) requestRefresh();
@@ -173,17 +289,21 @@
 
   // ---- heartbeats ----------------------------------------------------------------------
 
-  async function sendHeartbeat() {
+  /** `answer`: the learner answered the idle dialog, which counts whatever the lab's idle signals. */
+  async function sendHeartbeat(answer = false) {
     current.lastHeartbeat = Date.now();
     try {
       const response = await fetch(heartbeatUrl, {
         method: "POST",
         credentials: "same-origin",
         headers: { "X-CSRFToken": LabSite.csrfToken(), Accept: "application/json" },
+        body: answer ? new URLSearchParams({ answer: "1" }) : undefined,
       });
       if (!response.ok || !(response.headers.get("content-type") || "").includes("json")) return;
       const data = await response.json();
-      current.lastActive = serverNow();
+      // The server's word: the page in use counts only where the lab counts it (idle signals).
+      current.lastActive = parseTime(data.last_active) || current.lastActive;
+      current.statusReadAt = serverNow();
       if (typeof data.seconds_left === "number") current.expiresAt = serverNow() + data.seconds_left * 1000;
       if (data.state && data.state !== current.state) requestRefresh(true);
       else if (data.disk && data.disk.level !== current.diskLevel) {
@@ -203,7 +323,7 @@
     if (force || wait <= 0) {
       window.clearTimeout(current.trailingHeartbeat);
       current.trailingHeartbeat = 0;
-      sendHeartbeat();
+      sendHeartbeat(force);
     } else if (!current.trailingHeartbeat) {
       current.trailingHeartbeat = window.setTimeout(() => {
         current.trailingHeartbeat = 0;
@@ -266,6 +386,62 @@
       }
     });
     select(tabs.find((tab) => tab.getAttribute("aria-selected") === "true") || tabs[0], false);
+  }
+
+  // ---- staff: the environment's output ------------------------------------------------
+
+  const outputPanel = page.querySelector("[data-output-panel]");
+  if (outputPanel && typeof window.EventSource === "function") {
+    const text = outputPanel.querySelector("[data-output-text]");
+    const status = outputPanel.querySelector("[data-output-status]");
+    const MAX_OUTPUT_CHARS = 200_000;
+    let source = null;
+    const say = (message, problem = false) => {
+      status.textContent = message;
+      status.classList.toggle("notice", problem);
+      status.classList.toggle("notice-error", problem);
+    };
+    const stop = () => {
+      source?.close();
+      source = null;
+    };
+    outputPanel.addEventListener("toggle", () => {
+      if (!outputPanel.open) {
+        stop();
+        return;
+      }
+      if (source) return;
+      say("Connecting…");
+      source = new EventSource(outputPanel.dataset.outputUrl);
+      source.addEventListener("open", () => {
+        text.textContent = ""; // every connection starts again with the newest output
+        say("Following the output live.");
+      });
+      source.addEventListener("output", (event) => {
+        if (status.classList.contains("notice")) say("Following the output live."); // the runner answers again
+        const atEnd = text.scrollTop + text.clientHeight >= text.scrollHeight - 4;
+        text.append(JSON.parse(event.data).text);
+        if (text.textContent.length > MAX_OUTPUT_CHARS) text.textContent = text.textContent.slice(-MAX_OUTPUT_CHARS / 2);
+        if (atEnd) text.scrollTop = text.scrollHeight;
+      });
+      source.addEventListener("runner-error", (event) => {
+        const problem = JSON.parse(event.data);
+        say(problem.permanent ? problem.message : `${problem.message} (trying again)`, true);
+        if (problem.permanent) stop();
+      });
+      source.addEventListener("end", () => {
+        say("The session has ended.");
+        stop();
+      });
+      source.addEventListener("error", () => {
+        if (source?.readyState === EventSource.CLOSED) {
+          say("The output is not available (the server refused the stream).", true);
+          stop();
+        } else {
+          say("Connection lost; reconnecting…");
+        }
+      });
+    });
   }
 
   // ---- start ---------------------------------------------------------------------------
