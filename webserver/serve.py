@@ -18,6 +18,7 @@ from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from twisted.web.http import _GenericHTTPChannelProtocol
 
+from webserver.descriptors import raise_descriptor_limit
 from webserver.limited_http import DroppingChannel, LimitedRequest
 
 # Where the server puts a request's RequestBody in the scope, for StreamedBodies to take it out.
@@ -73,6 +74,7 @@ class CommandLine(CommandLineInterface):
 
 
 def main() -> None:
+    raise_descriptor_limit()  # two descriptors per terminal: 1,024 would stop it at a few hundred
     CommandLine.entrypoint()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 import time
@@ -399,6 +401,34 @@ def test_stats_report_memory_use(runner, started):
     stats = runner.stats(result.state)
     assert 0 < stats.memory_bytes <= stats.memory_limit_bytes
     assert stats.pids >= 1
+
+
+def test_commands_and_terminals_work_with_more_than_1024_descriptors_open(runner, started):
+    # A busy daphne holds two descriptors per terminal: select() stops at descriptor 1,023
+    # ("filedescriptor out of range"), poll and selectors do not.
+    _, result = started()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1300:
+        assert hard >= 1300, f"the hard descriptor limit ({hard}) is too low for this test"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1300, hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(held) > 1024
+        assert runner.exec(result.state, ["sh", "-c", "echo $((6*7))"]).stdout == b"42\n"
+        terminal = runner.open_terminal(result.state)
+        try:
+            terminal.write(b"echo $((6*7))\n")
+            seen = b""
+            deadline = time.monotonic() + 10
+            while b"42\r\n" not in seen:
+                assert time.monotonic() < deadline, seen
+                seen += terminal.read(4096)
+        finally:
+            terminal.close()
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_terminal_runs_commands_and_resizes(runner, started):
