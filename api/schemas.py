@@ -87,7 +87,8 @@ class SessionOut(Schema):
     user: str
     lab: str
     lab_title: str
-    state: str = Field(description="requested, provisioning, running, stopping, stopped, failed or expired.")
+    state: str = Field(description="waiting (in line for a free slot), requested, provisioning, running, "
+                                   "stopping, stopped, failed or expired.")
     created_at: datetime
     started_at: datetime | None
     expires_at: datetime | None

@@ -15,6 +15,9 @@ labs/qemu:bookworm, built by deploy/scripts/build-images.sh from deploy/images/q
     /run/vm/qmp.sock        QMP, only reachable with `docker exec` (flock qmp.lock serialises it)
     /run/vm/serial.sock     the serial console ttyS0; open_terminal() execs socat to it (QEMU serves
                             one client: the newest terminal takes the console over)
+    /run/vm/serial.log      everything the guest prints there (the chardev's logfile, on the container's
+                            writable layer): output() reads it through exec by byte offset; the
+                            launcher trims it every few seconds past `vm_serial_log_max_mb` (1)
 
 The container's command is a small launcher (LAUNCHER in vm_command.py, shared with the Kubernetes
 runner's VM pods, passed with python3 -c so the image and the code never drift apart) that checks
@@ -98,7 +101,9 @@ from runners.vm_command import (
     launcher_plan,
     power_down,
     qemu_argv,
+    read_serial_log,
     run_qmp,
+    serial_log_limit,
     wait_until_running,
 )
 
@@ -187,7 +192,7 @@ class DockerVM:
                          machine=str(self.host.option("vm_machine", "pc")), accel=accel,
                          vnc=f"0.0.0.0:{self._vnc_port() - 5900}")
         binds = {str(path): {"bind": f"{BASE_DIR}/{name}", "mode": "ro"} for name, path in boot.base_files().items()}
-        return binds, launcher_plan(spec, boot, argv)
+        return binds, launcher_plan(spec, boot, argv, serial_log_limit(self.host.options))
 
     def _host_config(self, spec: SessionSpec, network: str, binds: dict[str, dict[str, str]]) -> dict[str, Any]:
         overhead = int(self.host.option("vm_memory_overhead_mb", 256))
@@ -243,6 +248,13 @@ class DockerVM:
         return "no message"
 
     # QMP --------------------------------------------------------------------------------------------
+    def output(self, state: dict[str, Any], since: float | None, max_bytes: int) -> tuple[bytes, float | None]:
+        """The guest's serial console as QEMU logs it in the container (vm_command.SERIAL_LOG, on the
+        container's writable layer), read through exec; the cursor is a byte offset."""
+        return read_serial_log(lambda argv, seconds: self.runner.exec(self._container_state(state), argv,
+                                                                      timeout=seconds, workdir="/"),
+                               since, max_bytes, serial_log_limit(self.host.options))
+
     def qmp(self, state: dict[str, Any], command: str, arguments: dict[str, Any] | None = None,
             timeout: float = 5.0) -> Any:
         """Run one QMP command in the VM's container and return its result."""
@@ -376,10 +388,10 @@ class DockerVmRunner(Runner):
     def output(
         self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
     ) -> tuple[bytes, float | None]:
-        """The VM container's log as the engine keeps it: what the launcher and QEMU print (a refused
-        base disk, QEMU's warnings). The guest's serial console is not in it: QEMU serves it on a
-        socket only (the qemu runner also logs it to a file)."""
-        return self.engine.output({"container_id": state.get("container_id", "")}, since, max_bytes)
+        """The guest's serial console, as QEMU logs it in its container (the qemu runner's serial.log
+        semantics: the cursor is a byte offset). What the launcher and QEMU themselves print (a refused
+        base disk, QEMU's warnings) is the container's log: a failed start reports it."""
+        return self.vm.output(state, since, max_bytes)
 
     def disk_usage(self, state: dict[str, Any]) -> DiskUsage | None:
         return self.engine.disk_usage(state)

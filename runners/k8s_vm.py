@@ -19,7 +19,10 @@ cluster's registry under that name or name yours) with the launcher shared with 
                         KubeVirt's containerDisk idea), then mounted read-only in `main`. A copy that
                         fails fails the session at once with the copy's own words (Init:Error).
     /var/lib/labs-vm    an emptyDir with a sizeLimit of the lab's disk size: the qcow2 overlay
-    /run/vm             a small in-memory emptyDir: QMP and the serial console's unix sockets
+    /run/vm             a small in-memory emptyDir: QMP and the serial console's unix sockets, and
+                        serial.log, the console's log that output() reads through exec; the launcher
+                        trims it every few seconds past `vm_serial_log_max_mb` (1), and the volume's
+                        sizeLimit and the pod's memory leave room for twice that
 
 Security, as for container pods wherever QEMU allows, and tighter where it can: no service account
 token, no service links, seccomp RuntimeDefault (and QEMU's own -sandbox), every capability dropped,
@@ -78,7 +81,9 @@ from runners.vm_command import (
     launcher_plan,
     power_down,
     qemu_argv,
+    read_serial_log,
     run_qmp,
+    serial_log_limit,
     wait_until_running,
 )
 
@@ -167,7 +172,10 @@ class KubernetesVM:
                          accel=accel_argument(self.accel(), int(self.option("vm_tcg_cache_mb", 64))),
                          vnc=f"0.0.0.0:{self.vnc_port() - 5900},websocket={self.websocket_port()}")
         cpu = f"{max(1, round(spec.cpu * 1000))}m"
-        memory = f"{max(int(spec.memory_mb), 32) + int(self.option('vm_memory_overhead_mb', 256))}Mi"
+        serial_max = serial_log_limit(self.runner.options)
+        # /run/vm is in memory: its sockets, and the serial log up to twice its cap (between two trims).
+        run_mb = 1 + math.ceil(2 * serial_max / MIB)
+        memory = f"{max(int(spec.memory_mb), 32) + int(self.option('vm_memory_overhead_mb', 256)) + run_mb}Mi"
         disk_mb = max(int(spec.disk_mb), 1)
         # The overlay and (with "init") the copied base live in emptyDirs, which count against the pod's
         # ephemeral storage, bounded by its containers' limits: both, plus room for QEMU's log.
@@ -179,8 +187,9 @@ class KubernetesVM:
         pull = str(self.option("image_pull_policy", "IfNotPresent"))
         mounts: list[dict[str, Any]] = [{"name": DISK_VOLUME, "mountPath": DISK_DIR},
                                         {"name": RUN_VOLUME, "mountPath": SOCKET_DIR}]
-        volumes: list[dict[str, Any]] = [{"name": DISK_VOLUME, "emptyDir": {"sizeLimit": f"{disk_mb}Mi"}},
-                                         {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        volumes: list[dict[str, Any]] = [
+            {"name": DISK_VOLUME, "emptyDir": {"sizeLimit": f"{disk_mb}Mi"}},
+            {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": f"{run_mb}Mi"}}]
         init_containers: list[dict[str, Any]] = []
         if source == "claim":
             volumes.append({"name": IMAGES_VOLUME, "persistentVolumeClaim": {
@@ -202,7 +211,7 @@ class KubernetesVM:
             })
         main: dict[str, Any] = {
             "name": "main", "image": str(self.option("vm_image") or DEFAULT_VM_IMAGE), "imagePullPolicy": pull,
-            "command": launcher_command(launcher_plan(spec, boot, argv)), "workingDir": DISK_DIR,
+            "command": launcher_command(launcher_plan(spec, boot, argv, serial_max)), "workingDir": DISK_DIR,
             "env": [{"name": "LAB_SESSION", "value": spec.session_id}],
             "resources": {"requests": dict(limits), "limits": limits},
             "securityContext": context,
@@ -264,6 +273,13 @@ class KubernetesVM:
         return run_qmp(lambda argv, seconds: self.runner.exec_in_pod(state, argv, timeout=seconds, workdir="/",
                                                                       user=""),
                        command, arguments, timeout)
+
+    def output(self, state: dict[str, Any], since: float | None, max_bytes: int) -> tuple[bytes, float | None]:
+        """The guest's serial console as QEMU logs it in the pod (vm_command.SERIAL_LOG), read through exec;
+        the cursor is a byte offset."""
+        return read_serial_log(lambda argv, seconds: self.runner.exec_in_pod(state, argv, timeout=seconds, workdir="/",
+                                                                            user=""),
+                               since, max_bytes, serial_log_limit(self.runner.options))
 
     def power_down(self, state: dict[str, Any], timeout: float) -> None:
         """ACPI power button, then QMP quit; the runner deletes the pod afterwards."""

@@ -57,6 +57,10 @@ container, the overlay in an emptyDir, KVM through a device plugin's resource or
 privileged; the terminal is the serial console, QMP goes through exec, VNC is on the pod IP (or
 tunnelled through the pods/proxy in proxy mode).
 
+Output (Runner.output, staff's live panel): the `main` container's pods/log with timestamps, read after a
+sinceTime cursor (container_logs.py, as for Docker), other hosts' and the engine's lines marked "[host] " and
+"[engine] "; a VM's is its serial console's log in the pod (k8s_vm.py).
+
 Exec (judge, step scripts, files, terminals) goes over the pods/exec WebSocket (v5.channel.k8s.io,
 v4 as a fallback). Exec cannot send signals, so every command runs under `timeout -s KILL`.
 Not enforced here: the pids limit (Kubernetes has no per-pod limit yet; start() says so).
@@ -83,6 +87,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from runners import container_logs
 from runners.base import (
     VM_IMAGE_KINDS,
     Endpoint,
@@ -938,6 +943,25 @@ class KubernetesRunner(Runner):
         for namespace in self._other_namespaces():
             self._in_namespace(namespace).remove_all_managed()
 
+    def output(
+        self, state: dict[str, Any], since: float | None = None, max_bytes: int = 65536
+    ) -> tuple[bytes, float | None]:
+        """The `main` container's log (pods/log with timestamps, container_logs.py: the cursor is the
+        last line's timestamp), then the session's other hosts' and the engine's, their lines marked
+        "[host] " and "[engine] "."""
+        if state.get("kind") == "vm":
+            return self.vm.output(state, since, max_bytes)
+        namespace = str(state.get("namespace", self.namespace))
+        pod = str(state.get("pod", ""))
+        sources = [("", f"{pod}/{MAIN}")]
+        sources += [(str(host), f"{other}/{MAIN}") for host, other in (state.get("hosts") or {}).items()]
+        if state.get("docker_access"):
+            sources.append(("engine", f"{pod}/{ENGINE}"))
+        try:
+            return container_logs.session_output(_PodLogs(self, namespace), sources, since, max_bytes)
+        except Exception as exc:
+            raise self._translate("reading the session's output", exc) from exc
+
     def stats(self, state: dict[str, Any]) -> RunnerStats:
         """From `main`'s own cgroup (v2, or v1's cpuacct/memory/pids): memory and pids now, CPU as the
         usage over STATS_INTERVAL seconds (100 = one core busy, as `docker stats` counts). The API has
@@ -1374,6 +1398,49 @@ class KubernetesRunner(Runner):
         terminal = K8sTerminal(ws)
         terminal.resize(cols, rows)
         return terminal
+
+
+class _PodLogs:
+    """pods/log behind the one Docker SDK call container_logs.py reads through (`api.logs`), so both
+    runners share its parsing, bounds and merging. A "container id" is "<pod>/<container>"."""
+
+    def __init__(self, runner: KubernetesRunner, namespace: str) -> None:
+        self.runner = runner
+        self.namespace = namespace
+
+    def logs(self, container_id: str, *, stdout: bool, stderr: bool, timestamps: bool, tail: int | None = None,
+             since: float | None = None, stream: bool = False, follow: bool = False) -> Any:
+        from kubernetes.client import ApiException
+
+        pod, _, container = container_id.partition("/")
+        query: list[tuple[str, str]] = [("container", container), ("timestamps", str(timestamps).lower())]
+        if tail is not None:
+            query.append(("tailLines", str(tail)))
+        if since is not None:
+            # The API server hands sinceTime on to the kubelet in whole seconds, and the kubelet returns
+            # lines stamped at or after it: the caller skips those up to its cursor.
+            query.append(("sinceTime", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.floor(since)))))
+        client = self.runner.api_client
+        # The Python client's read_namespaced_pod_log has no sinceTime: the same request, made by hand.
+        request = client.param_serialize("GET", "/api/v1/namespaces/{namespace}/pods/{name}/log",
+                                         path_params={"namespace": self.namespace, "name": pod},
+                                         query_params=query, header_params={"Accept": "*/*"},
+                                         auth_settings=["BearerToken"])
+        response = client.call_api(*request, _request_timeout=self.runner.api_timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        if not stream:
+            return response.read()
+        return _chunks(response.response)
+
+
+def _chunks(response: Any) -> Any:
+    """A streamed response's body in pieces; closing the generator releases the connection."""
+    try:
+        yield from response.stream(65536)
+    finally:
+        response.release_conn()
 
 
 class K8sTerminal:

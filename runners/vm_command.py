@@ -22,6 +22,7 @@ sockets get there is each runner's own business.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runners import serial_log
 from runners.base import ExecResult, RunnerError, SessionSpec
 from runners.qemu import DEFAULT_CMDLINE, DISK_NAMES, SANDBOX, STOPPED_STATUSES
 
@@ -38,6 +40,11 @@ DISK_DIR = "/var/lib/labs-vm"
 BASE_DIR = "/vm/base"
 QMP_SOCKET = f"{SOCKET_DIR}/qmp.sock"
 SERIAL_SOCKET = f"{SOCKET_DIR}/serial.sock"
+# The serial console's log (the chardev's logfile): what Runner.output returns, trimmed as the qemu
+# runner's serial.log is. In /run/vm: only QEMU's user writes there, and the learner is in the guest.
+SERIAL_LOG = f"{SOCKET_DIR}/serial.log"
+SERIAL_LOG_MAX_MB = 1  # the default cap (option vm_serial_log_max_mb): on Kubernetes it is pod memory
+TRIM_EVERY = 5  # seconds between the container's own trims, whether or not anyone reads the log
 OVERLAY = f"{DISK_DIR}/overlay.qcow2"
 REFUSED = 2  # the launcher's exit status when the image itself is unusable (retrying cannot help)
 
@@ -75,8 +82,26 @@ if not os.path.exists(overlay):
             refuse("disk images with an external data file are not accepted")
         qemu_img("create", "-q", "-f", "qcow2", "-b", plan["base"], "-F", info["format"], partial)
     os.rename(partial, overlay)
+if plan.get("serial_trim"):
+    # The serial log's trimmer, for as long as the container runs (a guest may print without end).
+    subprocess.Popen(["sh", "-c", 'while sleep "$0"; do python3 -c "$@"; done', *plan["serial_trim"]])
 sys.stdout.flush()
 os.execvp(plan["argv"][0], plan["argv"])
+"""
+
+# serial_log.py itself, run by the VM image's python3 in the container (which has none of our code).
+_SERIAL_LOG_CODE = inspect.getsource(serial_log)
+# Argv: the log, its cap in bytes.
+SERIAL_TRIM = _SERIAL_LOG_CODE + """
+import sys
+trim(Path(sys.argv[1]), int(sys.argv[2]))
+"""
+# Argv: the log, its cap, the cursor ("" for none), max_bytes. Prints the new cursor's line, then the bytes.
+SERIAL_READ = _SERIAL_LOG_CODE + """
+import sys
+trim(Path(sys.argv[1]), int(sys.argv[2]))
+data, cursor = read(Path(sys.argv[1]), float(sys.argv[3]) if sys.argv[3] else None, int(sys.argv[4]))
+sys.stdout.buffer.write(("" if cursor is None else repr(cursor)).encode() + b"\\n" + data)
 """
 
 # One QMP conversation inside the container; prints the commands' return values as a JSON list.
@@ -225,7 +250,7 @@ def qemu_argv(spec: SessionSpec, boot: BootFiles, *, qemu: str, name: str, machi
         "-vga", "std",
         "-vnc", vnc,
         "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",
-        "-chardev", f"socket,id=serial0,path={SERIAL_SOCKET},server=on,wait=off",
+        "-chardev", f"socket,id=serial0,path={SERIAL_SOCKET},server=on,wait=off,logfile={SERIAL_LOG},logappend=on",
         "-serial", "chardev:serial0",
         "-drive", f"file={OVERLAY},format=qcow2,if=virtio,id=disk0,discard=unmap",
     ]
@@ -245,15 +270,39 @@ def qemu_argv(spec: SessionSpec, boot: BootFiles, *, qemu: str, name: str, machi
     return argv
 
 
-def launcher_plan(spec: SessionSpec, boot: BootFiles, argv: list[str]) -> dict[str, Any]:
-    """LAUNCHER's argument (as JSON): QEMU's argv and how to make the overlay."""
+def serial_log_limit(options: dict[str, Any]) -> int:
+    """The serial log's cap in bytes, from a runner's option vm_serial_log_max_mb."""
+    megabytes = float(options.get("vm_serial_log_max_mb", SERIAL_LOG_MAX_MB))
+    if not 0 < megabytes <= 64:
+        raise RunnerError(f"vm_serial_log_max_mb must be more than 0 and at most 64, not {megabytes}", permanent=True)
+    return int(megabytes * 1024 * 1024)
+
+
+def launcher_plan(spec: SessionSpec, boot: BootFiles, argv: list[str], serial_log_max: int) -> dict[str, Any]:
+    """LAUNCHER's argument (as JSON): QEMU's argv, how to make the overlay, how to trim the serial log."""
     return {
         "argv": argv,
         "base": None if boot.iso else f"{BASE_DIR}/disk",
         "disk_mb": max(int(spec.disk_mb), 1),
         "overlay": OVERLAY,
         "socket_dir": SOCKET_DIR,
+        "serial_trim": [str(TRIM_EVERY), SERIAL_TRIM, SERIAL_LOG, str(serial_log_max)],
     }
+
+
+def read_serial_log(run: ExecInContainer, since: float | None, max_bytes: int, limit: int
+                    ) -> tuple[bytes, float | None]:
+    """Runner.output for a VM in a container: the serial log after byte offset `since`, read by
+    `run(argv, timeout)` (serial_log.read's semantics, trimmed to `limit` first)."""
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+    result = run(["python3", "-c", SERIAL_READ, SERIAL_LOG, str(limit), "" if since is None else repr(since),
+                  str(max_bytes)], 15)
+    head, newline, data = result.stdout.partition(b"\n")
+    if result.exit_code != 0 or not newline:
+        message = " ".join(result.stderr.decode("utf-8", "replace").split())[-300:]
+        raise RunnerError(f"cannot read the serial log: {message or f'exit status {result.exit_code}'}")
+    return data, float(head) if head else None
 
 
 def launcher_command(plan: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from accounts.models import UserQuota
 from audit.records import record
 from jobqueue.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
 from labs.models import IdleSignal, Lab
+from sessions_app import admission
 from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
 
 
@@ -69,15 +70,23 @@ def start_session(user: Any, lab: Lab, *, address: str = "") -> Session:
                 f"“{running.lab.title}”. Stop it before starting another.",
                 session=running,
             )
+        runner_name = lab.runner or settings.LAB_DEFAULT_RUNNER
+        # Locked after the quota row (admission never takes quota rows), so no deadlock.
+        waits = admission.must_wait(admission.locked_capacity(runner_name))
         session = Session.objects.create(
             user=user,
             lab=lab,
-            runner_name=lab.runner or settings.LAB_DEFAULT_RUNNER,
+            runner_name=runner_name,
+            state=State.WAITING if waits else State.REQUESTED,
         )
-        session.log("Queued: waiting for a worker to provision your environment.")
+        if waits:
+            session.log("In line: every slot on this runner is taken; your session starts by itself when one frees.")
+        else:
+            session.log("Queued: waiting for a worker to provision your environment.")
         record("session.start", actor=user, target=session, address=address,
-               extra={"lab": lab.slug, "runner": session.runner_name})
-        queue_provision(session.pk)
+               extra={"lab": lab.slug, "runner": session.runner_name, "waiting": waits})
+        if not waits:
+            queue_provision(session.pk)
     return session
 
 
@@ -122,6 +131,8 @@ def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: st
     session.refresh_from_db()
     if session.is_ended or session.state == State.STOPPING:
         return session
+    if session.state == State.WAITING:
+        return _leave_line(session, reason, asked_by, actor=actor, address=address, extra=extra)
     _require_queue()
     try:
         session.transition(State.STOPPING, end_reason=reason)
@@ -134,6 +145,24 @@ def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: st
     record("session.stop", actor=actor, actor_name=asked_by, target=session, address=address,
            extra={"reason": str(reason), **(extra or {})})
     queue_teardown(session.pk)
+    return session
+
+
+def _leave_line(session: Session, reason: str, asked_by: str, *, actor: Any, address: str,
+                extra: dict[str, Any] | None) -> Session:
+    """Stop a session still waiting in line: it holds no environment, so it ends at once (no teardown)."""
+    try:
+        session.transition(State.STOPPED, end_reason=reason)
+    except StaleTransition:
+        # Admitted meanwhile: stop it the usual way.
+        return stop_session(session, reason, asked_by, actor=actor, address=address, extra=extra)
+    who = f": {asked_by}" if asked_by else ""
+    session.log(f"Left the line ({EndReason(reason).label.lower()}{who}).")
+    if actor is None and reason == EndReason.LEARNER:
+        actor = session.user
+    record("session.stop", actor=actor, actor_name=asked_by, target=session, address=address,
+           extra={"reason": str(reason), "waiting": True, **(extra or {})})
+    admission.announce_line(session.runner_name)  # those behind it moved up
     return session
 
 
@@ -160,7 +189,8 @@ def stop_all(asked_by: str, lab: Lab | None = None, runner: str = "", *, actor: 
         before = session.state
         result = stop_session(session, reason=EndReason.STAFF, asked_by=f"{asked_by}, stop all", actor=actor,
                               address=address, extra={"stop_all": True})
-        stopped += result.state == State.STOPPING and before != State.STOPPING
+        stopped += before != State.STOPPING and (
+            result.state == State.STOPPING or (before == State.WAITING and result.state == State.STOPPED))
     record("session.stop_all", actor=actor, actor_name=asked_by, target=lab, address=address,
            label="" if lab is not None else f"runner {runner}" if runner else "the whole site",
            extra={**scope, "stopped": stopped})

@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -15,8 +16,8 @@ from django.urls import URLPattern, path, reverse
 from audit.records import client_address
 from labs.models import Lab
 from runners import runner_configs
-from sessions_app import actions
-from sessions_app.models import EndReason, Session, SessionEvent, State
+from sessions_app import actions, admission
+from sessions_app.models import EndReason, HousekeepingPass, RunnerCapacity, Session, SessionEvent, State
 
 STOP_ALL_PERMISSION = "sessions_app.stop_all_sessions"
 
@@ -207,4 +208,39 @@ class SessionEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(RunnerCapacity)
+class RunnerCapacityAdmin(admin.ModelAdmin):
+    list_display = ["runner", "max_sessions", "waiting"]
+    search_fields = ["runner"]
+
+    @admin.display(description="waiting in line")
+    def waiting(self, capacity: RunnerCapacity) -> int:
+        return Session.objects.filter(runner_name=capacity.runner, state=State.WAITING).count()
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # A raised capacity lets the line in now rather than at the reaper's next pass.
+        transaction.on_commit(lambda: admission.admit(obj.runner))
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        runner = obj.runner
+        super().delete_model(request, obj)
+        transaction.on_commit(lambda: admission.admit(runner))  # unlimited now: everyone waiting goes in
+
+
+@admin.register(HousekeepingPass)
+class HousekeepingPassAdmin(admin.ModelAdmin):
+    """The reaper's and reconciler's recent passes (a day of them), as /metrics reports them: read only."""
+
+    list_display = ["started_at", "kind", "duration_seconds", "sessions_handled", "orphans_removed"]
+    list_filter = ["kind"]
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -24,6 +24,8 @@ class StaleTransition(InvalidTransition):
 
 
 class State(models.TextChoices):
+    # In line for a slot on a runner with a capacity set (sessions_app/admission.py): no job queued yet.
+    WAITING = "waiting", "In line"
     REQUESTED = "requested", "Queued"
     PROVISIONING = "provisioning", "Provisioning"
     RUNNING = "running", "Running"
@@ -35,6 +37,8 @@ class State(models.TextChoices):
 
 # The only place transitions are defined; every state change goes through Session.transition().
 TRANSITIONS: dict[str, frozenset[str]] = {
+    # Admitted to a free slot (admission.admit), or left the line: no environment, so no teardown.
+    State.WAITING: frozenset({State.REQUESTED, State.STOPPED}),
     State.REQUESTED: frozenset({State.PROVISIONING, State.STOPPING, State.FAILED}),
     State.PROVISIONING: frozenset({State.RUNNING, State.STOPPING, State.FAILED}),
     State.RUNNING: frozenset({State.STOPPING, State.FAILED}),
@@ -43,8 +47,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     State.FAILED: frozenset(),
     State.EXPIRED: frozenset(),
 }
-LIVE_STATES = (State.REQUESTED, State.PROVISIONING, State.RUNNING, State.STOPPING)
+LIVE_STATES = (State.WAITING, State.REQUESTED, State.PROVISIONING, State.RUNNING, State.STOPPING)
 ENDED_STATES = (State.STOPPED, State.FAILED, State.EXPIRED)
+# The states that hold one of a runner's slots (RunnerCapacity): admitted and not yet ended.
+SLOT_STATES = (State.REQUESTED, State.PROVISIONING, State.RUNNING, State.STOPPING)
 
 
 class EndReason(models.TextChoices):
@@ -270,3 +276,20 @@ class HousekeepingPass(models.Model):
         cutoff = started_at - timedelta(hours=cls.KEEP_HOURS)
         cls.objects.filter(kind=kind, started_at__lt=cutoff).exclude(pk=row.pk).delete()
         return row
+
+
+class RunnerCapacity(models.Model):
+    """How many sessions one runner alias may hold at once, set by staff. No row: unlimited. Starts
+    past it wait in line (State.WAITING) and are admitted in order as slots free (admission.py);
+    the row is also the lock that serialises that count."""
+
+    runner = models.CharField(max_length=40, unique=True, help_text="The runner alias (Session.runner_name).")
+    max_sessions = models.PositiveIntegerField(
+        help_text="Sessions requested, provisioning, running or stopping on this runner at once.")
+
+    class Meta:
+        verbose_name_plural = "runner capacities"
+        ordering = ["runner"]
+
+    def __str__(self) -> str:
+        return f"{self.runner}: {self.max_sessions} at once"

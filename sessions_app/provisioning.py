@@ -11,11 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from labs.assets import prepare_environment
 from runners import get_runner, resolve_alias
 from runners.base import Runner, RunnerError, SessionSpec
+from sessions_app import admission
 from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
 from sessions_app.signals import session_ready
 from sessions_app.specs import spec_for
@@ -38,6 +40,8 @@ def _fail(session: Session, message: str) -> None:
         session.transition(State.FAILED, error=message, end_reason=EndReason.ERROR, endpoints={})
     except StaleTransition:
         log.info("session %s changed state while failing: now %s", session.pk, session.state)
+        return
+    admission.admit(session.runner_name)  # its slot is free
 
 
 def _remove(runner: Runner, session: Session) -> bool:
@@ -175,10 +179,12 @@ def teardown(session_id: str) -> None:
         return
     final = State.EXPIRED if session.end_reason in (EndReason.EXPIRED, EndReason.IDLE) else State.STOPPED
     try:
-        session.transition(final, endpoints={})
+        with transaction.atomic():  # seen together: a page whose stream ends at the new state has the line
+            session.transition(final, endpoints={})
+            session.log("Environment removed.")
     except StaleTransition:
         return
-    session.log("Environment removed.")
+    admission.admit(session.runner_name)  # its slot is free
 
 
 def remove_environment(session_id: str) -> None:

@@ -26,7 +26,7 @@ from audit.records import record_many
 from jobqueue.abandoned_jobs import sweep_abandoned_jobs
 from jobqueue.queueing import QueueUnavailable, require_queue
 from labs.models import Lab
-from sessions_app import job_recovery
+from sessions_app import admission, job_recovery
 from sessions_app.actions import queue_removal, queue_teardown
 from sessions_app.models import (
     ENDED_STATES,
@@ -203,6 +203,8 @@ def _reap(now: datetime) -> ReapReport:
         report.idle = stop_idle(now)
         report.teardown_requeued = requeue_stuck_teardowns(now)
         recovered = job_recovery.recover(now)
+        # Safety net for slots freed where no admission runs (bulk fails, the reconciler, a raised capacity).
+        admission.admit_all()
     except QueueUnavailable as exc:
         log.warning("the job queue is unavailable (%s): stops and job recovery wait for the next pass", exc.detail)
         report.queue_unavailable = True

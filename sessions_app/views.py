@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.records import client_address
 from labs.models import IdleSignal, Lab
 from runners.base import FileEntry
-from sessions_app import actions
+from sessions_app import actions, admission
 from sessions_app.access import get_session_for_user
 from sessions_app.disk_usage import disk_report
 from sessions_app.models import EndReason, Session
@@ -54,7 +54,7 @@ def session_detail(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     events = list(session.events.order_by("-created_at", "-pk")[:STATUS_EVENTS])[::-1]
     context: dict[str, object] = {
         "session": session, "steps": steps, "events": events, "warning_seconds": _warning_seconds(),
-        "disk": disk_report(session),
+        "disk": disk_report(session), "place": admission.place_in_line(session),
     }
     return render(request, "sessions_app/detail.html", context)
 
@@ -64,7 +64,7 @@ def status_context(session: Session) -> dict[str, object]:
     (sessions_app/streams.py) when the state changes."""
     events = list(session.events.order_by("-created_at", "-pk")[:STATUS_EVENTS])[::-1]
     return {"session": session, "events": events, "warning_seconds": _warning_seconds(),
-            "disk": disk_report(session)}
+            "disk": disk_report(session), "place": admission.place_in_line(session)}
 
 
 @login_required

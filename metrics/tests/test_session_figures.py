@@ -17,7 +17,7 @@ def labels(**pairs: str) -> frozenset[tuple[str, str]]:
 def test_live_sessions_are_counted_by_state(sessions):
     assert scrape().series("labs_sessions") == {
         labels(state="requested"): 1, labels(state="provisioning"): 1, labels(state="running"): 3,
-        labels(state="stopping"): 1,
+        labels(state="stopping"): 1, labels(state="waiting"): 0,
     }
 
 
@@ -68,6 +68,6 @@ def test_no_sessions_give_zeros_not_errors(db):
     result = scrape()
     assert result.status == 200
     assert result.series("labs_sessions") == {labels(state=s): 0
-                                              for s in ("requested", "provisioning", "running", "stopping")}
+                                              for s in ("waiting", "requested", "provisioning", "running", "stopping")}
     assert result.series("labs_sessions_running") == {}
     assert result.value("labs_session_stops_15m", reason="learner") == 0

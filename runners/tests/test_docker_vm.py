@@ -123,6 +123,19 @@ def test_a_vm_boots_in_a_runner_container_and_stop_leaves_nothing(engine, runner
                                         b"written-by-guest", timeout=60)
     assert sha256(vm_image.disk) == base_before
 
+    # Staff follow the serial console: the guest's boot and what the terminal typed, by byte offset.
+    boot, cursor = runner.output(state)
+    assert b"Linux version" in boot or b"labvm# " in boot, boot[-400:]
+    assert b"WROTE" in boot and cursor is not None
+    assert runner.output(state, cursor) == (b"", cursor)
+    shell(runner, state, b"echo MARK-$((6*7))", b"MARK-42", timeout=60)
+    later, at = b"", cursor
+    deadline = time.monotonic() + 10  # QEMU logs what the guest printed just after serving it to the terminal
+    while b"MARK-42" not in later and time.monotonic() < deadline:
+        piece, at = runner.output(state, at)
+        later += piece
+    assert b"MARK-42" in later and b"WROTE" not in later
+
     # A second terminal takes the console over from one still open (QEMU serves one client);
     # without socat in the image, python3 bridges it.
     first = runner.open_terminal(state)

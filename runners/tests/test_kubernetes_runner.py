@@ -456,3 +456,38 @@ def test_starts_in_parallel_each_get_their_own_pod(runner, k8s_api):
     for result in results.values():
         assert runner.exec(result.state, ["hostname"]).stdout == b"lab\n"
         runner.stop(result.state, timeout=1)
+
+
+# output ----------------------------------------------------------------------------------------------------
+def _print_in_main(runner: KubernetesRunner, state: dict[str, Any], text: str) -> None:
+    """Lines on the `main` container's stdout, where its log comes from (as root: PID 1 is the keepalive)."""
+    result = runner.exec(state, ["sh", "-c", f"printf '{text}' > /proc/1/fd/1"], user="root")
+    assert result.exit_code == 0, result
+
+
+@pytest.mark.docker
+def test_output_is_the_main_containers_log_after_the_cursor_without_repeats(runner, started, k8s_api):
+    _, result, _ = started()
+    state = result.state
+    _print_in_main(runner, state, "first line\\nsecond line\\n")
+    data, cursor = runner.output(state)
+    assert data.endswith(b"first line\nsecond line\n")
+    assert cursor is not None
+    # Nothing new: nothing, the same cursor; a line in the same second as the last one comes once.
+    assert runner.output(state, cursor) == (b"", cursor)
+    _print_in_main(runner, state, "third line\\n")
+    more, later = runner.output(state, cursor)
+    assert more == b"third line\n"
+    assert later is not None and later > cursor
+    # A small budget reads the lines in pieces, in order, each once.
+    for n in range(4, 9):
+        _print_in_main(runner, state, f"line {n}\\n")
+    pieces, at = b"", later
+    for _ in range(10):
+        piece, at = runner.output(state, at, max_bytes=8)
+        if not piece:
+            break
+        assert len(piece) <= 8
+        pieces += piece
+    assert pieces == b"".join(f"line {n}\n".encode() for n in range(4, 9))
+    assert ("get", "pods/log", state["pod"]) in {(call.verb, call.resource, call.name) for call in k8s_api.calls}

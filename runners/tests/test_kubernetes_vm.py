@@ -137,10 +137,12 @@ def test_a_vm_boots_in_a_pod_from_an_init_container_disk_and_stop_removes_everyt
     assert "privileged" not in json.dumps(pod["spec"])
     assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["enableServiceLinks"] is False
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert main["resources"]["limits"]["memory"] == f"{128 + 256}Mi"  # the guest plus QEMU itself
+    # The guest plus QEMU itself, plus the in-memory /run/vm: its sockets and twice the serial log's cap.
+    assert main["resources"]["limits"]["memory"] == f"{128 + 256 + 3}Mi"
     assert parse_quantity(main["resources"]["limits"]["cpu"]) == 1
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["vm-disk"]["emptyDir"] == {"sizeLimit": "256Mi"}
+    assert volumes["vm-run"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "3Mi"}
     assert volumes["vm-base"]["emptyDir"]["sizeLimit"].endswith("Mi")
     assert {"name": "vm-base", "mountPath": "/vm/base", "readOnly": True} in main["volumeMounts"]
     assert not any(KVM in c["resources"]["limits"] for c in (main, copier))
@@ -161,6 +163,18 @@ def test_a_vm_boots_in_a_pod_from_an_init_container_disk_and_stop_removes_everyt
     # QMP through exec; the serial console is the terminal.
     assert runner.vm.qmp(state, "query-status")["status"] == "running"
     assert b"42" in serial_shell(runner, state, b"echo $((6*7))", b"42", timeout=BOOT_TIMEOUT)
+    # Staff follow the serial console: the guest's boot and what the terminal typed, by byte offset.
+    boot, cursor = runner.output(state)
+    assert b"Linux version" in boot or b"labvm# " in boot, boot[-400:]
+    assert b"$((6*7))" in boot and cursor is not None
+    assert runner.output(state, cursor) == (b"", cursor)
+    serial_shell(runner, state, b"echo MARK-$((6*7))", b"MARK-42", 60)
+    later, at = b"", cursor
+    deadline = time.monotonic() + 10  # QEMU logs what the guest printed just after serving it to the terminal
+    while b"MARK-42" not in later and time.monotonic() < deadline:
+        piece, at = runner.output(state, at)
+        later += piece
+    assert b"MARK-42" in later and b"echo $((6*7))" not in later  # the first command came before the cursor
     # A second terminal takes the console over from one still open (QEMU serves one client).
     first = runner.open_terminal(state)
     try:
@@ -181,7 +195,7 @@ def test_a_vm_boots_in_a_pod_from_an_init_container_disk_and_stop_removes_everyt
             call()
         assert refused.value.permanent
     usage = runner.stats(state)
-    assert usage.memory_bytes > 0 and usage.memory_limit_bytes == (128 + 256) << 20
+    assert usage.memory_bytes > 0 and usage.memory_limit_bytes == (128 + 256 + 3) << 20
 
     # A repeated start adopts the running VM.
     again = runner.start(spec, timeout=BOOT_TIMEOUT)

@@ -496,6 +496,6 @@ def test_commands_files_and_ports_are_refused_permanently(make_runner, vm_image)
         assert reason in str(refused.value)
     assert runner.poll(state) is PollStatus.RUNNING
     assert sorted(p.name for p in Path(state["dir"]).iterdir() if not p.name.endswith(".lock")) == [
-        "overlay.qcow2", "qemu.log", "qemu.pid", "qmp.sock", "serial.sock", "session.json", "vnc.sock",
-    ]  # nothing written for the refused calls
+        "overlay.qcow2", "qemu.log", "qemu.pid", "qmp.sock", "serial.log", "serial.sock", "session.json", "vnc.sock",
+    ]  # nothing written for the refused calls (serial.log is the guest's console, for staff's output panel)
     runner.stop(state, timeout=0)

@@ -18,6 +18,8 @@ from runners.fake import FakeRunner
 from runners.local import LocalRunner
 from runners.qemu import SERIAL_LOG, QemuRunner
 from runners.serial_log import TRIM_NOTICE, read, trim
+from runners.vm_command import SERIAL_LOG as SERIAL_LOG_IN_VM
+from runners.vm_command import TRIM_EVERY, BootFiles, launcher_command, launcher_plan
 from tests.vm_image import serial_shell, vm_spec
 
 TINY = "labs/busybox:latest"
@@ -114,17 +116,48 @@ def test_docker_output_marks_the_lines_of_a_sessions_other_containers(containers
 
 
 @pytest.mark.docker
-def test_docker_vm_output_is_its_qemu_containers_log_alone(containers) -> None:
-    qemu = containers("echo 'labs-vm: cannot read the base disk' >&2; exec sleep 60")
-    other = containers("echo not-the-vm; exec sleep 60")
-    runner = DockerVmRunner("docker-vm", {"instance": "labstestoutput"})
-    state = {"container_id": qemu.id, "engine_container_id": other.id, "kind": "vm"}
-    deadline = time.monotonic() + 20
-    data = b""
-    while not data and time.monotonic() < deadline:
-        data, _ = runner.output(state)
-        time.sleep(0.1)
-    assert data == b"labs-vm: cannot read the base disk\n"
+def test_docker_vm_output_is_the_serial_log_in_its_qemu_container_by_byte_offset(engine) -> None:
+    # The VM runner's image, a serial log already written and far past its cap: QEMU is not needed for this.
+    qemu = engine.containers.run("labs/qemu:bookworm", ["sh", "-c", "printf 'old%.0s' $(seq 1000) > /run/vm/serial.log;"
+                                 " printf 'login: ' >> /run/vm/serial.log; exec sleep 60"],
+                                 detach=True, labels={"labs.test": "runner-output"})
+    try:
+        runner = DockerVmRunner("docker-vm", {"instance": "labstestoutput", "vm_serial_log_max_mb": 0.001})
+        state = {"container_id": qemu.id, "kind": "vm"}
+        deadline = time.monotonic() + 20
+        data, cursor = b"", None
+        while not data and time.monotonic() < deadline:
+            data, cursor = runner.output(state)
+            time.sleep(0.1)
+        # Past 1024 bytes: its newest quarter stays, after the notice; a prompt without a newline shows.
+        assert data == TRIM_NOTICE + (b"old" * 1000 + b"login: ")[-(1048 // 4):]
+        assert cursor == len(data)
+        assert runner.output(state, cursor) == (b"", cursor)
+        qemu.exec_run(["sh", "-c", "printf 'root\\r\\n' >> /run/vm/serial.log"])
+        assert runner.output(state, cursor) == (b"root\r\n", cursor + 6)
+        assert runner.output(state, cursor, max_bytes=2) == (b"ro", cursor + 2)
+    finally:
+        qemu.remove(force=True)
+
+
+@pytest.mark.docker
+def test_the_vm_launcher_trims_the_serial_log_while_nobody_reads_it(engine) -> None:
+    # The real launcher in the VM runner's image, with `sleep` in QEMU's place: its trimmer runs beside it.
+    spec = SessionSpec(session_id=str(uuid.uuid4()), user_id=7, username="olivia", lab_slug="tiny", image="x.iso",
+                       cpu=1, memory_mb=64, disk_mb=1)
+    plan = launcher_plan(spec, BootFiles(image=Path("x.iso"), iso=True), ["sleep", "60"], 1024)
+    qemu = engine.containers.run("labs/qemu:bookworm", launcher_command(plan), detach=True, init=True,
+                                 labels={"labs.test": "runner-output"})
+    try:
+        qemu.exec_run(["sh", "-c", f"printf 'x%.0s' $(seq 5000) > {SERIAL_LOG_IN_VM}"])
+        deadline = time.monotonic() + 4 * TRIM_EVERY
+        size = 5000
+        while size > 1024 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            size = int(qemu.exec_run(["stat", "-c", "%s", SERIAL_LOG_IN_VM]).output)
+        assert size == len(TRIM_NOTICE) + 1024 // 4
+    finally:
+        qemu.remove(force=True)
 
 
 @pytest.mark.docker
@@ -193,8 +226,16 @@ def test_qemu_output_is_the_vms_serial_console(vm_image, tmp_path) -> None:
 
         # What the learner's terminal shows is there too, after the cursor.
         serial_shell(runner, state, b"echo MARK-$((6*7))", b"MARK-42")
-        later, cursor = runner.output(state, since=cursor)
-        assert b"MARK-42" in later
+        # QEMU writes its log just after it sends the text to the terminal: read until the next prompt.
+        later = b""
+        deadline = time.monotonic() + 15
+        while b"labvm# " not in later.partition(b"MARK-42\r\n")[2]:
+            assert time.monotonic() < deadline, later[-400:]
+            chunk, cursor = runner.output(state, since=cursor)
+            later += chunk
+            if not chunk:
+                time.sleep(0.2)
+        assert later.count(b"MARK-42") == 1  # once: nothing read twice
         assert runner.output(state, since=cursor)[0] == b""
     finally:
         runner.stop(state, timeout=0)

@@ -80,7 +80,9 @@ def test_the_database_refuses_an_unknown_state(session):
 #   running → failed          the reconciler finds the environment vanished (reconcile.fail_vanished)
 #   stopping → expired        teardown of a session stopped by its time limit or idle timeout
 #   stopping → failed         teardown could not remove the environment (provisioning.teardown)
+#   waiting → requested       a slot freed on the runner (admission.admit); waiting → stopped: left the line
 EXPECTED_TRANSITIONS = {
+    "waiting": {"requested", "stopped"},
     "requested": {"provisioning", "stopping", "failed"},
     "provisioning": {"running", "stopping", "failed"},
     "running": {"stopping", "failed"},

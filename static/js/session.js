@@ -9,7 +9,8 @@
  * swaps the region in as soon as the state changes and appends progress lines as they are logged;
  * each new copy of the region is read again. Should the stream fail again and again, the page asks
  * for the region every POLL_EVERY_MS while the state is changing, and tries the stream again later.
- * Other scripts can listen for `session:state` on document ({detail: {state, previous}}) and use
+ * Other scripts can listen for `session:state` on document ({detail: {state, previous}}), and for
+ * `session:progress` ({detail: the stream's progress line}, e.g. start_progress.js), and use
  * window.LabSession: `state` (the last one read) and `refresh()` (ask the server for the status now).
  * Selecting a console tab dispatches `console:select` ({detail: {console}}) from #session-page.
  */
@@ -142,7 +143,7 @@
   // ---- live stream ---------------------------------------------------------------------
 
   const ENDED_STATES = new Set(["stopped", "failed", "expired"]);
-  const CHANGING_STATES = new Set(["requested", "provisioning", "stopping"]);
+  const CHANGING_STATES = new Set(["waiting", "requested", "provisioning", "stopping"]);
   // statusHtml: the status region the stream last sent (null until its first one on this page).
   const live = { source: null, failures: 0, polling: 0, retry: 0, statusHtml: null };
 
@@ -236,6 +237,7 @@
       window.setTimeout(() => LabSite.announce(pendingSpeech.splice(0).join(" ")), 0);
     }
     pendingSpeech.push(line.message);
+    document.dispatchEvent(new CustomEvent("session:progress", { detail: line })); // start_progress.js
   }
 
   // ---- countdown and idle warning ------------------------------------------------------

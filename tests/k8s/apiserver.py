@@ -28,6 +28,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import datetime
 import html
 import ipaddress
 import json
@@ -531,9 +532,18 @@ class ApiServerDouble:
         docker_id = self.kubelet.docker_id(pod["metadata"]["uid"], container)
         if self.docker_client is None or not docker_id:
             raise bad_request(f'container "{container}" in pod "{route.name}" is waiting to start')
-        tail = request.query.get("tailLines")
+        query = request.query
+        tail = query.get("tailLines")
+        since = _since_time(query["sinceTime"]) if "sinceTime" in query else None
+        if since is not None and "sinceSeconds" in query:
+            raise bad_request("at most one of sinceTime or sinceSeconds may be specified")
+        stamped = query.get("timestamps") in ("true", "1")
         logs = await self.kubelet._docker(self.docker_client.api.logs, docker_id, stdout=True, stderr=True,
-                                          tail=int(tail) if tail and tail.isdigit() else "all")
+                                          tail=int(tail) if tail and tail.isdigit() else "all",
+                                          timestamps=stamped, **({"since": since} if since else {}))
+        if stamped:
+            # The kubelet's RFC3339Nano (a fraction's trailing zeros dropped), not Docker's fixed nine digits.
+            logs = _NANO_FRACTION.sub(lambda m: m[1].rstrip(b"0").rstrip(b".") + b"Z ", logs)
         return web.Response(body=logs, content_type="text/plain")
 
     def _container_of(self, pod: dict[str, Any], container: str) -> str:
@@ -1007,3 +1017,20 @@ def _rewrite_html(text: str, prefix: str, source_hosts: set[str], request_host: 
         return f"<{match.group(1)}{_ATTRIBUTE.sub(attribute, match.group(2))}{match.group(3)}>"
 
     return _TAG.sub(tag, text)
+
+
+# The stamp that starts a Docker log line, its fraction included.
+_NANO_FRACTION = re.compile(rb"(?m)^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z ")
+
+
+def _since_time(raw: str) -> int:
+    """pods/log's sinceTime (RFC 3339, a fraction allowed) as whole seconds: the API server passes it on
+    to the kubelet formatted as RFC 3339 without the fraction, and the kubelet returns every line stamped
+    at or after it."""
+    try:
+        parsed = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f'parsing time "{raw}" as "2006-01-02T15:04:05Z07:00": cannot parse') from None
+    if parsed.tzinfo is None:
+        raise bad_request(f'parsing time "{raw}" as "2006-01-02T15:04:05Z07:00": cannot parse') from None
+    return max(1, int(parsed.timestamp()))  # Docker ignores a `since` of 0
