@@ -70,7 +70,7 @@ def start_session(user: Any, lab: Lab, *, address: str = "") -> Session:
                 f"“{running.lab.title}”. Stop it before starting another.",
                 session=running,
             )
-        runner_name = lab.runner or settings.LAB_DEFAULT_RUNNER
+        runner_name = admission.runner_of_start(lab.runner or settings.LAB_DEFAULT_RUNNER, lab.image.kind)
         # Locked after the quota row (admission never takes quota rows), so no deadlock.
         waits = admission.must_wait(admission.locked_capacity(runner_name))
         session = Session.objects.create(

@@ -18,8 +18,23 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from runners import resolve_alias
+from runners.base import RunnerError
 from sessions_app import live
 from sessions_app.models import SLOT_STATES, RunnerCapacity, Session, StaleTransition, State
+
+
+def runner_of_start(name: str, image_kind: str) -> str:
+    """The runner a new session will run on, as its capacity is kept: the concrete alias, not
+    "default" (provisioning records the concrete one, and the slots are counted by it). Resolved
+    only when some runner has a capacity, since "default" asks the Docker engine whether it is up;
+    a name that does not resolve is kept as it is (provisioning then fails the session, saying why)."""
+    if not RunnerCapacity.objects.exists():
+        return name
+    try:
+        return resolve_alias(name, image_kind)
+    except RunnerError:
+        return name
 
 
 def locked_capacity(runner: str) -> RunnerCapacity | None:

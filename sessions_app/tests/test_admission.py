@@ -217,3 +217,36 @@ def test_the_pages_of_those_still_waiting_are_told_when_the_line_moves(start, le
     with django_capture_on_commit_callbacks(execute=True):
         actions.stop_session(first)
     assert (second.pk, True) in told  # its status region re-renders with "number 1"
+
+
+def test_a_lab_on_the_default_runner_is_counted_on_the_runner_default_stands_for(
+        start, learners, lab, monkeypatch, django_capture_on_commit_callbacks):
+    # Most labs name "default"; staff cap the concrete runner ("docker" on most machines), which is
+    # also what provisioning records: the Start must count against it, or nothing would ever wait.
+    import runners
+
+    monkeypatch.setattr(runners, "_auto_default_alias", lambda configs: "fake")
+    lab.runner = "default"
+    lab.save()
+    RunnerCapacity.objects.create(runner="fake", max_sessions=1)
+    first_user, second_user = learners(2)
+    first = start(first_user)
+    second = start(second_user)
+    assert (first.runner_name, first.state) == ("fake", State.RUNNING)
+    assert (second.runner_name, second.state) == ("fake", State.WAITING)
+    _stop_and_tear_down(first, django_capture_on_commit_callbacks)
+    second.refresh_from_db()
+    assert second.state == State.RUNNING
+
+
+def test_without_any_capacity_the_start_does_not_resolve_the_runner(start, learners, lab, monkeypatch):
+    # "default" asks the Docker engine whether it is up: not on every Start when no capacity is set.
+    import runners
+
+    def engine_asked(configs):
+        raise AssertionError("the default runner was resolved in the request")
+
+    monkeypatch.setattr(runners, "_auto_default_alias", engine_asked)
+    lab.runner = "default"
+    lab.save()
+    assert admission.runner_of_start("default", lab.image.kind) == "default"
