@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -18,10 +17,13 @@ from django.utils import timezone
 
 from accounts.models import UserQuota
 from audit.records import record
-from jobqueue.queueing import QueueUnavailable, enqueue_on_commit, require_queue, retry_once
+from jobqueue.queueing import QueueUnavailable, require_queue
 from labs.models import IdleSignal, Lab
 from sessions_app import admission
-from sessions_app.models import EndReason, Session, SessionEvent, StaleTransition, State
+from sessions_app.job_requests import PROVISION_NOT_QUEUED as PROVISION_NOT_QUEUED
+from sessions_app.job_requests import TEARDOWN_NOT_QUEUED as TEARDOWN_NOT_QUEUED
+from sessions_app.job_requests import queue_provision, queue_teardown
+from sessions_app.models import EndReason, Session, StaleTransition, State
 
 
 class SessionActionError(Exception):
@@ -88,35 +90,6 @@ def start_session(user: Any, lab: Lab, *, address: str = "") -> Session:
         if not waits:
             queue_provision(session.pk)
     return session
-
-
-# Logged when the queue went away between `_require_queue` and the commit; the reaper's recovery
-# pass (sessions_app/job_recovery.py) queues the job once Redis is back.
-PROVISION_NOT_QUEUED = "The job queue is unavailable: your environment will be prepared as soon as it is back."
-TEARDOWN_NOT_QUEUED = "The job queue is unavailable: your environment will be removed as soon as it is back."
-
-
-def _log_later(session_id: Any, message: str) -> Callable[[], object]:
-    return lambda: SessionEvent.objects.create(session_id=session_id, message=message,
-                                               level=SessionEvent.Level.WARNING)
-
-
-def queue_provision(session_id: Any) -> None:
-    """Queue the session's start once the transaction commits (idempotent, retried once if its worker dies)."""
-    enqueue_on_commit("sessions_app.jobs.provision_session", str(session_id), job_id=f"provision-{session_id}",
-                      retry=retry_once(), if_unavailable=_log_later(session_id, PROVISION_NOT_QUEUED))
-
-
-def queue_teardown(session_id: Any) -> None:
-    """Queue the session's teardown once the transaction commits (one job id per session, never doubled)."""
-    enqueue_on_commit("sessions_app.jobs.teardown_session", str(session_id), job_id=f"teardown-{session_id}",
-                      retry=retry_once(), if_unavailable=_log_later(session_id, TEARDOWN_NOT_QUEUED))
-
-
-def queue_removal(session_id: Any) -> None:
-    """Queue removal of what a failed session's start left behind (the reconciler's job if this is lost)."""
-    enqueue_on_commit("sessions_app.jobs.remove_environment", str(session_id), job_id=f"remove-{session_id}",
-                      retry=retry_once())
 
 
 def stop_session(session: Session, reason: str = EndReason.LEARNER, asked_by: str = "", *,

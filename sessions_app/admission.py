@@ -21,6 +21,7 @@ from django.utils import timezone
 from runners import resolve_alias
 from runners.base import RunnerError
 from sessions_app import live
+from sessions_app.job_requests import queue_provision
 from sessions_app.models import SLOT_STATES, RunnerCapacity, Session, StaleTransition, State
 
 
@@ -57,8 +58,6 @@ def admit(runner: str) -> list[Session]:
     """Admit the oldest waiting sessions of `runner` into its free slots: each moves to
     `requested` and its provision job is queued on commit. Returns the admitted sessions. The
     sessions still waiting hear that the line moved. Safe to call at any time, from anywhere."""
-    from sessions_app.actions import queue_provision  # actions imports this module for Start
-
     admitted: list[Session] = []
     with transaction.atomic():
         capacity = locked_capacity(runner)

@@ -30,7 +30,7 @@ from uuid import UUID
 from django.db.models import OuterRef, Q, Subquery
 
 from jobqueue.queueing import job_statuses, uses_redis
-from sessions_app.actions import TEARDOWN_NOT_QUEUED, queue_provision, queue_removal, queue_teardown
+from sessions_app.job_requests import TEARDOWN_NOT_QUEUED, queue_provision, queue_removal, queue_teardown
 from sessions_app.models import EndReason, Session, SessionEvent, State
 from sessions_app.row_claims import claim_in_batches, quiet_since
 

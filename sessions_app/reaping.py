@@ -27,7 +27,7 @@ from jobqueue.abandoned_jobs import sweep_abandoned_jobs
 from jobqueue.queueing import QueueUnavailable, require_queue
 from labs.models import Lab
 from sessions_app import admission, job_recovery
-from sessions_app.actions import queue_removal, queue_teardown
+from sessions_app.job_requests import queue_removal, queue_teardown
 from sessions_app.models import (
     ENDED_STATES,
     EndReason,
