@@ -79,7 +79,9 @@ class LabDetailOut(LabOut):
 
 
 class StartIn(Schema):
-    lab: str = Field(description="The lab's slug, as `GET /labs` lists it.", min_length=1, max_length=80)
+    # A slug's characters only: anything else (a NUL byte, which PostgreSQL refuses) is a 422, not a 500.
+    lab: str = Field(description="The lab's slug, as `GET /labs` lists it.", min_length=1, max_length=80,
+                     pattern=r"^[-a-zA-Z0-9_]+$")
 
 
 class SessionOut(Schema):

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from ninja import Router
+from ninja import Query, Router
 from ninja.errors import HttpError
 from ninja.pagination import paginate
 
@@ -31,7 +31,9 @@ def _require_staff(request: ApiRequest) -> None:
 
 @router.get("/sessions", response=list[SessionOut], auth=auth.READ, summary="Every session, newest first")
 @paginate(Paged, max_limit=PAGE_LIMIT)
-def all_sessions(request: ApiRequest, state: State | None = None, lab: str = "", user: str = "",
+def all_sessions(request: ApiRequest, state: State | None = None,
+                 lab: str = Query("", pattern=r"^[-a-zA-Z0-9_]*$", description="a lab's slug"),
+                 user: str = Query("", pattern=r"^[\w.@+-]*$", description="a username"),
                  live: bool = False) -> QuerySet[Session]:
     _require_staff(request)
     found = Session.objects.select_related("lab", "user").order_by("-created_at", "-pk")

@@ -54,3 +54,19 @@ def test_numbers_past_what_the_database_takes_are_422_not_500(owner_api, running
     assert owner_api.get("/labs", offset=10**24).status_code == 422
     assert owner_api.get(f"/sessions/{running.pk}/attempts/{10**20}").status_code == 422
     assert owner_api.get("/labs", limit=10**12).status_code == 200  # clamped to a page of 200
+
+
+@pytest.mark.parametrize("slug", ["hello\x00shell", "../etc", "hello shell"])
+def test_a_lab_that_is_no_slug_is_422_not_500(owner_api, lab, slug):
+    # Found by the schema fuzzer: PostgreSQL refuses a NUL byte in a text comparison (a 500 then).
+    response = owner_api.post("/sessions", {"lab": slug})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "lab"
+    assert not Session.objects.exists()
+
+
+@pytest.mark.parametrize("param", ["lab", "user"])
+def test_staff_filters_with_a_nul_byte_are_422_not_500(staff_api, param):
+    response = staff_api.get("/staff/sessions", **{param: "a\x00b"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == param

@@ -26,7 +26,7 @@ def test_starting_a_lab_records_the_learner_the_session_and_the_address(owner, l
     assert (entry.actor, entry.actor_name, entry.address) == (owner, "olivia", ADDRESS)
     assert (entry.target_type, entry.target_id) == ("sessions_app.session", str(session.pk))
     assert entry.target_label.startswith("hello-shell for olivia")
-    assert entry.extra == {"lab": "hello-shell", "runner": "fake"}
+    assert entry.extra == {"lab": "hello-shell", "runner": "fake", "waiting": False}  # not in line: no capacity set
     assert actions_logged() == ["session.start"]
 
 
