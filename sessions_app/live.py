@@ -186,8 +186,8 @@ async def listen(session_id: UUID | str) -> AsyncIterator[Listener]:
         return
     group = group_name(session_id)
     try:
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
+        channel = await asyncio.wait_for(layer.new_channel(), SEND_TIMEOUT)
+        await asyncio.wait_for(layer.group_add(group, channel), SEND_TIMEOUT)
     except Exception:  # Redis is down: the stream still re-reads on its timer
         log.warning("cannot subscribe to notices of session %s; its stream re-reads on a timer only",
                     session_id, exc_info=True)
@@ -198,10 +198,11 @@ async def listen(session_id: UUID | str) -> AsyncIterator[Listener]:
         yield listener
     finally:
         relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
+        # Bounded: a receive cancelled in the middle of Redis's reply must not hold the stream open.
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(relay, SEND_TIMEOUT)
         try:
-            await layer.group_discard(group, channel)
+            await asyncio.wait_for(layer.group_discard(group, channel), SEND_TIMEOUT)
         except Exception:  # the group's membership expires by itself (group_expiry)
             log.warning("cannot unsubscribe a stream of session %s", session_id, exc_info=True)
 
