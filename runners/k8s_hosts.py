@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runners.base import VM_IMAGE_KINDS, ExecResult, RunnerError, SessionSpec
+from runners.k8s_objects import LABEL_MANAGED, LABEL_SESSION, PodRunner, label_value, object_name, owner_reference
 from runners.session_shell import connect_hosts
-
-if TYPE_CHECKING:
-    from runners.kubernetes import KubernetesRunner
 
 # A host's name is its pod's hostname: a DNS label (the lab format allows less: labs/models.HOST_NAME).
 HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -58,7 +56,7 @@ HOSTS_SCRIPT = (
 class KubernetesHosts:
     """The several-hosts side of a KubernetesRunner: checks, the hosts' pods, their policy, names and SSH."""
 
-    def __init__(self, runner: KubernetesRunner) -> None:
+    def __init__(self, runner: PodRunner) -> None:
         self.runner = runner
 
     def check(self, spec: SessionSpec) -> None:
@@ -75,7 +73,6 @@ class KubernetesHosts:
     # objects -----------------------------------------------------------------------------------------------
     def pod_name(self, spec: SessionSpec, host: str) -> str:
         """`lab-<session>` for the first host (the learner's), `lab-<session>-<host>` for the others."""
-        from runners.kubernetes import object_name
 
         name = object_name(spec.session_id)
         return name if host in ("", *spec.hosts[:1]) else f"{name}-{host}"
@@ -85,7 +82,6 @@ class KubernetesHosts:
 
     def policy_manifest(self, spec: SessionSpec, anchor: dict[str, Any]) -> dict[str, Any]:
         """The session's pods may reach each other (in and out, any port); nothing else changes."""
-        from runners.kubernetes import LABEL_MANAGED, LABEL_SESSION, label_value, object_name, owner_reference
 
         runner = self.runner
         peers = {LABEL_MANAGED: label_value(runner.instance), LABEL_SESSION: label_value(spec.session_id)}

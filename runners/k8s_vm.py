@@ -63,9 +63,10 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runners.base import Endpoint, PollStatus, ProgressCallback, RunnerError, SessionSpec
+from runners.k8s_objects import K8sTerminal, PodRunner, permanent_failure
 from runners.vm_command import (
     BASE_DIR,
     DISK_DIR,
@@ -87,9 +88,6 @@ from runners.vm_command import (
     wait_until_running,
 )
 
-if TYPE_CHECKING:
-    from runners.kubernetes import K8sTerminal, KubernetesRunner
-
 DEFAULT_VM_IMAGE = "labs/qemu:bookworm"  # the Docker VM runner's (docker_vm.DEFAULT_VM_IMAGE)
 DISK_SOURCES = ("claim", "init")
 BASE_VOLUME, DISK_VOLUME, RUN_VOLUME, IMAGES_VOLUME = "vm-base", "vm-disk", "vm-run", "vm-images"
@@ -107,7 +105,7 @@ COPY_BASE = (
 class KubernetesVM:
     """The VM side of a KubernetesRunner: QEMU's pod, its monitor, its serial console and VNC."""
 
-    def __init__(self, runner: KubernetesRunner) -> None:
+    def __init__(self, runner: PodRunner) -> None:
         self.runner = runner
         self._tunnels: Any = None  # k8s_vnc.VncTunnels, made on first use in proxy mode
 
@@ -248,7 +246,6 @@ class KubernetesVM:
     def wait_running(self, state: dict[str, Any], progress: ProgressCallback, deadline: float,
                      timeout: float) -> None:
         """Until QMP says the guest runs; a pod that ended meanwhile fails the start with its reason."""
-        from runners.kubernetes import permanent_failure
 
         progress("Starting VM")
 
@@ -296,7 +293,6 @@ class KubernetesVM:
     # consoles -------------------------------------------------------------------------------------------
     def open_terminal(self, state: dict[str, Any], cols: int, rows: int) -> K8sTerminal:
         """The VM's serial console (one client at a time, as QEMU serves it), on an exec's TTY."""
-        from runners.kubernetes import K8sTerminal
 
         if self.runner.poll(state) is not PollStatus.RUNNING:
             raise RunnerError("the VM is not running", permanent=True)
